@@ -1,0 +1,28 @@
+"""memprof: find out why a Python ASGI + SQLAlchemy worker intermittently runs out of memory.
+
+The public API::
+
+    from memprof import MemprofMiddleware, checkpoint, flush, MemprofSettings
+
+    app = MemprofMiddleware(app)          # one line; settings from MEMPROF_* variables
+"""
+
+from memprof.middleware import MemprofMiddleware
+from memprof.profile import RequestProfile, checkpoint, current_profile
+from memprof.settings import MemprofConfigError, MemprofSettings, Mode, load_settings
+from memprof.writer import flush
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MemprofConfigError",
+    "MemprofMiddleware",
+    "MemprofSettings",
+    "Mode",
+    "RequestProfile",
+    "__version__",
+    "checkpoint",
+    "current_profile",
+    "flush",
+    "load_settings",
+]

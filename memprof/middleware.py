@@ -1,0 +1,121 @@
+"""``MemprofMiddleware``: a pure ASGI middleware that profiles requests' memory.
+
+Use ``app = MemprofMiddleware(app)`` or ``app.add_middleware(MemprofMiddleware)``. Non-HTTP scopes pass
+straight through (lifespan is watched only to flush records at shutdown). The response, its streaming,
+the app's exceptions and background tasks are exactly what they would be without memprof: every
+memprof step is guarded, and the app's exception is re-raised with a bare ``raise``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from memprof.isolation import internal_error
+from memprof.profile import RequestProfile, _current
+from memprof.runtime import Runtime
+from memprof.settings import MemprofSettings, load_settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class MemprofMiddleware:
+    """Profile the memory of HTTP requests to ``app``. Settings default to ``MEMPROF_*`` variables.
+
+    A bad setting raises :class:`memprof.MemprofConfigError` here, at start-up; once running,
+    memprof never raises into the app.
+    """
+
+    def __init__(self, app: ASGIApp, *, settings: MemprofSettings | None = None) -> None:
+        self.app = app
+        self.settings = settings if settings is not None else load_settings()
+        self.runtime = Runtime(self.settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self.app(scope, receive, self._lifespan_send(send))
+            else:
+                await self.app(scope, receive, send)
+            return
+        runtime = self.runtime
+        if not runtime.enabled or "memprof" in scope:
+            # Off, or a second memprof inside the same request: pass through.
+            await self.app(scope, receive, send)
+            return
+        try:
+            full = runtime.decide(scope)
+        except Exception as exc:
+            internal_error("sampling", exc)
+            full = None
+        runtime.inflight += 1
+        try:
+            if runtime.active:
+                runtime.note_request_started()
+            if full is None:
+                scope["memprof"] = None
+                await self.app(scope, receive, send)
+            else:
+                await self._profiled(runtime, full, scope, receive, send)
+        finally:
+            runtime.inflight -= 1
+
+    async def _profiled(
+        self, runtime: Runtime, full: bool, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        try:
+            profile: RequestProfile | None = runtime.begin(scope, full)
+        except Exception as exc:
+            internal_error("begin", exc)
+            profile = None
+        if profile is None:
+            scope["memprof"] = None
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            try:
+                kind = message["type"]
+                if kind == "http.response.start":
+                    profile.status = message.get("status")
+                    profile.add_checkpoint("response_start")
+                elif kind == "http.response.body" and not message.get("more_body", False):
+                    profile.add_checkpoint("response_end")
+            except Exception as exc:
+                internal_error("send", exc)
+            await send(message)
+
+        scope["memprof"] = profile
+        token = _current.set(profile)
+        try:
+            profile.add_checkpoint("app_start")
+        except Exception as exc:
+            internal_error("checkpoint", exc)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except BaseException as exc:
+            profile.error = type(exc).__name__
+            raise
+        finally:
+            _current.reset(token)
+            try:
+                runtime.end(profile, scope)
+            except Exception as exc:
+                internal_error("end", exc)
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def lifespan_send(message: Message) -> None:
+            if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                try:
+                    import anyio.to_thread
+
+                    await anyio.to_thread.run_sync(self.runtime.writer.flush)
+                except Exception as exc:
+                    internal_error("lifespan_flush", exc)
+            await send(message)
+
+        return lifespan_send

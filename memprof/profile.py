@@ -1,0 +1,226 @@
+"""The per-request profile, the context variable that carries it, and the checkpoint API.
+
+A :class:`RequestProfile` holds only plain data (numbers and strings), never the app's objects, so a
+profile handed to the writer thread keeps nothing of the request alive. Integrations (SQLAlchemy,
+sessions) attach a collector to ``profile.sections``; each collector turns its data into one section
+of the ``sample`` record in the writer thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, Protocol, TypeVar, cast
+
+from memprof.isolation import internal_error
+from memprof.memory import rss_bytes
+
+MAX_CHECKPOINTS = 200
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class SectionCollector(Protocol):
+    """Something an integration attaches to a profile; it becomes one section of the sample record."""
+
+    def to_record(self) -> Any:
+        """Return the section's JSON-ready data (called once, in the writer thread)."""
+        ...
+
+
+class RequestProfile:
+    """Memory checkpoints and everything else memprof learns about one profiled request."""
+
+    __slots__ = (
+        "checkpoints",
+        "concurrency_max",
+        "concurrency_start",
+        "dropped_checkpoints",
+        "duration_ms",
+        "error",
+        "finished",
+        "full",
+        "method",
+        "mode",
+        "overhead_ns",
+        "path",
+        "peak_end",
+        "peak_start",
+        "request_id",
+        "route",
+        "rss_end",
+        "rss_start",
+        "runtime_id",
+        "sections",
+        "start_ns",
+        "start_time",
+        "status",
+        "traced",
+    )
+
+    def __init__(self, method: str, path: str, mode: str, full: bool, runtime_id: int = 0) -> None:
+        self.start_ns = time.perf_counter_ns()
+        self.start_time = time.time()
+        self.request_id = uuid.uuid4().hex[:16]
+        self.method = method
+        self.path = path
+        self.route: str | None = None
+        self.mode = mode
+        self.full = full
+        self.runtime_id = runtime_id
+        self.status: int | None = None
+        self.error: str | None = None
+        self.duration_ms = 0.0
+        # Each checkpoint: (name, ns since start, rss, extra dict or None)
+        self.checkpoints: list[tuple[str, int, int, dict[str, Any] | None]] = []
+        self.dropped_checkpoints = 0
+        self.rss_start = 0
+        self.rss_end = 0
+        self.peak_start = 0
+        self.peak_end = 0
+        self.concurrency_start = 0
+        self.concurrency_max = 0
+        self.overhead_ns = 0
+        self.finished = False
+        self.traced = False
+        self.sections: dict[str, SectionCollector] = {}
+
+    def add_checkpoint(
+        self, name: str, rss: int | None = None, extra: dict[str, Any] | None = None, now: int | None = None
+    ) -> None:
+        """Record a named point: time since start and RSS (read now unless given)."""
+        if self.finished:
+            return
+        if len(self.checkpoints) >= MAX_CHECKPOINTS:
+            self.dropped_checkpoints += 1
+            return
+        t0 = time.perf_counter_ns()
+        if rss is None:
+            rss = rss_bytes()
+        self.checkpoints.append((name, (now or t0) - self.start_ns, rss, extra))
+        self.overhead_ns += time.perf_counter_ns() - t0
+
+    @property
+    def elapsed_ms(self) -> float:
+        """Milliseconds since the request started."""
+        return (time.perf_counter_ns() - self.start_ns) / 1e6
+
+    def summary(self) -> dict[str, Any]:
+        """A small view of an in-flight request, for dumps and the flight recorder (no secrets)."""
+        return {
+            "id": self.request_id,
+            "method": self.method,
+            "path": self.path,
+            "route": self.route,
+            "started": self.start_time,
+            "elapsed_ms": round(self.elapsed_ms, 3),
+            "rss_start": self.rss_start,
+            "checkpoints": [name for name, *_ in self.checkpoints],
+        }
+
+
+_current: ContextVar[RequestProfile | None] = ContextVar("memprof_profile", default=None)
+
+
+def current_profile() -> RequestProfile | None:
+    """The profile of the request being handled in this context, or None."""
+    return _current.get()
+
+
+class _CheckpointScope:
+    """``checkpoint("name")``: a context manager and a decorator (sync and async)."""
+
+    __slots__ = ("_name", "_profile", "_rss", "_t0")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._profile: RequestProfile | None = None
+        self._rss = 0
+        self._t0 = 0
+
+    def __enter__(self) -> _CheckpointScope:
+        profile = _current.get()
+        if profile is not None and not profile.finished:
+            try:
+                self._profile = profile
+                self._t0 = time.perf_counter_ns()
+                self._rss = rss_bytes()
+                profile.overhead_ns += time.perf_counter_ns() - self._t0
+            except Exception as exc:
+                self._profile = None
+                internal_error("checkpoint", exc)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        profile = self._profile
+        if profile is None:
+            return
+        self._profile = None
+        try:
+            now = time.perf_counter_ns()
+            rss = rss_bytes()
+            extra = {
+                "rss_before": self._rss,
+                "duration_ms": round((now - self._t0) / 1e6, 3),
+                "error": exc_info[0] is not None,
+            }
+            profile.add_checkpoint(self._name, rss=rss, extra=extra, now=now)
+        except Exception as exc:
+            internal_error("checkpoint", exc)
+
+    async def __aenter__(self) -> _CheckpointScope:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.__exit__(*exc_info)
+
+    def __call__(self, func: F) -> F:
+        name = self._name
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                if _current.get() is None:
+                    return await func(*args, **kwargs)
+                with _CheckpointScope(name):
+                    return await func(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if _current.get() is None:
+                return func(*args, **kwargs)
+            with _CheckpointScope(name):
+                return func(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+
+class _CheckpointAPI:
+    """The public ``checkpoint`` object: ``checkpoint("x")`` and ``checkpoint.mark("x")``."""
+
+    __slots__ = ()
+
+    def __call__(self, name: str) -> _CheckpointScope:
+        """A named span: use as ``with checkpoint("x"):`` or as a decorator ``@checkpoint("x")``.
+
+        Records RSS and time before and after. A no-op outside a profiled request.
+        """
+        return _CheckpointScope(name)
+
+    def mark(self, name: str) -> None:
+        """Record a single named point (time and RSS) in the current profiled request, if any."""
+        profile = _current.get()
+        if profile is not None:
+            try:
+                profile.add_checkpoint(name)
+            except Exception as exc:
+                internal_error("checkpoint", exc)
+
+
+checkpoint = _CheckpointAPI()

@@ -1,0 +1,214 @@
+"""The runtime behind the middleware: settings, sampling, in-flight requests, record building.
+
+One :class:`Runtime` per middleware instance. The request path calls :meth:`Runtime.begin` and
+:meth:`Runtime.end`; everything slow (record building, JSON, files, logging) happens in the writer
+thread. Integrations register hooks that run when a profiled request starts or ends.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+import weakref
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from memprof.isolation import internal_error
+from memprof.memory import MemoryLimit, detect_limit, peak_rss_bytes, rss_bytes
+from memprof.profile import RequestProfile
+from memprof.schema import SAMPLE_SCHEMA, SAMPLE_VERSION
+from memprof.settings import MemprofSettings, Mode
+from memprof.writer import RecordWriter
+
+Scope = MutableMapping[str, Any]
+ProfileHook = Callable[[RequestProfile, Scope], None]
+
+# Hooks integrations register: called on the request path (guarded) for full-detail profiles.
+START_HOOKS: list[ProfileHook] = []
+FINISH_HOOKS: list[ProfileHook] = []
+
+_MB = 1024 * 1024
+
+
+def register_hooks(*, on_start: ProfileHook | None = None, on_finish: ProfileHook | None = None) -> None:
+    """Register an integration's hooks once (idempotent)."""
+    if on_start is not None and on_start not in START_HOOKS:
+        START_HOOKS.append(on_start)
+    if on_finish is not None and on_finish not in FINISH_HOOKS:
+        FINISH_HOOKS.append(on_finish)
+
+
+class Runtime:
+    """State shared by every request a middleware instance sees."""
+
+    def __init__(self, settings: MemprofSettings) -> None:
+        self.settings = settings
+        self.limit: MemoryLimit = detect_limit(settings.memory_limit_bytes)
+        self.mode: Mode = settings.mode
+        self.sample_rate = settings.effective_sample_rate
+        self.enabled = settings.enabled
+        self.writer = RecordWriter(
+            settings.data_dir,
+            max_file_bytes=int(settings.max_file_mb * _MB),
+            max_total_bytes=int(settings.max_total_mb * _MB),
+            queue_size=settings.queue_size,
+            log_events=settings.log_events,
+        )
+        self.host = socket.gethostname()
+        self.inflight = 0
+        self.active: dict[str, RequestProfile] = {}
+        self.profiled = 0
+        self.started = time.time()
+        _RUNTIMES.append(weakref.ref(self))
+
+    # -- sampling ---------------------------------------------------------------------------------
+    def decide(self, scope: Scope) -> bool | None:
+        """None: do not profile. Otherwise whether to collect full detail (True) or checkpoints only."""
+        mode = self.mode
+        if mode is Mode.TARGETED:
+            return None  # signed tokens arrive with the safety layer
+        rate = self.sample_rate
+        if rate <= 0.0 or (rate < 1.0 and random.random() >= rate):
+            return None
+        return mode is Mode.AGGRESSIVE
+
+    # -- a profiled request -----------------------------------------------------------------------
+    def begin(self, scope: Scope, full: bool) -> RequestProfile:
+        """Start a profile: RSS, peak, concurrency, the ``request_start`` checkpoint, start hooks."""
+        t0 = time.perf_counter_ns()
+        profile = RequestProfile(scope.get("method", ""), scope.get("path", ""), self.mode.value, full)
+        rss = rss_bytes()
+        profile.rss_start = rss
+        profile.peak_start = peak_rss_bytes()
+        profile.concurrency_start = profile.concurrency_max = self.inflight
+        profile.checkpoints.append(("request_start", 0, rss, None))
+        self.active[profile.request_id] = profile
+        self.profiled += 1
+        if full:
+            for hook in START_HOOKS:
+                try:
+                    hook(profile, scope)
+                except Exception as exc:
+                    internal_error(f"start_hook:{getattr(hook, '__name__', hook)}", exc)
+        profile.overhead_ns += time.perf_counter_ns() - t0
+        return profile
+
+    def note_request_started(self) -> None:
+        """Called for every request after ``inflight`` went up: raise in-flight profiles' maximum."""
+        n = self.inflight
+        for profile in self.active.values():
+            if n > profile.concurrency_max:
+                profile.concurrency_max = n
+
+    def end(self, profile: RequestProfile, scope: Scope) -> None:
+        """Finish a profile on the request path (cheap) and hand it to the writer thread."""
+        t0 = time.perf_counter_ns()
+        self.active.pop(profile.request_id, None)
+        try:
+            profile.route = route_template(scope)
+            if profile.full:
+                for hook in FINISH_HOOKS:
+                    try:
+                        hook(profile, scope)
+                    except Exception as exc:
+                        internal_error(f"finish_hook:{getattr(hook, '__name__', hook)}", exc)
+            rss = rss_bytes()
+            now = time.perf_counter_ns()
+            profile.checkpoints.append(("request_end", now - profile.start_ns, rss, None))
+            profile.rss_end = rss
+            profile.peak_end = peak_rss_bytes()
+            profile.duration_ms = (now - profile.start_ns) / 1e6
+        finally:
+            profile.finished = True
+            profile.overhead_ns += time.perf_counter_ns() - t0
+        self.writer.submit(profile, self.build_record)
+
+    # -- the record (writer thread) ---------------------------------------------------------------
+    def build_record(self, profile: RequestProfile) -> dict[str, Any]:
+        """The ``sample`` record of a finished profile (see :class:`memprof.schema.Sample`)."""
+        limit = self.limit
+        checkpoints = []
+        for name, ns, rss, extra in profile.checkpoints:
+            cp: dict[str, Any] = {"name": name, "ms": round(ns / 1e6, 3), "rss": rss}
+            if extra:
+                cp.update(extra)
+            checkpoints.append(cp)
+        shared = profile.concurrency_max > 1
+        record: dict[str, Any] = {
+            "schema": SAMPLE_SCHEMA,
+            "version": SAMPLE_VERSION,
+            "time": profile.start_time,
+            "pid": os.getpid(),
+            "host": self.host,
+            "worker": f"{self.host}:{os.getpid()}",
+            "mode": profile.mode,
+            "detail": "full" if profile.full else "checkpoints",
+            "request": {
+                "id": profile.request_id,
+                "method": profile.method,
+                "path": profile.path,
+                "route": profile.route or profile.path,
+                "status": profile.status,
+                "duration_ms": round(profile.duration_ms, 3),
+                "error": profile.error,
+            },
+            "memory": {
+                "limit": limit.bytes,
+                "limit_source": limit.source,
+                "rss_start": profile.rss_start,
+                "rss_end": profile.rss_end,
+                "rss_delta": profile.rss_end - profile.rss_start,
+                "peak": profile.peak_end,
+                "raised_peak": profile.peak_end > profile.peak_start,
+                "concurrency": {"at_start": profile.concurrency_start, "max": profile.concurrency_max},
+                "shared": shared,
+            },
+            "checkpoints": checkpoints,
+            "dropped_checkpoints": profile.dropped_checkpoints,
+            "overhead_ms": round(profile.overhead_ns / 1e6, 4),
+        }
+        for name, collector in profile.sections.items():
+            try:
+                record[name] = collector.to_record()
+            except Exception as exc:
+                internal_error(f"section:{name}", exc)
+        return record
+
+
+def route_template(scope: Scope) -> str:
+    """The route template of a handled request (``/users/{user_id}``), mounts included.
+
+    Starlette's router stores the matched route in ``scope["route"]`` and grows ``root_path`` for each
+    mount. With no router the raw path is used; with a router but no match, ``<unmatched>`` (raw paths
+    of 404s would explode the number of routes).
+    """
+    route = scope.get("route")
+    template = getattr(route, "path", None) if route is not None else None
+    if isinstance(template, str):
+        prefix = scope.get("root_path", "") or ""
+        app_root = scope.get("app_root_path", "") or ""
+        if prefix.startswith(app_root):
+            prefix = prefix[len(app_root) :]
+        return (prefix.rstrip("/") + template) or "/"
+    if "router" in scope:
+        return "<unmatched>"
+    return str(scope.get("path", ""))
+
+
+_RUNTIMES: list[weakref.ref[Runtime]] = []
+
+
+def runtimes() -> list[Runtime]:
+    """Every live runtime in this process, oldest first."""
+    alive = [r for ref in _RUNTIMES if (r := ref()) is not None]
+    if len(alive) != len(_RUNTIMES):
+        _RUNTIMES[:] = [weakref.ref(r) for r in alive]
+    return alive
+
+
+def current_runtime() -> Runtime | None:
+    """The most recently created live runtime, or None."""
+    alive = runtimes()
+    return alive[-1] if alive else None

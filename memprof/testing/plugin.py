@@ -1,0 +1,1 @@
+"""The memprof pytest plugin (registered through the ``pytest11`` entry point)."""

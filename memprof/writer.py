@@ -1,0 +1,231 @@
+"""The record writer: a bounded queue drained by a background thread into rotated JSON Lines files.
+
+The request path only calls :meth:`RecordWriter.submit`, which never blocks: when the queue is full the
+record is dropped and counted. The thread turns each item into a record, appends it to
+``samples-<pid>-<start>-<seq>.jsonl`` in the data dir, rotates the file by size, keeps the total size
+of samples files under a cap (oldest removed first) and emits the structlog event for it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from memprof.isolation import internal_error
+
+log = structlog.get_logger("memprof")
+
+SAMPLES_GLOB = "samples-*.jsonl"
+_STOP = object()
+
+RecordBuilder = Callable[[Any], dict[str, Any] | None]
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700) if needed and return it."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+class RecordWriter:
+    """Writes records from a bounded queue on a daemon thread. One per runtime (per data dir)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        max_file_bytes: int,
+        max_total_bytes: int,
+        queue_size: int,
+        log_events: bool = True,
+        event_name: str = "memprof.request.completed",
+    ) -> None:
+        self.data_dir = data_dir
+        self.max_file_bytes = max_file_bytes
+        self.max_total_bytes = max_total_bytes
+        self.queue_size = queue_size
+        self.log_events = log_events
+        self.event_name = event_name
+        self.dropped = 0
+        self.written = 0
+        self.failed = 0
+        self._lock = threading.Lock()
+        self._reset()
+        _WRITERS.add(self)
+
+    def _reset(self) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(self.queue_size)
+        self._thread: threading.Thread | None = None
+        self._file: TextIO | None = None
+        self._file_path: Path | None = None
+        self._file_bytes = 0
+        self._seq = 0
+        self._pid = os.getpid()
+        self._started = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        self._pending = 0
+        self._idle = threading.Condition(threading.Lock())
+
+    def submit(self, item: Any, build: RecordBuilder) -> bool:
+        """Queue ``item``; the writer thread calls ``build(item)`` to get the record. Never blocks."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        if self._thread is None:
+            self._start()
+        with self._idle:
+            self._pending += 1
+        try:
+            self._queue.put_nowait((item, build))
+        except queue.Full:
+            with self._idle:
+                self._pending -= 1
+            self.dropped += 1
+            return False
+        return True
+
+    def _after_fork(self) -> None:
+        # A forked child inherits the parent's queue and file but not its thread: start afresh.
+        with self._lock:
+            if self._pid != os.getpid():
+                self._reset()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="memprof-writer", daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued record is written (or ``timeout`` seconds). True when drained."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        if self._file is not None:
+            with self._lock:
+                if self._file is not None:
+                    self._file.flush()
+        return True
+
+    def _run(self) -> None:
+        while True:
+            entry = self._queue.get()
+            if entry is _STOP:
+                return
+            item, build = entry
+            try:
+                record = build(item)
+                if record is not None:
+                    self._write(record)
+            except Exception as exc:
+                self.failed += 1
+                try:
+                    internal_error("writer", exc)
+                except Exception:
+                    pass  # the test switch re-raises; the thread must live on to drain the queue
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    if self._pending <= 0:
+                        self._idle.notify_all()
+
+    def _write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        with self._lock:
+            if self._file is None or self._file_bytes + len(line) > self.max_file_bytes:
+                self._rotate()
+            assert self._file is not None
+            self._file.write(line)
+            if self._queue.empty():
+                self._file.flush()
+            self._file_bytes += len(line)
+        self.written += 1
+        if self.log_events:
+            log.info(self.event_name, **record)
+
+    def _rotate(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        ensure_private_dir(self.data_dir)
+        self._seq += 1
+        path = self.data_dir / f"samples-{self._started}-{self._pid}-{self._seq:04d}.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._file = os.fdopen(fd, "a", encoding="utf-8")
+        self._file_path = path
+        self._file_bytes = 0
+        self._enforce_total(keep=path)
+
+    def _enforce_total(self, keep: Path) -> None:
+        files = []
+        for p in self.data_dir.glob(SAMPLES_GLOB):
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            files.append((st.st_mtime, p.name, p, st.st_size))
+        total = sum(f[3] for f in files)
+        for _mtime, _name, path, size in sorted(files):
+            if total <= self.max_total_bytes:
+                break
+            if path == keep:
+                continue
+            try:
+                path.unlink()
+                total -= size
+            except OSError:
+                pass
+
+    @property
+    def current_file(self) -> Path | None:
+        """The samples file being appended to, if one is open."""
+        return self._file_path
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Drain the queue, stop the thread and close the file."""
+        self.flush(timeout)
+        thread = self._thread
+        if thread is not None and thread.is_alive() and self._pid == os.getpid():
+            try:
+                self._queue.put_nowait(_STOP)
+                thread.join(timeout)
+            except queue.Full:
+                pass
+        self._thread = None
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+_WRITERS: weakref.WeakSet[RecordWriter] = weakref.WeakSet()
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Write out every queued record of every memprof writer in this process. True when all drained."""
+    deadline = time.monotonic() + timeout
+    ok = True
+    for writer in list(_WRITERS):
+        ok = writer.flush(max(0.0, deadline - time.monotonic())) and ok
+    return ok
+
+
+@atexit.register
+def _flush_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
+    try:
+        flush(2.0)
+    except Exception:
+        pass

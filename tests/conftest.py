@@ -1,0 +1,67 @@
+"""Shared fixtures: settings in a temporary data dir, real Starlette and FastAPI apps, and a guard that
+fails any test in which memprof swallowed an internal error."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import memprof
+from memprof.isolation import errors as internal_errors
+from memprof.settings import MemprofSettings
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(autouse=True)
+def _no_swallowed_internal_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test when memprof swallowed one of its own errors (like sentry-python's suite does)."""
+    internal_errors.reset()
+    yield
+    if request.node.get_closest_marker("internal_errors_expected"):
+        return
+    assert internal_errors.total == 0, f"memprof swallowed internal errors: {dict(internal_errors.counts)}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "internal_errors_expected: memprof errors are provoked on purpose")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "memprof-data"
+
+
+@pytest.fixture
+def make_settings(data_dir: Path) -> Callable[..., MemprofSettings]:
+    def factory(**overrides: Any) -> MemprofSettings:
+        overrides.setdefault("data_dir", data_dir)
+        overrides.setdefault("mode", "aggressive")
+        overrides.setdefault("log_events", False)
+        return memprof.load_settings(**overrides)
+
+    return factory
+
+
+def read_samples(data_dir: Path) -> list[dict[str, Any]]:
+    """Every sample record written to ``data_dir``, after flushing the writers."""
+    assert memprof.flush(10.0)
+    out: list[dict[str, Any]] = []
+    for path in sorted(data_dir.glob("samples-*.jsonl")):
+        out.extend(json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return out
+
+
+@pytest.fixture
+def samples(data_dir: Path) -> Callable[[], list[dict[str, Any]]]:
+    return lambda: read_samples(data_dir)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
