@@ -74,6 +74,100 @@ class Checkpoint(_Model):
     error: bool | None = Field(None, description="For a checkpoint span: whether it exited by an exception.")
 
 
+class Statement(_Model):
+    """One distinct SQL statement of a request (text with placeholders, never parameter values)."""
+
+    sql: str = Field(description="Statement text with placeholders, capped in length.")
+    count: int
+    total_ms: float
+    max_ms: float
+    rss_before: int | None = Field(None, description="RSS before the first execution.")
+    rss_after: int | None = Field(None, description="RSS after the last execution (rows fetched).")
+    rss_delta_max: int = Field(0, description="Largest RSS growth over one execution and its fetch.")
+    rows: int = Field(0, description="Rows fetched (counted as fetched; SQLite's rowcount is -1).")
+    instances: int = Field(0, description="ORM instances built from its rows.")
+    n_plus_one: bool = False
+    lazy: bool = Field(False, description="Whether executions came from a lazy relationship load.")
+    frame: str | None = Field(
+        None, description="First application frame that executed it: file:line in func."
+    )
+    params: list[Any] | None = Field(
+        None, description="Redacted parameters, only with MEMPROF_RECORD_SQL_PARAMS."
+    )
+
+
+class Queries(_Model):
+    """SQL of one request. Light requests carry only ``count`` and ``total_ms``."""
+
+    count: int
+    total_ms: float
+    statements: list[Statement] | None = None
+    dropped_statements: int = 0
+    n_plus_one: list[Statement] | None = Field(None, description="Statements repeated past the threshold.")
+
+
+class ModelCounts(_Model):
+    """ORM activity of one mapped class in one request."""
+
+    loaded: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    rss_first: int | None = None
+    rss_last: int | None = None
+
+
+class Models(_Model):
+    """Per mapped class (``module.Class`` name) counts, and identity-map sizes of Sessions used."""
+
+    classes: dict[str, ModelCounts]
+    identity_maps: list[int] = Field(default_factory=list)
+
+
+class LoaderCriteria(_Model):
+    """One ``with_loader_criteria`` option applied to a mapped class during a request."""
+
+    criteria: str = Field(description="A short description: lambda or expression, and where it was defined.")
+    kind: Literal["lambda", "expression"]
+    where: str | None = Field(None, description="file:line where the criteria was defined.")
+    applied: int
+    statements: list[str] = Field(default_factory=list, description="Statements it applied to (capped).")
+    duplicates: int = Field(0, description="Times it was applied twice to one statement.")
+
+
+class Scopes(_Model):
+    """Loader criteria ("global scopes") per mapped class."""
+
+    classes: dict[str, list[LoaderCriteria]]
+
+
+class EngineState(_Model):
+    """One engine's state when the request ended."""
+
+    name: str = Field(description="Dialect and database name; never the password.")
+    compiled_cache: int | None = None
+    compiled_cache_max: int | None = None
+    pool_checked_out: int | None = None
+    pool_size: int | None = None
+
+
+class SessionKey(_Model):
+    """A session key and the serialized size of its value (never the value)."""
+
+    key: str
+    size: int
+
+
+class SessionInfo(_Model):
+    """HTTP session size analysis of one request."""
+
+    size: int = Field(description="Serialized size of the whole session in bytes.")
+    keys: int
+    largest: list[SessionKey] = Field(description="Largest keys, top 20.")
+    id_hash: str | None = Field(None, description="Hash of the session identity, to follow one session.")
+    source: str = "scope"
+
+
 class Sample(_Model):
     """One profiled request (a line of ``samples-*.jsonl`` and the ``memprof.request.completed`` event)."""
 
@@ -89,11 +183,11 @@ class Sample(_Model):
     memory: MemoryInfo
     checkpoints: list[Checkpoint]
     dropped_checkpoints: int = 0
-    queries: dict[str, Any] | None = Field(None, description="SQL statements (SQLAlchemy integration).")
-    models: dict[str, Any] | None = Field(None, description="ORM instances per mapped class.")
-    scopes: dict[str, Any] | None = Field(None, description="Loader criteria applied per mapped class.")
-    session: dict[str, Any] | None = Field(None, description="HTTP session size and largest keys.")
-    engines: list[dict[str, Any]] | None = Field(None, description="Engine state: caches, pool.")
+    queries: Queries | None = Field(None, description="SQL statements (SQLAlchemy integration).")
+    models: Models | None = Field(None, description="ORM instances per mapped class.")
+    scopes: Scopes | None = Field(None, description="Loader criteria applied per mapped class.")
+    session: SessionInfo | None = Field(None, description="HTTP session size and largest keys.")
+    engines: list[EngineState] | None = Field(None, description="Engine state: caches, pool.")
     overhead_ms: float = Field(description="Time memprof itself spent on this request.")
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)

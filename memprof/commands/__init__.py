@@ -1,0 +1,1 @@
+"""One module per CLI subcommand. Each module defines ``register(app)``; :mod:`memprof.cli` finds them."""
