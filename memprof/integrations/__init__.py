@@ -1,0 +1,1 @@
+"""Integrations with the app's libraries: SQLAlchemy, HTTP sessions, OpenTelemetry."""
