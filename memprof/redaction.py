@@ -36,7 +36,7 @@ SECRET_VALUES: tuple[re.Pattern[str], ...] = (
     # JSON Web Tokens: three base64url parts, the first one a JSON object ("eyJ").
     re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
     # Credentials inside URLs: scheme://user:password@host
-    re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),
+    re.compile(r"(?<=://)[^/\s:@]*:[^/\s@]+(?=@)"),
     # key=value pairs whose key looks secret, inside free text (query strings, DSNs, messages)
     re.compile(
         r"(?i)\b[\w.-]*(pass(word|wd)?|secret|token|api[-_]?key|session|auth)[\w.-]*\s*[=:]\s*[^\s&;,]+"
