@@ -13,8 +13,8 @@ the 10th percentile, and both as ratios to ``memprof``. The poller runs at its d
 from __future__ import annotations
 
 import argparse
-import random
 import asyncio
+import random
 import socket
 import statistics
 import tempfile
