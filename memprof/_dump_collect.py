@@ -110,9 +110,7 @@ def task_stacks(loop: asyncio.AbstractEventLoop | None) -> list[dict[str, Any]]:
     for task in list(asyncio.all_tasks(loop))[:MAX_TASKS]:
         try:
             coro = task.get_coro()
-            frames = task.get_stack(limit=MAX_FRAMES)
-            stack = [f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}" for f in frames]
-            del frames
+            stack = _await_chain(coro)
             out.append(
                 {
                     "name": task.get_name(),
@@ -123,6 +121,29 @@ def task_stacks(loop: asyncio.AbstractEventLoop | None) -> list[dict[str, Any]]:
             )
         except RuntimeError:  # the task changed state while it was read
             continue
+    return out
+
+
+def _await_chain(coro: Any, limit: int = MAX_FRAMES) -> list[str]:
+    """The frames of a suspended coroutine and of everything it awaits, outermost first.
+
+    ``Task.get_stack`` gives only the task's own coroutine frame; following ``cr_await`` (and the
+    generator and async generator equivalents) reaches the frame that is actually waiting.
+    """
+    out: list[str] = []
+    while coro is not None and len(out) < limit:
+        frame = (
+            getattr(coro, "cr_frame", None)
+            or getattr(coro, "gi_frame", None)
+            or getattr(coro, "ag_frame", None)
+        )
+        if frame is not None:
+            out.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        coro = (
+            getattr(coro, "cr_await", None)
+            or getattr(coro, "gi_yieldfrom", None)
+            or getattr(coro, "ag_await", None)
+        )
     return out
 
 
