@@ -84,7 +84,7 @@ class CacheRegistry:
                 if mod_name in self._scanned:
                     continue
                 self._scanned.add(mod_name)
-                if module is None or mod_name.startswith("memprof") or self._is_stdlib(module):
+                if module is None or mod_name.split(".", 1)[0] == "memprof" or self._is_stdlib(module):
                     continue
                 try:
                     self._scan(mod_name, module)

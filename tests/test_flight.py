@@ -102,7 +102,7 @@ def test_clean_shutdown_removes_the_worker_file_and_records_final_state(tmp_path
     lines = [json.loads(line) for line in state_file.read_text().splitlines()]
     for line in lines:
         StateRecord.model_validate(line)
-    assert [line["phase"] for line in lines][0] == "startup"
+    assert lines[0]["phase"] == "startup"
     assert lines[-1]["phase"] == "shutdown"
     done = subprocess.run([*MEMPROF, "postmortem", str(data_dir)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "No crashed workers found." in done.stdout
