@@ -78,7 +78,7 @@ class Runtime:
     def begin(self, scope: Scope, full: bool) -> RequestProfile:
         """Start a profile: RSS, peak, concurrency, the ``request_start`` checkpoint, start hooks."""
         t0 = time.perf_counter_ns()
-        profile = RequestProfile(scope.get("method", ""), scope.get("path", ""), self.mode.value, full)
+        profile = RequestProfile(scope.get("method", ""), scope.get("path", ""), self.mode, full)
         rss = rss_bytes()
         profile.rss_start = rss
         profile.peak_start = peak_rss_bytes()
