@@ -81,7 +81,8 @@ class Runtime:
         profile = RequestProfile(scope.get("method", ""), scope.get("path", ""), self.mode, full)
         rss = rss_bytes()
         profile.rss_start = rss
-        profile.peak_start = peak_rss_bytes()
+        # ru_maxrss is kept lazily by the kernel: never report a peak below a reading we made.
+        profile.peak_start = max(peak_rss_bytes(), rss)
         profile.concurrency_start = profile.concurrency_max = self.inflight
         profile.checkpoints.append(("request_start", 0, rss, None))
         self.active[profile.request_id] = profile
@@ -118,7 +119,7 @@ class Runtime:
             now = time.perf_counter_ns()
             profile.checkpoints.append(("request_end", now - profile.start_ns, rss, None))
             profile.rss_end = rss
-            profile.peak_end = peak_rss_bytes()
+            profile.peak_end = max(peak_rss_bytes(), rss, profile.peak_start)
             profile.duration_ms = (now - profile.start_ns) / 1e6
         finally:
             profile.finished = True
