@@ -14,7 +14,7 @@ from typing import Any
 
 from memprof.isolation import internal_error
 from memprof.profile import RequestProfile, _current
-from memprof.runtime import Runtime
+from memprof.runtime import RESPONSE_END_HOOKS, Runtime
 from memprof.settings import MemprofSettings, load_settings
 
 Scope = MutableMapping[str, Any]
@@ -86,6 +86,8 @@ class MemprofMiddleware:
                     profile.add_checkpoint("response_start")
                 elif kind == "http.response.body" and not message.get("more_body", False):
                     profile.add_checkpoint("response_end")
+                    if RESPONSE_END_HOOKS:
+                        runtime.response_end(profile, scope)
             except Exception as exc:
                 internal_error("send", exc)
             await send(message)
