@@ -66,6 +66,25 @@ def timed(fn: Callable[[], Any], runs: int) -> float:
     return statistics.median(times)
 
 
+def flight_cost(runtime: Any, data_dir: Path, n: int = 500) -> None:
+    """The watchdog's per-tick work: one RSS reading and a flight-recorder check (and a rewrite)."""
+    from memprof.flight import FlightRecorder
+    from memprof.memory import peak_rss_bytes, rss_bytes
+
+    recorder = FlightRecorder(data_dir, runtime.host)
+    runtimes = [runtime]
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        recorder.update(runtimes, rss_bytes(), peak_rss_bytes())
+    unchanged = (time.perf_counter_ns() - t0) / n / 1000
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        recorder.update(runtimes, rss_bytes(), peak_rss_bytes(), force=True)
+    written = (time.perf_counter_ns() - t0) / n / 1000
+    recorder.remove()
+    print(f"watchdog tick: {unchanged:.1f} us (nothing changed), {written:.1f} us (flight file rewritten)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=int, default=200, help="heap to build, MiB")
@@ -87,7 +106,9 @@ def main() -> None:
         )
         rows = build_heap(args.mb)
         gc.collect()
-        print(f"heap: {len(rows):,} rows, RSS {rss_bytes() / _MB:.0f} MiB, {len(gc.get_objects()):,} gc objects")
+        print(
+            f"heap: {len(rows):,} rows, RSS {rss_bytes() / _MB:.0f} MiB, {len(gc.get_objects()):,} gc objects"
+        )
         memprof.dump("warm-up")
 
         totals, extras, sizes = [], [], []
@@ -108,12 +129,15 @@ def main() -> None:
             "caches": timed(snapshot, args.runs),
             "gc stats": timed(collect.gc_stats, args.runs),
         }
-        print(f"dump: median {statistics.median(totals):.1f} ms (min {min(totals):.1f}, max {max(totals):.1f})")
+        print(
+            f"dump: median {statistics.median(totals):.1f} ms (min {min(totals):.1f}, max {max(totals):.1f})"
+        )
         if extras:
             print(f"extra peak memory: median {statistics.median(extras):.1f} MiB (max {max(extras):.1f})")
         print(f"file: {statistics.median(sizes) / 1024:.0f} KiB")
         for name, ms in parts.items():
             print(f"  {name}: {ms:.1f} ms")
+        flight_cost(middleware.runtime, Path(tmp))
         assert middleware.runtime.enabled and len(rows) > 0
 
 
