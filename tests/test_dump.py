@@ -86,16 +86,19 @@ def test_a_reader_never_sees_a_partial_dump(make_settings: Callable[..., Any], d
     app = MemprofMiddleware(Starlette(), settings=make_settings())  # dump() uses the newest live one
     ballast = [{"k": i, "v": [i] * 5} for i in range(200_000)]  # makes each dump take a while
     seen: list[str] = []
+    partial: list[str] = []
     stop = threading.Event()
 
     def reader() -> None:
         while not stop.is_set():
             for path in _dumps(data_dir):
                 try:
-                    json.loads(path.read_text())  # a partial file would not parse
+                    json.loads(path.read_text())
                     seen.append(path.name)
                 except FileNotFoundError:
                     pass
+                except ValueError:
+                    partial.append(path.name)  # a partial file would not parse
 
     thread = threading.Thread(target=reader)
     thread.start()
@@ -105,7 +108,9 @@ def test_a_reader_never_sees_a_partial_dump(make_settings: Callable[..., Any], d
         stop.set()
         thread.join(10)
     assert all(paths) and len(set(paths)) == 4
-    assert len(set(seen)) == 4
+    assert not partial
+    assert seen and set(seen) <= {Path(p).name for p in paths if p}
+    assert not list((data_dir / "dumps").glob(".*.tmp"))
     assert len(ballast) == 200_000 and app.runtime.enabled
 
 
