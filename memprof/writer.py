@@ -33,6 +33,23 @@ WAKE_INTERVAL_S = 0.05
 _STOP = object()
 
 RecordBuilder = Callable[[Any], dict[str, Any] | None]
+RecordSink = Callable[[dict[str, Any]], None]
+
+# Called in the writer thread with every record written (after its line and its structlog event):
+# exporters (OpenTelemetry metrics) whose cost must stay off the request path.
+SINKS: list[RecordSink] = []
+
+
+def register_sink(sink: RecordSink) -> None:
+    """Have ``sink(record)`` called in the writer thread for every record written (idempotent, guarded)."""
+    if sink not in SINKS:
+        SINKS.append(sink)
+
+
+def unregister_sink(sink: RecordSink) -> None:
+    """Stop calling ``sink``."""
+    if sink in SINKS:
+        SINKS.remove(sink)
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -167,6 +184,11 @@ class RecordWriter:
         self.written += 1
         if self.log_events:
             log.info(self.event_name, **record)
+        for sink in SINKS:
+            try:
+                sink(record)
+            except Exception as exc:
+                internal_error(f"sink:{getattr(sink, '__name__', sink)}", exc)
 
     def _rotate(self) -> None:
         if self._file is not None:
