@@ -85,7 +85,7 @@ def test_signal_asks_a_running_worker_for_a_dump(tmp_path: Path) -> None:
         wait_for(lambda: any(d["inflight"] for d in read_json_files(data_dir / "workers", "*.json")))
         server.proc.send_signal(signal.SIGUSR2)
         (dump,) = wait_for(lambda: read_json_files(data_dir / "dumps", "dump-*-signal.json"))
-        thread.join(10)
+        thread.join(20)
         assert server.get("/rss")["pid"] == server.pid, "the worker lives on"
     finally:
         server.stop()
