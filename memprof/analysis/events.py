@@ -104,11 +104,10 @@ class EventCollector:
                 "objects": objects,
             }
         )
-        for key in ("threads", "tasks"):
-            for stack in stacks_of(rec.get(key)):
-                for frame in set(stack):
-                    if len(self.frames) < 20000 or frame in self.frames:
-                        self.frames[frame] += 1
+        frames = {frame for key in ("threads", "tasks") for stack in stacks_of(rec.get(key)) for frame in stack}
+        for frame in frames:  # counted once per dump: "in how many dumps does this frame appear"
+            if len(self.frames) < 20000 or frame in self.frames:
+                self.frames[frame] += 1
         caches = rec.get("caches")
         if isinstance(caches, dict):
             caches = caches.get("lru_caches") or caches.get("caches") or []

@@ -201,7 +201,7 @@ def state_dependent_variance(c: Collector, t: Thresholds) -> list[dict[str, Any]
         if len(acc.growth) < t.variance_min_samples:
             continue
         g = describe(acc.growth)
-        if g["std"] < t.variance_min_std or g["std"] < g["mean"]:
+        if g["std"] < t.variance_min_std or g["std"] < t.variance_min_cv * g["mean"]:
             continue
         columns = {"session_size": acc.session, "instances": acc.instances, "query_count": acc.queries}
         scores = {k: pearson(v, acc.growth) for k, v in columns.items() if max(v, default=-1) > 0}

@@ -31,6 +31,7 @@ class Thresholds:
     cache_min_growth: int = 100  # entries
     variance_min_std: int = 2 * MIB
     variance_min_samples: int = 20
+    variance_min_cv: float = 0.3  # std at least this fraction of the mean
     variance_min_r: float = 0.6
 
 

@@ -229,7 +229,7 @@ def dumps_section(c: Collector) -> dict[str, Any]:
         "by_trigger": dict(sorted(triggers.items())),
         "routes": dict(_dump_routes(c).most_common(TOP)),
         "phases": dict(phases.most_common(TOP)),
-        "frames": [{"frame": f, "dumps": n} for f, n in c.events.frames.most_common(15)],
+        "frames": [{"frame": f, "dumps": n} for f, n in sorted(c.events.frames.items(), key=lambda fn: (-fn[1], fn[0]))[:15]],
         "objects_latest": dict(list(latest_objects.items())[:15]),
         "list": [{k: v for k, v in d.items() if k != "objects"} for d in dumps[-50:]],
     }
