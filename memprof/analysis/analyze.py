@@ -70,7 +70,7 @@ def summarize(c: Collector, report: LoadReport, thresholds: Thresholds | None = 
         "samples": c.samples,
         "filtered_out": c.filtered_out + c.events.filtered_out,
         "window": {"start": c.first_time, "end": c.last_time},
-        "limit": c.limits.most_common(1)[0][0] if c.limits else None,
+        "limit": max(c.limits, key=lambda k: (c.limits[k], k)) if c.limits else None,
         "memory": memory_stats(c),
         "high_memory": {
             "metric": "growth",

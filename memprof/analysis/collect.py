@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import heapq
 from array import array
-from collections import Counter
 from typing import Any
 
 from memprof.analysis.events import EventCollector
 from memprof.analysis.filters import Filters, sample_haystack
+from memprof.analysis.phases import PhaseAcc
 from memprof.analysis.sqlagg import SqlAggregates
 
 MAX_ROUTES = 5000
@@ -24,8 +24,8 @@ TOP_HIGH = 25
 class RouteAcc:
     """Columns of one route template's samples."""
 
-    __slots__ = ("duration", "errors", "growth", "instances", "max_ref", "phase", "queries", "rss",
-                 "session", "statuses", "time")  # fmt: skip
+    __slots__ = ("duration", "errors", "growth", "instances", "max_ref", "queries", "rss", "session", "statuses",
+                 "time")  # fmt: skip
 
     def __init__(self) -> None:
         self.rss = array("q")
@@ -34,9 +34,8 @@ class RouteAcc:
         self.queries = array("l")
         self.instances = array("l")
         self.session = array("q")
-        self.phase = array("l")
         self.time = array("d")
-        self.statuses: Counter[int] = Counter()
+        self.statuses: dict[int, int] = {}
         self.errors = 0
         self.max_ref: tuple[int, str] | None = None
 
@@ -44,7 +43,7 @@ class RouteAcc:
 class WorkerAcc:
     """Columns of one worker's samples (for memory over time and leak detection)."""
 
-    __slots__ = ("base", "first_ref", "host", "last_ref", "limit", "pid", "rss", "time")
+    __slots__ = ("base", "first", "host", "last", "limit", "pid", "rss", "time")
 
     def __init__(self, pid: Any, host: Any) -> None:
         self.pid = pid
@@ -52,8 +51,8 @@ class WorkerAcc:
         self.time = array("d")
         self.rss = array("q")  # RSS at the end of each request (charts)
         self.base = array("q")  # RSS at the start of each request (leak detection: the resting level)
-        self.first_ref: tuple[float, str] | None = None
-        self.last_ref: tuple[float, str] | None = None
+        self.first: tuple[float, int, int] = (float("inf"), 0, 0)  # (time, file id, line)
+        self.last: tuple[float, int, int] = (float("-inf"), 0, 0)
         self.limit: int | None = None
 
 
@@ -62,16 +61,12 @@ class Collector:
 
     def __init__(self, filters: Filters | None = None, *, recent: int = 0) -> None:
         self.filters = filters or Filters()
+        self._filtering = self.filters.active
         self._pattern = self.filters.pattern.lower() if self.filters.pattern else None
         self.routes: dict[str, RouteAcc] = {}
         self.other_routes = 0
         self.workers: dict[str, WorkerAcc] = {}
-        self.phase_names: list[str] = []
-        self._phase_ids: dict[tuple[str | None, str], int] = {}
-        self.phase_count: list[int] = []
-        self.phase_sum: list[float] = []
-        self.phase_max: list[int] = []
-        self.phase_max_ref: list[str] = []
+        self.phases = PhaseAcc()
         self.sql = SqlAggregates()
         self.events = EventCollector(self.filters)
         self.high: list[tuple[int, int, str, str, str, float]] = []  # min-heap of the largest growths
@@ -82,75 +77,55 @@ class Collector:
         self.invalid = 0
         self.first_time: float | None = None
         self.last_time: float | None = None
-        self.limits: Counter[int] = Counter()
-        self._seq = 0
+        self.limits: dict[int, int] = {}
+        self.files: list[str] = []
+        self._file_ids: dict[str, int] = {}
+
+    def ref(self, file: int, line: int) -> str:
+        """The record reference ``path:line`` of a file id and line."""
+        return f"{self.files[file]}:{line}"
 
     # -- dispatch ---------------------------------------------------------------------------------
     def add(self, tag: str, rec: dict[str, Any], file: str, line: int) -> bool:
         """Add one record; False when it was malformed (the caller counts it as a problem)."""
         try:
             if tag == "memprof.sample":
-                self.add_sample(rec, f"{file}:{line}")
+                fid = self._file_ids.get(file)
+                if fid is None:
+                    fid = self._file_ids[file] = len(self.files)
+                    self.files.append(file)
+                self.add_sample(rec, fid, line)
             else:
                 self.events.add(tag, rec, f"{file}:{line}" if line else file)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError):
             self.invalid += 1
             return False
         return True
 
     # -- samples ----------------------------------------------------------------------------------
-    def add_sample(self, rec: dict[str, Any], ref: str) -> None:
+    def add_sample(self, rec: dict[str, Any], fid: int, line: int) -> None:
         """Accumulate one sample record (raises KeyError/TypeError/ValueError when malformed)."""
         req = rec["request"]
         mem = rec["memory"]
         route = str(req["route"])
         t = float(rec["time"])
         worker = rec.get("worker") or f"{rec.get('host')}:{rec.get('pid')}"
-        f = self.filters
-        if f.active and not (
-            f.time_ok(t)
-            and f.route_ok(route)
-            and f.worker_ok(worker, rec.get("pid"), rec.get("host"))
-            and (self._pattern is None or self._pattern in sample_haystack(rec))
-        ):
-            self.filtered_out += 1
-            return
+        if self._filtering:
+            f = self.filters
+            if not (
+                f.time_ok(t)
+                and f.route_ok(route)
+                and f.worker_ok(worker, rec.get("pid"), rec.get("host"))
+                and (self._pattern is None or self._pattern in sample_haystack(rec))
+            ):
+                self.filtered_out += 1
+                return
         rss_start = int(mem["rss_start"])
         rss_end = int(mem["rss_end"])
-        peak = rss_end
-        best_phase = -1
-        best_growth = 0
-        prev_name: str | None = None
-        prev_rss = rss_start
-        ids = self._phase_ids
-        for cp in rec.get("checkpoints") or ():
-            name = cp["name"]
-            rss = int(cp["rss"])
-            if rss > peak:
-                peak = rss
-            before = cp.get("rss_before")
-            if before is not None:
-                key: tuple[str | None, str] = (None, name)
-                growth = rss - int(before)
-            elif prev_name is not None:
-                key = (prev_name, name)
-                growth = rss - prev_rss
-            else:
-                prev_name, prev_rss = name, rss
-                continue
-            pid_ = ids.get(key)
-            if pid_ is None:
-                pid_ = self._new_phase(key)
-            self.phase_count[pid_] += 1
-            self.phase_sum[pid_] += growth
-            if growth > self.phase_max[pid_]:
-                self.phase_max[pid_] = growth
-                self.phase_max_ref[pid_] = ref
-            if growth > best_growth:
-                best_growth, best_phase = growth, pid_
-            prev_name, prev_rss = name, rss
+        checkpoints = rec.get("checkpoints") or []
+        rss = [cp["rss"] for cp in checkpoints]
+        peak = max(rss_end, *rss) if rss else rss_end
         growth = peak - rss_start
-
         acc = self.routes.get(route)
         if acc is None:
             if len(self.routes) >= MAX_ROUTES:
@@ -159,22 +134,24 @@ class Collector:
             acc = self.routes.setdefault(route, RouteAcc())
         queries = instances = 0
         session = -1
-        if rec.get("detail") == "full" or "queries" in rec:
-            queries, instances, session = self._details(rec, route, ref)
+        if "queries" in rec or "session" in rec or "models" in rec or "scopes" in rec or "engines" in rec:
+            queries, instances, session = self._details(rec, route, self.ref(fid, line))
+        if rss:
+            self.phases.add(checkpoints, rss, growth, fid, line)
         acc.rss.append(peak)
         acc.growth.append(growth)
         acc.duration.append(float(req.get("duration_ms") or 0.0))
         acc.queries.append(queries)
         acc.instances.append(instances)
         acc.session.append(session)
-        acc.phase.append(best_phase)
         acc.time.append(t)
         status = req.get("status")
-        acc.statuses[status if isinstance(status, int) else 0] += 1
+        status = status if type(status) is int else 0
+        acc.statuses[status] = acc.statuses.get(status, 0) + 1
         if req.get("error"):
             acc.errors += 1
         if acc.max_ref is None or growth > acc.max_ref[0]:
-            acc.max_ref = (growth, ref)
+            acc.max_ref = (growth, self.ref(fid, line))
 
         w = self.workers.get(worker)
         if w is None:
@@ -182,42 +159,33 @@ class Collector:
         w.time.append(t)
         w.rss.append(rss_end)
         w.base.append(rss_start)
-        if w.first_ref is None or t < w.first_ref[0]:
-            w.first_ref = (t, ref)
-        if w.last_ref is None or t >= w.last_ref[0]:
-            w.last_ref = (t, ref)
+        if t < w.first[0]:
+            w.first = (t, fid, line)
+        if t >= w.last[0]:
+            w.last = (t, fid, line)
         limit = mem.get("limit")
         if limit:
-            w.limit = int(limit)
-            self.limits[int(limit)] += 1
+            w.limit = limit = int(limit)
+            self.limits[limit] = self.limits.get(limit, 0) + 1
 
         self.samples += 1
-        self._seq += 1
         if self.first_time is None or t < self.first_time:
             self.first_time = t
         if self.last_time is None or t > self.last_time:
             self.last_time = t
-        entry = (growth, self._seq, ref, route, worker, t)
-        if len(self.high) < TOP_HIGH:
-            heapq.heappush(self.high, entry)
-        elif growth > self.high[0][0]:
-            heapq.heapreplace(self.high, entry)
+        high = self.high
+        if len(high) < TOP_HIGH or growth > high[0][0]:
+            entry = (growth, self.samples, self.ref(fid, line), route, worker, t)
+            if len(high) < TOP_HIGH:
+                heapq.heappush(high, entry)
+            else:
+                heapq.heapreplace(high, entry)
         if self.recent_n:
-            item = (t, self._seq, rec, ref)
+            item = (t, self.samples, rec, self.ref(fid, line))
             if len(self.recent) < self.recent_n:
                 heapq.heappush(self.recent, item)
             elif t >= self.recent[0][0]:
                 heapq.heapreplace(self.recent, item)
-
-    def _new_phase(self, key: tuple[str | None, str]) -> int:
-        pid_ = len(self.phase_names)
-        self.phase_names.append(key[1] if key[0] is None else f"{key[0]}→{key[1]}")
-        self._phase_ids[key] = pid_
-        self.phase_count.append(0)
-        self.phase_sum.append(0.0)
-        self.phase_max.append(0)
-        self.phase_max_ref.append("")
-        return pid_
 
     def _details(self, rec: dict[str, Any], route: str, ref: str) -> tuple[int, int, int]:
         """Full-detail sections: SQL, models, scopes, session. Returns (queries, instances, session size)."""

@@ -104,7 +104,9 @@ class EventCollector:
                 "objects": objects,
             }
         )
-        frames = {frame for key in ("threads", "tasks") for stack in stacks_of(rec.get(key)) for frame in stack}
+        frames = {
+            frame for key in ("threads", "tasks") for stack in stacks_of(rec.get(key)) for frame in stack
+        }
         for frame in frames:  # counted once per dump: "in how many dumps does this frame appear"
             if len(self.frames) < 20000 or frame in self.frames:
                 self.frames[frame] += 1

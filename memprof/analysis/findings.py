@@ -116,8 +116,8 @@ def leak(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
                     "growing": grows[:5],
                 },
                 [
-                    w.first_ref[1] if w.first_ref else "",
-                    w.last_ref[1] if w.last_ref else "",
+                    c.ref(w.first[1], w.first[2]),
+                    c.ref(w.last[1], w.last[2]),
                     *[g["ref"] for g in grows[:3]],
                 ],
                 "Find what keeps references across requests: module-level lists and dicts, caches without a "

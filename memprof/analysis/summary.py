@@ -70,26 +70,7 @@ def route_rows(c: Collector, threshold: int) -> list[dict[str, Any]]:
 
 
 def phase_rows(c: Collector, threshold: int) -> list[dict[str, Any]]:
-    high: Counter[int] = Counter()
-    for acc in c.routes.values():
-        for g, p in zip(acc.growth, acc.phase, strict=True):
-            if g >= threshold and p >= 0:
-                high[p] += 1
-    rows: list[dict[str, Any]] = []
-    for i, name in enumerate(c.phase_names):
-        n = c.phase_count[i]
-        rows.append(
-            {
-                "phase": name,
-                "count": n,
-                "mean": round(c.phase_sum[i] / n, 1) if n else 0.0,
-                "max": c.phase_max[i],
-                "high": high.get(i, 0),
-                "max_ref": c.phase_max_ref[i] or None,
-            }
-        )
-    rows.sort(key=lambda r: (-r["high"], -r["max"], r["phase"]))
-    return rows
+    return c.phases.rows(threshold, c.ref)
 
 
 def worker_rows(c: Collector) -> list[dict[str, Any]]:
@@ -229,7 +210,10 @@ def dumps_section(c: Collector) -> dict[str, Any]:
         "by_trigger": dict(sorted(triggers.items())),
         "routes": dict(_dump_routes(c).most_common(TOP)),
         "phases": dict(phases.most_common(TOP)),
-        "frames": [{"frame": f, "dumps": n} for f, n in sorted(c.events.frames.items(), key=lambda fn: (-fn[1], fn[0]))[:15]],
+        "frames": [
+            {"frame": f, "dumps": n}
+            for f, n in sorted(c.events.frames.items(), key=lambda fn: (-fn[1], fn[0]))[:15]
+        ],
         "objects_latest": dict(list(latest_objects.items())[:15]),
         "list": [{k: v for k, v in d.items() if k != "objects"} for d in dumps[-50:]],
     }
