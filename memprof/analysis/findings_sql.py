@@ -44,7 +44,7 @@ def finding(
         "severity": severity,
         "title": title,
         "subject": subject,
-        "evidence": {**evidence, "records": [r for r in records if r][:5]},
+        "evidence": {**evidence, "records": list(dict.fromkeys(r for r in records if r))[:5]},
         "fix": fix,
     }
 

@@ -45,6 +45,11 @@ def short_ref(ref: str | None) -> str:
     return os.path.basename(ref)
 
 
+def plural(n: int, word: str) -> str:
+    """``1 sample``, ``2 samples``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> list[str]:
     """Aligned columns: the first left-aligned, the others right-aligned."""
     cells = [[str(h) for h in headers], *[[str(c) for c in r] for r in rows]]
@@ -120,14 +125,17 @@ def render_summary(summary: dict[str, Any]) -> str:
     """The whole summary as text, sections in the order a reader needs them."""
     inp = summary["input"]
     rec = inp["records"]
-    kinds = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in rec.items())
-    lines = [f"memprof analysis: {inp['files']} files, {inp['lines']} lines read; {kinds or 'no records'}"]
+    kinds = ", ".join(plural(n, k) for k, n in rec.items())
+    lines = [
+        f"memprof analysis: {plural(inp['files'], 'file')}, {plural(inp['lines'], 'line')} read; {kinds or 'no records'}"
+    ]
     if inp["skipped"]:
         reasons = ", ".join(f"{k} {v}" for k, v in inp["skipped_by_reason"].items())
-        lines.append(f"Skipped {inp['skipped']} bad lines or files ({reasons}):")
+        what = "bad line or file" if inp["skipped"] == 1 else "bad lines or files"
+        lines.append(f"Skipped {inp['skipped']} {what} ({reasons}):")
         lines += [f"  {short_ref(p['file'])}:{p['line'] or '-'} {p['reason']}" for p in inp["problems"][:5]]
     if inp["ignored_lines"]:
-        lines.append(f"Ignored {inp['ignored_lines']} log lines that are not memprof records")
+        lines.append(f"Ignored {plural(inp['ignored_lines'], 'log line')} that are not memprof records")
     active = {k: v for k, v in summary["filters"].items() if v is not None}
     if active:
         lines.append("Filters: " + " ".join(f"{k}={v}" for k, v in active.items())
@@ -176,7 +184,7 @@ def _sessions(s: dict[str, Any] | None) -> list[str]:
     if not s:
         return []
     size = s["size"]
-    lines = ["", f"Sessions: {s['requests']} requests, {s['sessions']} sessions; size p50 {fmt_bytes(size['p50'])}, "
+    lines = ["", f"Sessions: {plural(s['requests'], 'request')}, {plural(s['sessions'], 'session')}; size p50 {fmt_bytes(size['p50'])}, "
              f"p95 {fmt_bytes(size['p95'])}, max {fmt_bytes(size['max'])}"]  # fmt: skip
     if s["largest_keys"]:
         lines += table(["largest keys", "max size", "seen"],
@@ -187,7 +195,7 @@ def _sessions(s: dict[str, Any] | None) -> list[str]:
 def _sql(q: dict[str, Any] | None) -> list[str]:
     if not q:
         return []
-    lines = ["", f"SQL hot spots ({q['distinct_statements']} distinct statements)"]
+    lines = ["", f"SQL hot spots ({plural(q['distinct_statements'], 'distinct statement')})"]
     rows = [[" ".join(st["sql"].split())[:60], st["executions"], st["requests"], f"{st['total_ms']:.1f}",
              st["max_per_request"], st["instances"], fmt_bytes(st["max_rss_delta"])] for st in q["by_time"][:8]]  # fmt: skip
     lines += table(["statement (by time)", "runs", "requests", "ms", "max/req", "objects", "max rss"], rows)
