@@ -70,7 +70,9 @@ def test_bad_lines_are_counted_with_file_and_line_and_skipped(tmp_path: Path) ->
         fh.write(json.dumps({**s.sample(), "version": "2.0"}) + "\n")  # line 4: unknown major
         fh.write("[1, 2]\n")  # line 5: not an object
         fh.write(json.dumps({"schema": "memprof.sample", "version": "1.3"}) + "\n")  # line 6: fields missing
-        fh.write(json.dumps({**s.sample(), "version": "1.7", "future_field": 1}) + "\n")  # line 7: newer minor
+        fh.write(
+            json.dumps({**s.sample(), "version": "1.7", "future_field": 1}) + "\n"
+        )  # line 7: newer minor
         fh.write('{"schema": "memprof.sample", "vers')  # line 8: truncated
     s.write_json(d / "dumps" / "dump-20261129T100000-100-threshold.json", s.dump())
     (d / "dumps" / "dump-20261129T100001-100-threshold.json").write_text('{"schema": "memprof.du')
@@ -167,7 +169,11 @@ def test_recent_keeps_the_newest(tmp_path: Path) -> None:
 
 def test_dumps_crashes_and_frames(tmp_path: Path) -> None:
     d = _dir(tmp_path, [s.sample("/r")])
-    stack = ["app/main.py:10 in handler", "app/reports.py:55 in build", "sqlalchemy/orm/loading.py:100 in instances"]
+    stack = [
+        "app/main.py:10 in handler",
+        "app/reports.py:55 in build",
+        "sqlalchemy/orm/loading.py:100 in instances",
+    ]
     for i in range(3):
         s.write_json(d / "dumps" / f"dump-{i}-100-threshold.json",
                      s.dump(t=s.T0 + i, route="/reports/{id}", inflight=["/health"], stacks=[stack, stack[:1]]))  # fmt: skip
@@ -183,3 +189,16 @@ def test_dumps_crashes_and_frames(tmp_path: Path) -> None:
     assert Filters(pattern="reports.py").pattern
     only = analyze([str(d)], Filters(pattern="loading.py:100")).summary
     assert only["dumps"]["count"] == 3 and only["samples"] == 0
+
+
+def test_hand_built_records_match_the_published_schema() -> None:
+    """The records these tests are built from validate against the runtime's own record models."""
+    from memprof.schema import Crash, Dump, Sample, StateRecord
+
+    lazy = s.statement("SELECT 1", 12, n_plus_one=True, frame="a.py:1 in f")
+    Sample.model_validate(s.sample(queries=s.queries(lazy), session=s.session(10, {"k": 5}, "h")))
+    Sample.model_validate(s.sample())
+    Dump.model_validate(s.dump(route="/r", inflight=["/x"], objects={"dict": 3}, stacks=[["a.py:1 in f"]],
+                               caches=[s.cache("m.f", 3)]))  # fmt: skip
+    Crash.model_validate(s.crash(inflight=["/r"]))
+    StateRecord.model_validate(s.state([s.cache("m.f", 3), s.cache("m.g", 2, 128)]))

@@ -168,7 +168,7 @@ def test_tail_lines_exact() -> None:
         "!! 2025-11-29 07:06:40Z api-1:100 GET /r 200 5.0 ms  rss 100.0 MiB -> 140.0 MiB (peak +40.0 MiB)"
     )
     assert render_tail_event("memprof.dump", s.dump(route="/r"), high=True) == (
-        "!! 2025-11-29 07:06:40Z api-1:100 DUMP threshold rss 900.0 MiB (87.9% of limit) route /r"
+        "!! 2025-11-29 07:06:40Z api-1:100 DUMP threshold rss 900.0 MiB (87.89% of limit) route /r"
     )
     assert render_tail_event("memprof.crash", s.crash(inflight=["/r"]), high=True) == (
         "!! 2025-11-29 07:06:40Z api-1:100 KILLED rss 1000.0 MiB; in flight: /r"

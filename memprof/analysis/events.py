@@ -25,6 +25,20 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _type_counts(objects: Any) -> dict[str, int]:
+    """Object counts by type from a dump: ``{"top": [{"type", "count"}]}`` or a plain ``{type: count}``."""
+    pairs: list[tuple[str, int]] = []
+    if isinstance(objects, dict) and isinstance(objects.get("top"), list):
+        pairs = [(str(t.get("type")), int(t["count"])) for t in objects["top"]
+                 if isinstance(t, dict) and isinstance(t.get("count"), int)]  # fmt: skip
+    elif isinstance(objects, dict):
+        pairs = [
+            (str(k), int(v)) for k, v in objects.items() if isinstance(v, int) and not isinstance(v, bool)
+        ]
+    pairs.sort(key=lambda kv: (-kv[1], kv[0]))
+    return dict(pairs[:TOP_OBJECTS])
+
+
 class EventCollector:
     """Dumps, crashes and cache observations, filtered like samples."""
 
@@ -80,14 +94,7 @@ class EventCollector:
         if req and isinstance(req.get("checkpoints"), list) and req["checkpoints"]:
             last = req["checkpoints"][-1]
             phase = "after " + str(last.get("name") if isinstance(last, dict) else last)
-        objects = rec.get("objects") or {}
-        if isinstance(objects, dict):
-            top = sorted(
-                ((str(k), int(v)) for k, v in objects.items() if isinstance(v, int)), key=lambda kv: -kv[1]
-            )
-            objects = dict(top[:TOP_OBJECTS])
-        else:
-            objects = {}
+        objects = _type_counts(rec.get("objects"))
         self.dumps.append(
             {
                 "ref": ref,

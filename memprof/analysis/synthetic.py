@@ -102,30 +102,47 @@ def dump(
     inflight: list[str] | None = None, objects: dict[str, int] | None = None,
     stacks: list[list[str]] | None = None, caches: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """A ``dump`` record."""
+    """A ``dump`` record (the shape of :class:`memprof.schema.Dump`)."""
     host, _, pid = worker.partition(":")
+    counts = sorted((objects or {}).items(), key=lambda kv: -kv[1])
+
+    def request(r: str) -> dict[str, Any]:
+        return {
+            "method": "GET",
+            "path": r,
+            "route": r,
+            "started": t - 1,
+            "checkpoints": ["request_start", "app_start"],
+        }
+
     return {
         "schema": "memprof.dump", "version": "1.0", "trigger": trigger, "name": name, "time": t,
-        "pid": int(pid or 0), "host": host, "worker": worker,
-        "memory": {"rss": rss, "limit": limit, "percent": round(100.0 * rss / limit, 1)},
-        "request": {"method": "GET", "route": route, "checkpoints": [{"name": "app_start", "ms": 1.0, "rss": rss}]}
-        if route else None,
-        "inflight": [{"method": "GET", "route": r, "started": t - 1} for r in inflight or ()],
-        "objects": objects or {}, "modules": {}, "threads": [{"name": "MainThread", "stack": s} for s in stacks or ()],
+        "pid": int(pid or 0), "host": host, "worker": worker, "uptime_s": 60.0,
+        "memory": {"rss": rss, "peak": rss, "limit": limit, "limit_source": "setting",
+                   "percent": round(100.0 * rss / limit, 2), "threshold": int(limit * 0.9), "cgroup": {}},
+        "request": request(route) if route else None,
+        "inflight": [request(r) for r in inflight or ()], "inflight_total": len(inflight or ()),
+        "objects": {"total": sum(v for _k, v in counts), "types": len(counts),
+                    "top": [{"type": k, "count": v} for k, v in counts]},
+        "modules": {"count": 0, "largest": []},
+        "threads": [{"name": f"Thread-{i}", "ident": i, "daemon": False, "current": i == 0, "stack": st}
+                    for i, st in enumerate(stacks or ())],
         "tasks": [], "session": None, "caches": caches or [], "gc": {},
     }  # fmt: skip
 
 
 def crash(*, worker: str = "api-1:100", last_seen: float = T0, last_rss: int = 1000 * MIB,
           limit: int = 1024 * MIB, inflight: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
-    """A flight-recorder ``crash`` record."""
+    """A flight-recorder ``crash`` record (the shape of :class:`memprof.schema.Crash`)."""
     host, _, pid = worker.partition(":")
     return {
         "schema": "memprof.crash", "version": "1.0", "pid": int(pid or 0), "host": host, "worker": worker,
         "started": last_seen - 600, "last_seen": last_seen, "uptime_s": 600.0, "last_rss": last_rss,
-        "limit": limit,
-        "inflight": [{"method": "GET", "route": r, "started": last_seen - 2, "rss_start": last_rss - MIB}
+        "peak": last_rss, "limit": limit, "percent": round(100.0 * last_rss / limit, 2),
+        "inflight_total": len(inflight or ()),
+        "inflight": [{"method": "GET", "path": r, "route": r, "started": last_seen - 2, "rss_start": last_rss - MIB}
                      for r in inflight or ()],
+        "detected_at": last_seen + 5, "detected_by": "startup",
     }  # fmt: skip
 
 
