@@ -50,10 +50,16 @@ def _clean_samples(n: int = 400, seed: int = 7) -> list[dict[str, Any]]:
         stmts = [s.statement("SELECT items.id, items.name FROM items WHERE items.id = ?", 1, rows=1, instances=1),
                  s.statement("SELECT tags.id FROM tags WHERE tags.item_id IN (?)", 1, rows=5, instances=5)]  # fmt: skip
         out.append(
-            s.sample(route, t=s.T0 + i, rss=base, growth=growth, worker=worker,
-                     queries=s.queries(*stmts), session=s.session(200 + rng.randrange(100), {"user_id": 12},
-                                                                   id_hash=f"h{i % 20}"),
-                     models={"classes": {"app.Item": {"loaded": 6}}, "identity_maps": [6]})  # fmt: skip
+            s.sample(
+                route,
+                t=s.T0 + i,
+                rss=base,
+                growth=growth,
+                worker=worker,
+                queries=s.queries(*stmts),
+                session=s.session(200 + rng.randrange(100), {"user_id": 12}, id_hash=f"h{i % 20}"),
+                models={"classes": {"app.Item": {"loaded": 6}}, "identity_maps": [6]},
+            )
         )
     return out
 
@@ -95,7 +101,11 @@ def test_cartesian_join(tmp_path: Path) -> None:
     st = s.statement("SELECT orders.* FROM orders LEFT OUTER JOIN lines ... LEFT OUTER JOIN events ...", 1,
                      rows=120_000, instances=151)  # fmt: skip
     f = _only(_findings(tmp_path, [s.sample("/orders", queries=s.queries(st))]), "cartesian_join")
-    assert (f["evidence"]["rows"], f["evidence"]["instances"], f["evidence"]["ratio"]) == (120_000, 151, 794.7)
+    assert (f["evidence"]["rows"], f["evidence"]["instances"], f["evidence"]["ratio"]) == (
+        120_000,
+        151,
+        794.7,
+    )
     assert "selectinload" in f["fix"]
 
 
@@ -140,7 +150,9 @@ def test_route_family_overhead(tmp_path: Path) -> None:
 def test_leak_names_what_grows(tmp_path: Path) -> None:
     recs = [s.sample("/r", t=s.T0 + i, rss=100 * MIB + i * 512 * 1024, worker="w:1") for i in range(120)]
     recs += [s.sample("/r", t=s.T0 + i, rss=100 * MIB, worker="w:2") for i in range(120)]
-    states = {f"s{i}": s.state([s.cache("app.by_user", 100 * i)], t=s.T0 + 30 * i, worker="w:1") for i in range(4)}
+    states = {
+        f"s{i}": s.state([s.cache("app.by_user", 100 * i)], t=s.T0 + 30 * i, worker="w:1") for i in range(4)
+    }
     d1 = s.dump(t=s.T0 + 10, worker="w:1", objects={"Order": 1_000, "dict": 9_000})
     d2 = s.dump(t=s.T0 + 110, worker="w:1", objects={"Order": 61_000, "dict": 9_100})
     findings = _findings(tmp_path, recs, d1=d1, d2=d2, **states)
@@ -170,14 +182,21 @@ def test_state_dependent_variance_names_the_variable(tmp_path: Path) -> None:
         recs.append(s.sample("/orgs/{org_id}", t=s.T0 + i, growth=n * 8 * 1024 + rng.randrange(0, 200_000),
                              queries=s.queries(st), session=s.session(300)))  # fmt: skip
     f = _only(_findings(tmp_path, recs), "state_dependent_variance")
-    assert f["severity"] == "warning" and f["evidence"]["variable"] == "instances" and f["evidence"]["r"] > 0.95
+    assert (
+        f["severity"] == "warning" and f["evidence"]["variable"] == "instances" and f["evidence"]["r"] > 0.95
+    )
     assert "pagination" in f["fix"]
 
 
 def test_worker_killed_is_critical_and_first(tmp_path: Path) -> None:
-    crash = s.crash(worker="api-3:77", last_rss=1010 * MIB, limit=1024 * MIB, inflight=["/reports/{id}", "/health"])
+    crash = s.crash(
+        worker="api-3:77", last_rss=1010 * MIB, limit=1024 * MIB, inflight=["/reports/{id}", "/health"]
+    )
     lazy = s.statement("SELECT 1", 30, n_plus_one=True)
     findings = _findings(tmp_path, [s.sample(queries=s.queries(lazy))], crash=crash)
     assert findings[0]["kind"] == "worker_killed" and findings[0]["severity"] == "critical"
-    assert findings[0]["title"] == "Worker api-3:77 was killed at 99% of its limit with 2 request(s) in flight: /reports/{id}, /health"
+    assert (
+        findings[0]["title"]
+        == "Worker api-3:77 was killed at 99% of its limit with 2 request(s) in flight: /reports/{id}, /health"
+    )
     assert findings[1]["kind"] == "n_plus_one"
