@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -102,8 +103,8 @@ def build_dump(
         if scope is not None:
             try:
                 session = sessions.session_of(scope)
-            except RuntimeError:  # the app changed its session while it was read
-                session = None
+            except Exception as exc:  # e.g. the app changed its session while it was read
+                internal_error("dump_session", exc)
     active = list(runtime.active.values())[:MAX_INFLIGHT]
     return {
         "schema": DUMP_SCHEMA,
@@ -260,9 +261,18 @@ def write_dump(
             max_total_bytes=int(settings.dump_max_total_mb * _MB),
             protect=path,
         )
+        _count("record_dump", trigger)
         return path
     finally:
         _lock.release()
+
+
+def _count(name: str, label: str) -> None:
+    """Count a dump or a guard trip in OpenTelemetry when the app exports through it (never imports it)."""
+    otel = sys.modules.get("memprof.integrations.opentelemetry")
+    counter = getattr(otel, name, None)
+    if counter is not None:
+        counter(label)
 
 
 def _reset_after_fork() -> None:

@@ -174,16 +174,35 @@ def _provider_entries() -> list[dict[str, Any]]:
     return out
 
 
-def _sqlalchemy_entries() -> list[dict[str, Any]]:
-    """Compiled caches and identity maps from the SQLAlchemy integration, when it is present."""
-    try:
-        from memprof.integrations import sqlalchemy as sa_integration  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
+MAX_IDENTITY_MAPS = 50
+
+
+def _identity_maps() -> list[dict[str, Any]]:
+    """Identity maps of live ORM Sessions (SQLAlchemy keeps a weak registry of them), the largest first."""
+    module = sys.modules.get("sqlalchemy.orm.session")
+    registry_ = getattr(module, "_sessions", None)
+    if registry_ is None:
         return []
+    sizes = []
+    for key, session in list(registry_.items()):
+        size = len(session.identity_map)
+        if size:
+            sizes.append((size, key, type(session).__name__))
+    sizes.sort(reverse=True)
+    return [
+        _entry(f"{cls} {key} identity map", "identity_map", size, None)
+        for size, key, cls in sizes[:MAX_IDENTITY_MAPS]
+    ]
+
+
+def _sqlalchemy_entries() -> list[dict[str, Any]]:
+    """Compiled caches (from the SQLAlchemy integration, when present) and live identity maps."""
+    out = _identity_maps()
+    # Only when the app uses the integration: importing it here could register its listeners.
+    sa_integration = sys.modules.get("memprof.integrations.sqlalchemy")
     engine_states = getattr(sa_integration, "engine_states", None)
     if engine_states is None:
-        return []
-    out = []
+        return out
     for state in engine_states():
         data = state.model_dump() if hasattr(state, "model_dump") else dict(state)
         name = str(data.get("name", "engine"))
@@ -192,8 +211,6 @@ def _sqlalchemy_entries() -> list[dict[str, Any]]:
             out.append(
                 _entry(f"{name} compiled cache", "sqlalchemy_compiled", data["compiled_cache"], maxsize)
             )
-        for i, size in enumerate(data.get("identity_maps") or []):
-            out.append(_entry(f"{name} identity map {i}", "identity_map", int(size), None))
     return out
 
 

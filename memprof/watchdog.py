@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from memprof import profile as profile_module
-from memprof.dump import write_dump
+from memprof.dump import _count, write_dump
 from memprof.flight import FlightRecorder, collect_crashes
 from memprof.isolation import internal_error
 from memprof.memory import peak_rss_bytes, rss_bytes
@@ -160,7 +160,9 @@ class Watchdog:
         limit = runtime.limit.bytes
         threshold = limit * settings.dump_threshold
         if rss >= threshold:
-            runtime.memory_guard = True
+            if not runtime.memory_guard:
+                runtime.memory_guard = True
+                _count("record_guard_trip", "memory")
             now = time.monotonic()
             if (
                 rss >= guard.high_water + DUMP_STEP * limit

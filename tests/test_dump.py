@@ -179,3 +179,8 @@ def test_memory_guard_drops_to_checkpoints_and_resumes(
     details = [s["detail"] for s in samples()]
     assert details == ["checkpoints", "full"]
     assert len(_dumps(data_dir)) == 1, "one dump for one high-water mark"
+
+
+def test_hysteresis_must_stay_below_the_threshold(make_settings: Callable[..., Any]) -> None:
+    with pytest.raises(memprof.MemprofConfigError, match="MEMPROF_DUMP_HYSTERESIS must be below"):
+        make_settings(dump_threshold=0.5, dump_hysteresis=0.6)

@@ -148,3 +148,30 @@ def test_a_failing_provider_is_an_internal_error_not_an_app_error(monkeypatch: p
     finally:
         unregister_state("broken")
     assert "broken" not in names and errors.counts["state_provider:broken"] == 1
+
+
+def test_identity_maps_of_live_orm_sessions(tmp_path: Path) -> None:
+    from sqlalchemy import Column, Integer, String, create_engine
+    from sqlalchemy.orm import DeclarativeBase, Session
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Item(Base):
+        __tablename__ = "items"
+        id = Column(Integer, primary_key=True)
+        name = Column(String(50))
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Item(id=i, name=f"n{i}") for i in range(120)])
+        session.commit()
+    with Session(engine) as session:
+        items = session.query(Item).all()
+        maps = [c for c in snapshot() if c["kind"] == "identity_map"]
+        assert len(items) == 120
+    assert [(c["size"], c["unbounded"]) for c in maps] == [(120, True)]
+    assert maps[0]["name"].startswith("Session ")
+    assert not [c for c in snapshot() if c["kind"] == "identity_map"], "closed sessions are gone"
+    engine.dispose()
