@@ -5,7 +5,7 @@ a second. A tick reads the kill-switch file (``MEMPROF_KILL_SWITCH_FILE``, defau
 the control file ``DATA_DIR/control.json`` written by ``memprof enable``, and, with ``MEMPROF_REDIS_URL``,
 the Redis keys ``memprof:disable`` and ``memprof:mode`` (one round trip, short socket timeouts). It
 caches the result on the controller, lets the guards' cooldowns run out, asks the runtime to recompute
-its effective mode, and publishes the worker's status (``DATA_DIR/workers/<host>-<pid>.status.json``,
+its effective mode, and publishes the worker's status (``DATA_DIR/status/<host>-<pid>.json``,
 and ``memprof:worker:<host>-<pid>`` in Redis) for ``memprof status``. The request path only reads the
 runtime's cached attributes.
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from memprof.guards import MODE_RANK, narrow, narrowest
+from memprof.guards import MODE_RANK, count_trip, narrow, narrowest
 from memprof.isolation import internal_error
 from memprof.redaction import redact_text
 from memprof.settings import MemprofSettings, Mode
@@ -37,8 +37,9 @@ from memprof.settings import MemprofSettings, Mode
 log = structlog.get_logger("memprof")
 
 CONTROL_FILE = "control.json"
-WORKERS_DIR = "workers"
-STATUS_SUFFIX = ".status.json"
+# Not DATA_DIR/workers/: that holds the flight recorder's <host>-<pid>.json files (memprof.flight).
+STATUS_DIR = "status"
+STATUS_SUFFIX = ".json"
 STATUS_EVERY_S = 2.0
 STATUS_TTL_S = 15
 REDIS_TIMEOUT_S = 0.25
@@ -112,6 +113,7 @@ class Controller:
         self.redis_error: str | None = None
         self.refused: str | None = None
         self.ticks = 0
+        self._killed = False
         self._control_mtime: float | None = None
         self._redis: Any = None
         self._next_status = 0.0
@@ -170,6 +172,13 @@ class Controller:
                 self._read_redis()
             runtime.breaker.tick()
             runtime.guard.tick()
+            killed = self.kill_file or self.redis_disable
+            if killed and not self._killed:
+                log.warning("memprof.kill_switch.on", file=self.kill_file, redis=self.redis_disable)
+                count_trip("kill_switch")
+            elif self._killed and not killed:
+                log.info("memprof.kill_switch.off")
+            self._killed = killed
             runtime.refresh()
             now = time.monotonic()
             if now >= self._next_status:
@@ -230,10 +239,10 @@ class Controller:
         """Write this worker's status file (and Redis key); failures only show up in the status."""
         text = json.dumps(status, default=str, separators=(",", ":"))
         wid = worker_id()
-        directory = self.settings.data_dir / WORKERS_DIR
+        directory = self.settings.data_dir / STATUS_DIR
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = directory / f".{wid}{STATUS_SUFFIX}.tmp"
+            tmp = directory / f".{wid}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)

@@ -32,6 +32,16 @@ OVERHEAD_TRIP_COUNT = 20
 MODE_RANK: dict[Mode | None, int] = {Mode.AGGRESSIVE: 3, Mode.LIGHT: 2, Mode.TARGETED: 1, None: 0}
 
 
+def count_trip(kind: str) -> None:
+    """Count a guard trip in OpenTelemetry (a no-op until it is instrumented; never raises)."""
+    try:
+        from memprof.integrations.opentelemetry import record_guard_trip
+
+        record_guard_trip(kind)
+    except Exception:
+        pass
+
+
 def narrow(mode: Mode | None, steps: int) -> Mode | None:
     """``mode`` backed off ``steps`` times: aggressive -> light -> off; targeted -> off. None is off."""
     for _ in range(steps):
@@ -110,6 +120,7 @@ class CircuitBreaker:
             self.backoff.start(time.monotonic())
             cooldown = self.backoff.cooldown_s
         log.warning("memprof.circuit_breaker.open", where=where, failures=self.failures, cooldown_s=cooldown)
+        count_trip("circuit_breaker")
         self._changed()
 
     def success(self) -> None:
@@ -225,6 +236,7 @@ class OverheadGuard:
             window=OVERHEAD_WINDOW,
             cooldown_s=cooldown,
         )
+        count_trip("overhead")
         self._changed()
 
     def tick(self, now: float | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -137,8 +138,8 @@ def test_status_shows_each_worker(make_settings: Callable[..., Any], data_dir: P
         client.get("/", headers={"X-Memprof-Profile": "forged.token"})
         dumps = data_dir / "dumps"
         dumps.mkdir(parents=True)
-        (dumps / "dump-20261129T170000-4242.json").write_text("{}")
-        status_file = data_dir / "workers" / f"{mw.runtime.host}-{__import__('os').getpid()}.status.json"
+        (dumps / "dump-20261129T170000000000-4242-custom.json").write_text("{}")
+        status_file = data_dir / "status" / f"{mw.runtime.host}-{os.getpid()}.json"
         assert wait_for(lambda: status_file.exists())
         poll_now()
         assert wait_for(
@@ -149,7 +150,7 @@ def test_status_shows_each_worker(make_settings: Callable[..., Any], data_dir: P
         assert "breaker closed (0/5 failures, 0 trips)" in out
         assert "overhead guard ok" in out and "internal errors 0" in out
         assert "'malformed': 1" in out
-        assert "dump-20261129T170000-4242.json" in out
+        assert "dump-20261129T170000000000-4242-custom.json" in out
         data = json.loads(cli("status", "--json", data_dir=data_dir))
         (worker,) = [w for w in data["workers"] if not w["stale"]]
         assert worker["breaker"]["state"] == "closed" and worker["overhead_guard"]["state"] == "ok"

@@ -70,7 +70,7 @@ def _child(mw: MemprofMiddleware, data_dir: Path, parent_thread: int | None) -> 
     while rt.paused is None and time.monotonic() < deadline:
         time.sleep(0.02)
     report["kill_switch"] = rt.paused
-    status_file = data_dir / "workers" / f"{rt.host}-{os.getpid()}.status.json"
+    status_file = data_dir / "status" / f"{rt.host}-{os.getpid()}.json"
     while not status_file.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     report["status_pid"] = json.loads(status_file.read_text())["pid"] if status_file.exists() else None
@@ -94,6 +94,7 @@ def test_forked_child_recreates_threads_locks_files_and_redis(
     rt = mw.runtime
     loop = asyncio.new_event_loop()
     assert [loop.run_until_complete(_call(mw, f"/users/{i}"))[0] for i in range(3)] == [200] * 3
+    loop.close()
     assert rt.writer.flush(5)
     deadline = time.monotonic() + 5
     while rt.control._redis is None and time.monotonic() < deadline:

@@ -1,14 +1,13 @@
 """Canary: a distinct secret in every channel; none may reach a file in the data dir or a log line.
 
 Channels: request headers, cookies, the query string, SQL bound parameters, session values, a local
-variable of an endpoint that triggers a dump (when the dump module is installed), the text of an
+variable of an endpoint that triggers a dump, the text of an
 exception inside memprof, the Redis URL's password and the targeted secret. Run with default settings
 and with every "record more" setting on (where values must come out redacted).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import secrets
 import time
@@ -29,6 +28,7 @@ from structlog.testing import capture_logs
 from memprof import MemprofMiddleware
 from memprof import runtime as runtime_mod
 from memprof.control import poll_now
+from memprof.dump import dump
 from memprof.isolation import errors
 from memprof.redaction import redact, redact_text
 
@@ -52,22 +52,6 @@ def canaries() -> dict[str, str]:
     return {c: f"{secrets.token_hex(20)}" for c in CHANNELS}
 
 
-def _trigger_dump(reason: str) -> None:
-    """Ask the dump module (another part of memprof) for a dump, when it is installed."""
-    try:
-        dump = importlib.import_module("memprof.dump")
-    except ImportError:
-        return
-    for name in ("dump_now", "write_dump", "dump"):
-        func = getattr(dump, name, None)
-        if callable(func):
-            try:
-                func(reason=reason)
-            except TypeError:
-                func()
-            return
-
-
 def canary_app(secret: dict[str, str], engine: sa.Engine) -> Starlette:
     async def endpoint(request: Request) -> Response:
         request.session["api_token"] = secret["session"]
@@ -77,7 +61,7 @@ def canary_app(secret: dict[str, str], engine: sa.Engine) -> Starlette:
                 sa.text("SELECT :password AS p, :note AS n"),
                 {"password": secret["sql_param"], "note": "x"},
             ).one()
-        _trigger_dump("canary")
+        assert dump("canary") is not None  # a dump while the secret is a local of this frame
         return JSONResponse({"ok": row.n == "x"})
 
     app = Starlette(routes=[Route("/canary", endpoint)])
@@ -135,9 +119,9 @@ def test_no_secret_reaches_files_or_logs(
             assert r.json() == {"ok": True}
         poll_now()
         assert app.runtime.writer.flush(10)
-        status_dir = data_dir / "workers"
+        status_dir = data_dir / "status"
         for _ in range(100):
-            if any(status_dir.glob("*.status.json")):
+            if any(status_dir.glob("*.json")):
                 break
             time.sleep(0.05)
     assert errors.counts["finish_hook:hook"] == 3
@@ -145,7 +129,8 @@ def test_no_secret_reaches_files_or_logs(
     assert any(e["event"] == "memprof.internal_error" for e in events)
     files = [p for p in data_dir.rglob("*") if p.is_file()]
     assert any(p.name.startswith("samples-") for p in files)
-    assert any(p.name.endswith(".status.json") for p in files)
+    assert any(p.parent.name == "status" for p in files)
+    assert len([p for p in files if p.name.startswith("dump-")]) == 3
     texts = {str(p): p.read_bytes().decode("utf-8", "replace") for p in files}
     texts["structlog events"] = "\n".join(repr(e) for e in events)
     # Every stdlib log record of the process except the test client's own (httpx logs the URL it sent).

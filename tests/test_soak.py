@@ -62,7 +62,7 @@ def _structures(mw: MemprofMiddleware, since: float) -> dict[str, int]:
     return {
         "active": len(rt.active),
         "inflight": rt.inflight,
-        "writer_queue": rt.writer._queue.qsize(),
+        "writer_queue": len(rt.writer._queue),
         "writer_pending": rt.writer._pending,
         "guard_window": len(rt.guard.window),
         "breaker_failures": rt.breaker.failures,
@@ -111,6 +111,7 @@ def test_ten_thousand_profiled_requests_leave_memprof_flat(
         bytes_after = _memprof_bytes()
     finally:
         tracemalloc.stop()
+        loop.close()
     assert mw.runtime.profiled == 12_000
     assert before == middle == after, (before, middle, after)
     assert after["active"] == after["writer_queue"] == 0
@@ -135,6 +136,7 @@ def test_targeted_soak_keeps_the_replay_cache_bounded(make_settings: Callable[..
         # live (expiry + skew) and fill the cache, which then refuses rather than grow
         token = sign_token(SECRET, ttl=1, now=now - 40 + i * 0.01).encode()
         loop.run_until_complete(_call(mw, "/users/1", [(b"x-memprof-profile", token)]))
+    loop.close()
     assert verifier.cached_nonces <= 2_000
     assert mw.runtime.writer.flush(30)
     counts = verifier.counts

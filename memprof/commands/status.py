@@ -1,6 +1,6 @@
 """``memprof status``: what every worker is doing now (mode, breaker, guard, last dump, errors).
 
-Workers publish their status about every two seconds to ``DATA_DIR/workers/<host>-<pid>.status.json``
+Workers publish their status about every two seconds to ``DATA_DIR/status/<host>-<pid>.json``
 and, with Redis, to ``memprof:worker:<host>-<pid>`` (expiring). A status older than
 :data:`STALE_AFTER_S` belongs to a worker that stopped or hangs.
 """
@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from memprof.commands.control import DataDir, cli_settings
-from memprof.control import STATUS_SUFFIX, WORKERS_DIR, redis_client
+from memprof.control import STATUS_DIR, STATUS_SUFFIX, redis_client
 from memprof.settings import MemprofSettings
 
 STALE_AFTER_S = 10.0
@@ -36,7 +36,7 @@ def _alive(pid: int) -> bool:
 def _last_dump(data_dir: Path, pid: int | None = None) -> dict[str, Any] | None:
     dumps = []
     for path in (data_dir / "dumps").glob("dump-*.json"):
-        if pid is not None and f"-{pid}" not in path.stem and f"{pid}-" not in path.stem:
+        if pid is not None and f"-{pid}-" not in path.name:  # dump-<time>-<pid>-<trigger>...json
             continue
         try:
             dumps.append((path.stat().st_mtime, path))
@@ -51,7 +51,7 @@ def _last_dump(data_dir: Path, pid: int | None = None) -> dict[str, Any] | None:
 def collect(settings: MemprofSettings) -> dict[str, Any]:
     """Every worker's published status, with ``age_s``, ``stale`` and its last dump; pure data."""
     found: dict[str, dict[str, Any]] = {}
-    for path in sorted((settings.data_dir / WORKERS_DIR).glob(f"*{STATUS_SUFFIX}")):
+    for path in sorted((settings.data_dir / STATUS_DIR).glob(f"*{STATUS_SUFFIX}")):
         try:
             status = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -92,7 +92,7 @@ def render(data: dict[str, Any]) -> str:
     if data["redis_error"]:
         lines.append(f"Redis did not answer ({data['redis_error']}); showing status files only")
     if not data["workers"]:
-        lines.append(f"no worker has published a status in {data['data_dir']}/{WORKERS_DIR}")
+        lines.append(f"no worker has published a status in {data['data_dir']}/{STATUS_DIR}")
     for w in data["workers"]:
         brk, guard, errs = w["breaker"], w["overhead_guard"], w["internal_errors"]
         state = "STALE " if w["stale"] else ""
