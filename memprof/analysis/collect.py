@@ -15,6 +15,7 @@ from typing import Any
 from memprof.analysis.events import EventCollector
 from memprof.analysis.filters import Filters, sample_haystack
 from memprof.analysis.phases import PhaseAcc
+from memprof.analysis.sources import LoadReport, Progress, Source, iter_records
 from memprof.analysis.sqlagg import SqlAggregates
 
 MAX_ROUTES = 5000
@@ -59,7 +60,9 @@ class WorkerAcc:
 class Collector:
     """Feed it records with :meth:`add`; read the accumulated state afterwards."""
 
-    def __init__(self, filters: Filters | None = None, *, recent: int = 0) -> None:
+    def __init__(
+        self, filters: Filters | None = None, *, recent: int = 0, files: list[str] | None = None
+    ) -> None:
         self.filters = filters or Filters()
         self._filtering = self.filters.active
         self._pattern = self.filters.pattern.lower() if self.filters.pattern else None
@@ -78,8 +81,8 @@ class Collector:
         self.first_time: float | None = None
         self.last_time: float | None = None
         self.limits: dict[int, int] = {}
-        self.files: list[str] = []
-        self._file_ids: dict[str, int] = {}
+        self.files: list[str] = list(files or ())  # file ids: shared by collectors that will be merged
+        self._file_ids: dict[str, int] = {f: i for i, f in enumerate(self.files)}
 
     def ref(self, file: int, line: int) -> str:
         """The record reference ``path:line`` of a file id and line."""
@@ -175,7 +178,8 @@ class Collector:
             self.last_time = t
         high = self.high
         if len(high) < TOP_HIGH or growth > high[0][0]:
-            entry = (growth, self.samples, self.ref(fid, line), route, worker, t)
+            # (growth, -sequence): among equal growths the earliest sample is kept and listed first
+            entry = (growth, -self.samples, self.ref(fid, line), route, worker, t)
             if len(high) < TOP_HIGH:
                 heapq.heappush(high, entry)
             else:
@@ -222,3 +226,22 @@ class Collector:
     def high_samples(self) -> list[tuple[int, int, str, str, str, float]]:
         """The largest memory growths seen, largest first."""
         return sorted(self.high, reverse=True)
+
+
+def collect_sources(
+    sources: list[Source],
+    filters: Filters | None = None,
+    *,
+    recent: int = 0,
+    progress: Progress | None = None,
+    files: list[str] | None = None,
+) -> tuple[Collector, LoadReport]:
+    """Stream every record of ``sources`` into a new Collector; problems go into the LoadReport."""
+    collector = Collector(filters, recent=recent, files=files)
+    report = LoadReport()
+    add = collector.add
+    for tag, rec, file, line in iter_records(sources, report, progress):
+        if not add(tag, rec, file, line):
+            report.records[tag] -= 1
+            report.problem(file, line or None, f"invalid record: {tag} with missing or malformed fields")
+    return collector, report
