@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import heapq
 from array import array
+from collections.abc import Sequence
+from itertools import islice
+from operator import le
 from typing import Any
 
 from memprof.analysis.events import EventCollector
@@ -25,26 +28,34 @@ TOP_HIGH = 25
 class RouteAcc:
     """Columns of one route template's samples."""
 
-    __slots__ = ("duration", "errors", "growth", "instances", "max_ref", "queries", "rss", "session", "statuses",
-                 "time")  # fmt: skip
+    __slots__ = ("_sorted", "duration", "errors", "growth", "instances", "max_ref", "queries", "rss", "session",
+                 "statuses")  # fmt: skip
 
     def __init__(self) -> None:
         self.rss = array("q")
         self.growth = array("q")
-        self.duration = array("d")
-        self.queries = array("l")
-        self.instances = array("l")
-        self.session = array("q")
-        self.time = array("d")
+        self.duration = array("f")
+        self.queries = array("i")
+        self.instances = array("i")
+        self.session = array("i")  # -1: no session recorded
         self.statuses: dict[int, int] = {}
         self.errors = 0
         self.max_ref: tuple[int, str] | None = None
+        self._sorted: dict[str, array[Any]] = {}
+
+    def sorted_column(self, name: str) -> array[Any]:
+        """A column in ascending order (computed once; read it only after the last sample)."""
+        cached = self._sorted.get(name)
+        if cached is None:
+            column = getattr(self, name)
+            cached = self._sorted[name] = array(column.typecode, sorted(column))
+        return cached
 
 
 class WorkerAcc:
     """Columns of one worker's samples (for memory over time and leak detection)."""
 
-    __slots__ = ("base", "first", "host", "last", "limit", "pid", "rss", "time")
+    __slots__ = ("_order", "base", "first", "host", "last", "limit", "pid", "rss", "time")
 
     def __init__(self, pid: Any, host: Any) -> None:
         self.pid = pid
@@ -55,6 +66,15 @@ class WorkerAcc:
         self.first: tuple[float, int, int] = (float("inf"), 0, 0)  # (time, file id, line)
         self.last: tuple[float, int, int] = (float("-inf"), 0, 0)
         self.limit: int | None = None
+        self._order: Sequence[int] | None = None
+
+    def order(self) -> Sequence[int]:
+        """Indexes of the samples in time order (computed once; read it only after the last sample)."""
+        if self._order is None:
+            t = self.time
+            in_order = all(map(le, t, islice(t, 1, None)))
+            self._order = range(len(t)) if in_order else sorted(range(len(t)), key=t.__getitem__)
+        return self._order
 
 
 class Collector:
@@ -81,8 +101,19 @@ class Collector:
         self.first_time: float | None = None
         self.last_time: float | None = None
         self.limits: dict[int, int] = {}
+        self._overall: dict[str, array[Any]] = {}
         self.files: list[str] = list(files or ())  # file ids: shared by collectors that will be merged
         self._file_ids: dict[str, int] = {f: i for i, f in enumerate(self.files)}
+
+    def overall_sorted(self, name: str) -> array[Any]:
+        """A column of every route together, in ascending order (computed once, after the last sample)."""
+        cached = self._overall.get(name)
+        if cached is None:
+            column: array[Any] = array("q")
+            for acc in self.routes.values():
+                column.extend(acc.sorted_column(name))
+            cached = self._overall[name] = array("q", sorted(column))  # timsort merges the sorted runs
+        return cached
 
     def ref(self, file: int, line: int) -> str:
         """The record reference ``path:line`` of a file id and line."""
@@ -147,7 +178,6 @@ class Collector:
         acc.queries.append(queries)
         acc.instances.append(instances)
         acc.session.append(session)
-        acc.time.append(t)
         status = req.get("status")
         status = status if type(status) is int else 0
         acc.statuses[status] = acc.statuses.get(status, 0) + 1

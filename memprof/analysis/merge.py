@@ -41,7 +41,7 @@ def merge_collectors(a: Collector, b: Collector) -> Collector:
         if ra is None:
             a.routes[route] = rb
             continue
-        for col in ("rss", "growth", "duration", "queries", "instances", "session", "time"):
+        for col in ("rss", "growth", "duration", "queries", "instances", "session"):
             getattr(ra, col).extend(getattr(rb, col))
         for status, n in rb.statuses.items():
             ra.statuses[status] = ra.statuses.get(status, 0) + n
