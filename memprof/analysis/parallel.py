@@ -18,6 +18,7 @@ from memprof.analysis.sources import LoadReport, Progress, Source
 
 MIN_PARALLEL_BYTES = 32 * 1024 * 1024
 MAX_JOBS = 4
+SHARD_BYTES = 64 * 1024 * 1024
 
 
 def default_jobs(sources: list[Source]) -> int:
@@ -57,27 +58,41 @@ def collect_parallel(
     progress: Progress | None = None,
     jobs: int | None = None,
 ) -> tuple[Collector, LoadReport]:
-    """Like :func:`collect_sources`, with ``jobs`` processes (None: :func:`default_jobs`)."""
+    """Like :func:`collect_sources`, with ``jobs`` processes (None: :func:`default_jobs`).
+
+    The files are cut into shards of about 64 MB (at least two per process), read by the processes
+    and merged here in file order as they come back, so that no process ever holds more than the merged
+    result plus one shard's.
+    """
     n = default_jobs(sources) if jobs is None else max(1, jobs)
-    parts = shards(sources, n) if n > 1 and not any(s.path == "-" for s in sources) else [sources]
     files = [s.path for s in sources]
-    if len(parts) < 2:
+    if n < 2 or len(sources) < 2 or any(s.path == "-" for s in sources):
         return collect_sources(sources, filters, recent=recent, progress=progress, files=files)
-    pool = ProcessPoolExecutor(max_workers=len(parts) - 1, mp_context=multiprocessing.get_context("fork"))
+    total = sum(s.size for s in sources)
+    parts = shards(sources, max(2 * n, -(-total // SHARD_BYTES)))
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork"))
+    merged: tuple[Collector, LoadReport] | None = None
     try:
-        futures: list[Future[tuple[Collector, LoadReport]]] = [
-            pool.submit(_read, part, files, filters, recent) for part in parts[1:]
+        futures: list[Future[tuple[Collector, LoadReport]] | None] = [
+            pool.submit(_read, part, files, filters, recent) for part in parts
         ]
-        collector, report = collect_sources(parts[0], filters, recent=recent, progress=progress, files=files)
-        for part, future in zip(parts[1:], futures, strict=True):
+        for i, part in enumerate(parts):
+            future = futures[i]
+            futures[i] = None  # the merged result is the only copy kept
             try:
-                other, other_report = future.result()
+                assert future is not None
+                result = future.result()
             except Exception:  # a dead or failing worker: read its shard here
-                other, other_report = _read(part, files, filters, recent)
-            merge_collectors(collector, other)
-            merge_reports(report, other_report)
+                result = _read(part, files, filters, recent)
+            if merged is None:
+                merged = result
+            else:
+                merge_collectors(merged[0], result[0])
+                merge_reports(merged[1], result[1])
+            del result
             if progress is not None:
                 progress(sum(s.size for s in part))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return collector, report
+    assert merged is not None
+    return merged

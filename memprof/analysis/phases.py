@@ -25,8 +25,8 @@ class Plan:
         self.rss = array("q")
         self.before = array("q")
         self.growth = array("q")
-        self.files = array("l")
-        self.lines = array("l")
+        self.files = array("I")
+        self.lines = array("I")
 
 
 class PhaseAcc:
