@@ -18,7 +18,7 @@ from typing import Any
 from memprof.analysis.events import EventCollector
 from memprof.analysis.filters import Filters, sample_haystack
 from memprof.analysis.phases import PhaseAcc
-from memprof.analysis.sources import LoadReport, Progress, Source, iter_records
+from memprof.analysis.sources import LoadReport, Progress, Source, VersionCheck, read_source
 from memprof.analysis.sqlagg import SqlAggregates
 
 MAX_ROUTES = 5000
@@ -171,7 +171,7 @@ class Collector:
         if "queries" in rec or "session" in rec or "models" in rec or "scopes" in rec or "engines" in rec:
             queries, instances, session = self._details(rec, route, self.ref(fid, line))
         if rss:
-            self.phases.add(checkpoints, rss, growth, fid, line)
+            self.phases.add(checkpoints, rss, fid, line)
         acc.rss.append(peak)
         acc.growth.append(growth)
         acc.duration.append(float(req.get("duration_ms") or 0.0))
@@ -266,12 +266,28 @@ def collect_sources(
     progress: Progress | None = None,
     files: list[str] | None = None,
 ) -> tuple[Collector, LoadReport]:
-    """Stream every record of ``sources`` into a new Collector; problems go into the LoadReport."""
+    """Stream every record of ``sources`` into a new Collector; problems go into the LoadReport.
+
+    (:func:`memprof.analysis.sources.iter_records` unrolled: one generator level less per record.)
+    """
     collector = Collector(filters, recent=recent, files=files)
     report = LoadReport()
+    check = VersionCheck()
     add = collector.add
-    for tag, rec, file, line in iter_records(sources, report, progress):
-        if not add(tag, rec, file, line):
-            report.records[tag] -= 1
-            report.problem(file, line or None, f"invalid record: {tag} with missing or malformed fields")
+    counts = report.records
+    for source in sources:
+        report.files += 1
+        path = source.path
+        try:
+            for tag, rec, line in read_source(source, report, check):
+                if add(tag, rec, path, line):
+                    counts[tag] += 1
+                else:
+                    report.problem(
+                        path, line or None, f"invalid record: {tag} with missing or malformed fields"
+                    )
+        except (OSError, EOFError) as exc:  # EOFError: a truncated .gz file
+            report.problem(path, None, f"unreadable: {exc}")
+        if progress is not None:
+            progress(source.size)
     return collector, report

@@ -88,7 +88,7 @@ def _merge_phases(a: PhaseAcc, b: PhaseAcc) -> None:
         if pa is None:
             intervals = [(i, a._phase(b.names[pid]), span) for i, pid, span in pb.intervals]
             pa = a._plans[names] = Plan(pb.k, intervals, list(pb.spans))
-        for col in ("rss", "before", "growth", "files", "lines"):
+        for col in ("rss", "before", "files", "lines"):
             getattr(pa, col).extend(getattr(pb, col))
 
 
