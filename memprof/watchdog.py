@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
-import signal
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from memprof import profile as profile_module
+from memprof._dump_signal import install_dump_signal
 from memprof.dump import _count, write_dump
 from memprof.flight import FlightRecorder, collect_crashes
 from memprof.isolation import internal_error
@@ -89,24 +89,9 @@ class Watchdog:
         with self.lock:
             self.guards[runtime] = Guard()
         if runtime.settings.dump_signal and threading.current_thread() is threading.main_thread():
-            self._install_signal(runtime.settings.dump_signal)
+            install_dump_signal(runtime.settings.dump_signal, self._on_signal)
         self._update_alarm()
         self.start()
-
-    def _install_signal(self, name: str) -> None:
-        signum = getattr(signal, name)
-        previous = signal.getsignal(signum)
-        if getattr(previous, "_memprof_watchdog", False):
-            return
-
-        def on_signal(sig: int, frame: Any) -> None:
-            # A signal handler takes no lock (the main thread may hold one): a flag the thread reads.
-            self.signalled = True
-            if callable(previous):
-                previous(sig, frame)
-
-        on_signal._memprof_watchdog = True  # type: ignore[attr-defined]
-        signal.signal(signum, on_signal)
 
     def start(self) -> None:
         """Start the thread unless it runs."""
@@ -115,6 +100,10 @@ class Watchdog:
                 return
             self.thread = threading.Thread(target=self._run, name="memprof-watchdog", daemon=True)
             self.thread.start()
+
+    def _on_signal(self) -> None:
+        # Runs in a signal handler: no lock (the main thread may hold it), only a flag the thread reads.
+        self.signalled = True
 
     def _open(self) -> list[tuple[Runtime, Guard]]:
         with self.lock:
