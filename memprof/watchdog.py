@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from memprof import profile as profile_module
+from memprof._dump_signal import install_dump_signal
 from memprof.dump import _count, write_dump
 from memprof.flight import FlightRecorder, collect_crashes
 from memprof.isolation import internal_error
@@ -70,8 +71,12 @@ class Watchdog:
         self.groups: dict[Path, _Group] = {}
         self.pending: list[tuple[weakref.ref[Runtime], str, dict[str, Any] | None]] = []
         self.poked: RequestProfile | None = None
+        self.signalled = False
         self.wake = threading.Event()
         self.lock = threading.Lock()
+        # Held for a whole tick and a whole shutdown: a tick must never rewrite a flight file that a
+        # shutdown just removed (that would look like a crash on the next start).
+        self.tick_lock = threading.RLock()
         self.thread: threading.Thread | None = None
         self.pid = os.getpid()
         self.ticks = 0
@@ -83,6 +88,8 @@ class Watchdog:
             return
         with self.lock:
             self.guards[runtime] = Guard()
+        if runtime.settings.dump_signal and threading.current_thread() is threading.main_thread():
+            install_dump_signal(runtime.settings.dump_signal, self._on_signal)
         self._update_alarm()
         self.start()
 
@@ -93,6 +100,10 @@ class Watchdog:
                 return
             self.thread = threading.Thread(target=self._run, name="memprof-watchdog", daemon=True)
             self.thread.start()
+
+    def _on_signal(self) -> None:
+        # Runs in a signal handler: no lock (the main thread may hold it), only a flag the thread reads.
+        self.signalled = True
 
     def _open(self) -> list[tuple[Runtime, Guard]]:
         with self.lock:
@@ -129,11 +140,22 @@ class Watchdog:
     # -- one tick ----------------------------------------------------------------------------------
     def tick(self, watched: list[tuple[Runtime, Guard]]) -> None:
         """Check memory for every runtime, serve pending dumps, update flight files and state logs."""
+        with self.tick_lock:
+            self._tick([(r, g) for r, g in watched if not g.closed])
+
+    def _tick(self, watched: list[tuple[Runtime, Guard]]) -> None:
         self.ticks += 1
         poked, self.poked = self.poked, None
         for runtime, guard in watched:
             self.check(runtime, guard, rss_bytes(), poked)
         self._serve_pending()
+        if self.signalled:
+            self.signalled = False
+            from memprof.dump import pick_request
+
+            for runtime, _guard in watched:
+                if runtime.settings.dump_signal:
+                    write_dump(runtime, "signal", None, pick_request(runtime))
         rss = rss_bytes()
         peak = peak_rss_bytes()
         by_dir: dict[Path, list[Runtime]] = {}
@@ -218,6 +240,10 @@ class Watchdog:
     # -- shutdown and fork -------------------------------------------------------------------------
     def shutdown(self, runtime: Runtime) -> None:
         """A clean shutdown of ``runtime``: final state line, flight file removed when it was the last."""
+        with self.tick_lock:
+            self._shutdown(runtime)
+
+    def _shutdown(self, runtime: Runtime) -> None:
         with self.lock:
             guard = self.guards.get(runtime)
             if guard is None or guard.closed:
@@ -249,6 +275,7 @@ class Watchdog:
         """In a forked child: new thread, new files for the new pid, the same runtimes watched."""
         self.wake = threading.Event()
         self.lock = threading.Lock()
+        self.tick_lock = threading.RLock()
         self.thread = None
         self.groups = {}
         self.pending = []
