@@ -228,7 +228,11 @@ def test_parallel_reading_equals_one_pass(tmp_path: Path) -> None:
     from memprof.analysis import discover
     from memprof.analysis.parallel import shards
 
-    assert [len(part) for part in shards(discover([str(d)]), 3)] == [3, 2, 17]  # by size: samples files are big
+    assert [len(part) for part in shards(discover([str(d)]), 3)] == [
+        3,
+        2,
+        17,
+    ]  # by size: samples files are big
     one = analyze([str(d)], recent=5, jobs=1)
     three = analyze([str(d)], recent=5, jobs=3)
     assert one.summary == three.summary
