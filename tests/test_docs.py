@@ -72,6 +72,8 @@ def _commands() -> set[tuple[str, ...]]:
                 words = part.strip().split()
                 if words[:1] == ["memprof"] and len(words) > 1 and not words[1].startswith("-"):
                     found.add((words[1],))
+    for path in DOCS:  # inline code too: `memprof analyze -`
+        found.update((word,) for word in re.findall(r"`memprof ([a-z][a-z-]*)", path.read_text()))
     return found
 
 
