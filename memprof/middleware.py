@@ -14,7 +14,7 @@ from typing import Any
 
 from memprof.isolation import internal_error
 from memprof.profile import RequestProfile, _current
-from memprof.runtime import Runtime
+from memprof.runtime import RESPONSE_END_HOOKS, Runtime
 from memprof.settings import MemprofSettings, load_settings
 
 Scope = MutableMapping[str, Any]
@@ -62,6 +62,9 @@ class MemprofMiddleware:
                 await self.app(scope, receive, send)
             else:
                 await self._profiled(runtime, full, scope, receive, send)
+        except MemoryError:
+            runtime.memory_error(scope)  # guarded; the error goes on unchanged
+            raise
         finally:
             runtime.inflight -= 1
 
@@ -86,6 +89,8 @@ class MemprofMiddleware:
                     profile.add_checkpoint("response_start")
                 elif kind == "http.response.body" and not message.get("more_body", False):
                     profile.add_checkpoint("response_end")
+                    if RESPONSE_END_HOOKS:
+                        runtime.response_end(profile, scope)
             except Exception as exc:
                 internal_error("send", exc)
             await send(message)
@@ -114,7 +119,7 @@ class MemprofMiddleware:
                 try:
                     import anyio.to_thread
 
-                    await anyio.to_thread.run_sync(self.runtime.writer.flush)
+                    await anyio.to_thread.run_sync(self.runtime.shutdown)
                 except Exception as exc:
                     internal_error("lifespan_flush", exc)
             await send(message)
