@@ -225,3 +225,23 @@ def test_dumps_and_memory_guard_trips_are_counted_in_opentelemetry(
     finally:
         otel.uninstrument_opentelemetry()
         provider.shutdown()
+
+
+def test_tracemalloc_sites_only_when_tracing_was_turned_on(
+    make_settings: Callable[..., Any], data_dir: Path
+) -> None:
+    import tracemalloc
+
+    app = MemprofMiddleware(Starlette(), settings=make_settings(tracemalloc=1))
+    off = json.loads(Path(memprof.dump("not-tracing") or "").read_text())
+    assert off["memory"]["tracemalloc"] is None, "no snapshot unless tracing runs"
+    tracemalloc.start(1)
+    try:
+        held = [bytes(1000) for _ in range(2000)]
+        on = json.loads(Path(memprof.dump("tracing") or "").read_text())
+    finally:
+        tracemalloc.stop()
+    sites = on["memory"]["tracemalloc"]
+    assert sites["traced"] > 2_000_000 and sites["top"][0]["size"] > 0
+    assert any("test_dump.py" in s["site"] for s in sites["top"])
+    assert len(held) == 2000 and app.runtime.enabled
