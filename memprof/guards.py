@@ -98,6 +98,7 @@ class CircuitBreaker:
         self.open = False  # read on the request path
         self.half_open = False  # read on the request path
         self.trial_taken = False
+        self.trial_ns = 0
         self.baseline = 0  # the process's internal error total when success was last checked
         self.backoff = _Backoff()
         self.on_change = on_change
@@ -136,10 +137,16 @@ class CircuitBreaker:
         log.info("memprof.circuit_breaker.closed")
         self._changed()
 
-    def check(self, error_total: int) -> None:
-        """Called after each record is built: no internal failure since the last check is a success."""
+    def check(self, error_total: int, started_ns: int = 0) -> None:
+        """Called after each record is built: no internal failure since the last check is a success.
+
+        While half-open only the trial counts: a record of a request that began before the trial was
+        claimed (``started_ns``, ``perf_counter_ns``) says nothing about the trial.
+        """
         clean = error_total == self.baseline
         self.baseline = error_total
+        if self.half_open and started_ns < self.trial_ns:
+            return
         if clean:
             self.success()
 
@@ -149,6 +156,7 @@ class CircuitBreaker:
             if self.trial_taken or self.state != self.HALF_OPEN:
                 return False
             self.trial_taken = True
+            self.trial_ns = time.perf_counter_ns()
             self.baseline = errors.total
             return True
 

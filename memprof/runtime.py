@@ -260,7 +260,7 @@ class Runtime:
     def _build_checked(self, profile: RequestProfile) -> dict[str, Any]:
         # A record built with no internal failure since the last one is a success for the breaker.
         record = self.build_record(profile)
-        self.breaker.check(errors.total)
+        self.breaker.check(errors.total, profile.start_ns)
         return record
 
     def memory_error(self, scope: Scope) -> None:

@@ -113,9 +113,11 @@ def test_ten_thousand_profiled_requests_leave_memprof_flat(
         tracemalloc.stop()
         loop.close()
     assert mw.runtime.profiled == 12_000
+    # The writer thread (and the watchdog) may each still hold the last profile they handled.
+    live = [snapshot.pop("live_profiles") for snapshot in (before, middle, after)]
+    assert max(live) <= 2, live
     assert before == middle == after, (before, middle, after)
     assert after["active"] == after["writer_queue"] == 0
-    assert after["live_profiles"] <= 1  # the writer thread's local of the last item, until the next one
     assert after["guard_window"] <= 100
     # memprof's own allocations after 10,000 more requests: flat within a small slack (no growth per request)
     assert bytes_after - bytes_before < 64 * 1024, (bytes_before, bytes_after)
