@@ -2,11 +2,13 @@
 
 The public API::
 
-    from memprof import MemprofMiddleware, checkpoint, flush, MemprofSettings
+    from memprof import MemprofMiddleware, checkpoint, flush, instrument_sqlalchemy, MemprofSettings
 
     app = MemprofMiddleware(app)          # one line; settings from MEMPROF_* variables
+    instrument_sqlalchemy(engine)         # an Engine or AsyncEngine; no argument: every engine
 """
 
+from memprof.integrations.sqlalchemy import instrument_sqlalchemy, uninstrument_sqlalchemy
 from memprof.middleware import MemprofMiddleware
 from memprof.profile import RequestProfile, checkpoint, current_profile
 from memprof.settings import MemprofConfigError, MemprofSettings, Mode, load_settings
@@ -24,5 +26,7 @@ __all__ = [
     "checkpoint",
     "current_profile",
     "flush",
+    "instrument_sqlalchemy",
     "load_settings",
+    "uninstrument_sqlalchemy",
 ]
