@@ -111,7 +111,9 @@ def criteria_session_class(
         if check_relationship_load and state.is_relationship_load:
             return
         if use_lambda:
-            option = with_loader_criteria(schema.Book, lambda cls: cls.deleted.is_(False), include_aliases=True)
+            option = with_loader_criteria(
+                schema.Book, lambda cls: cls.deleted.is_(False), include_aliases=True
+            )
         else:
             option = with_loader_criteria(schema.Book, schema.Book.deleted.is_(False))
         state.statement = state.statement.options(option)

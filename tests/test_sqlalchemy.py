@@ -80,9 +80,12 @@ def test_n_plus_one_from_lazy_relationship(
     assert lazy["count"] == 12 and lazy["n_plus_one"] and lazy["lazy"]
     assert lazy["rows"] == 60 and lazy["instances"] == 60
     assert lazy["frame"].startswith("tests/sqla_apps.py:") and lazy["frame"].endswith(" in n_plus_one")
-    assert "len(author.books)" in Path("tests/sqla_apps.py").read_text().splitlines()[
-        int(lazy["frame"].split(":")[1].split()[0]) - 1
-    ]
+    assert (
+        "len(author.books)"
+        in Path("tests/sqla_apps.py")
+        .read_text()
+        .splitlines()[int(lazy["frame"].split(":")[1].split()[0]) - 1]
+    )
     assert "?" in lazy["sql"] and "= 1" not in lazy["sql"]
     parent = statement(rec, f"FROM {schema.prefix}_author")
     assert parent["count"] == 1 and not parent["n_plus_one"] and not parent["lazy"]
@@ -93,14 +96,18 @@ def test_n_plus_one_from_lazy_relationship(
     assert eng["name"].startswith("sqlite:") and eng["compiled_cache"] >= 2 and eng["pool_checked_out"] == 0
 
 
-def test_threshold_from_settings(engine: Engine, schema: Schema, make_settings: Settings, samples: Any) -> None:
+def test_threshold_from_settings(
+    engine: Engine, schema: Schema, make_settings: Settings, samples: Any
+) -> None:
     run(sync_app(schema, sessionmaker(engine)), make_settings(n_plus_one_threshold=13), "/n1")
     rec = only(samples())
     assert not statement(rec, f"FROM {schema.prefix}_book")["n_plus_one"]
     assert rec["queries"]["n_plus_one"] == []
 
 
-def test_joinedload_cartesian_rows(engine: Engine, schema: Schema, make_settings: Settings, samples: Any) -> None:
+def test_joinedload_cartesian_rows(
+    engine: Engine, schema: Schema, make_settings: Settings, samples: Any
+) -> None:
     run(sync_app(schema, sessionmaker(engine)), make_settings(), "/joined")
     rec = only(samples())
     (stmt,) = rec["queries"]["statements"]
@@ -160,7 +167,9 @@ def test_loader_criteria_from_do_orm_execute_hook(
     assert statement(good, f"FROM {schema.prefix}_book")["rows"] == 48
 
 
-def test_created_updated_deleted(engine: Engine, schema: Schema, make_settings: Settings, samples: Any) -> None:
+def test_created_updated_deleted(
+    engine: Engine, schema: Schema, make_settings: Settings, samples: Any
+) -> None:
     run(sync_app(schema, sessionmaker(engine)), make_settings(), "/write", method="POST")
     user = model(only(samples()), "User")
     assert (user["created"], user["updated"], user["deleted"]) == (3, 1, 1)
@@ -170,7 +179,9 @@ def test_created_updated_deleted(engine: Engine, schema: Schema, make_settings: 
 def test_sql_error_closes_execution_state(
     engine: Engine, schema: Schema, make_settings: Settings, samples: Any
 ) -> None:
-    with TestClient(MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=make_settings())) as client:
+    with TestClient(
+        MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=make_settings())
+    ) as client:
         assert client.get("/bad-sql").json() == {"error": "OperationalError"}
     stmt = statement(only(samples()), "no_such_table")
     assert stmt["count"] == 1 and stmt["rows"] == 0
@@ -223,7 +234,9 @@ def test_secrets_never_reach_the_data_dir(
         assert SECRET_PASSWORD.encode() not in content and SECRET_TOKEN.encode() not in content, path
 
 
-def test_async_session_on_aiosqlite(tmp_path: Path, schema: Schema, make_settings: Settings, samples: Any) -> None:
+def test_async_session_on_aiosqlite(
+    tmp_path: Path, schema: Schema, make_settings: Settings, samples: Any
+) -> None:
     db = tmp_path / "async.db"
     sync = create_engine(f"sqlite:///{db}")
     schema.Base.metadata.create_all(sync)

@@ -15,15 +15,16 @@ import sys
 import sysconfig
 from types import FrameType
 from typing import Any
+
 import sqlalchemy
+
+import memprof
 
 _greenlet: Any
 try:
     _greenlet = importlib.import_module("greenlet")  # untyped; only needed for asyncio SQLAlchemy
 except ImportError:  # pragma: no cover
     _greenlet = None
-
-import memprof
 
 _MAX_DEPTH = 200
 _MAX_CACHE = 4096
