@@ -82,13 +82,13 @@ def make_schema() -> Schema:
 def seed(session: Session, schema: Schema, authors: int = 12, books: int = 5, awards: int = 4) -> None:
     """Authors, each with ``books`` books (one in five deleted) and ``awards`` awards; one user."""
     for a in range(authors):
-        author = schema.Author(id=a + 1, name=f"author {a}")
+        author = schema.Author(name=f"author {a}")
         session.add(author)
         for b in range(books):
             session.add(schema.Book(title=f"book {a}/{b}", deleted=b % 5 == 4, author=author))
         for w in range(awards):
-            session.add(schema.Award(label=f"award {a}/{w}", author_id=a + 1))
-    session.add(schema.User(id=1, email="ada@example.com", password=SECRET_PASSWORD, api_token=SECRET_TOKEN))
+            author.awards.append(schema.Award(label=f"award {a}/{w}"))
+    session.add(schema.User(email="ada@example.com", password=SECRET_PASSWORD, api_token=SECRET_TOKEN))
     session.commit()
 
 

@@ -29,7 +29,7 @@ from tests.sqla_apps import make_schema, seed, sync_app
 
 ENGINE_EVENTS = ("before_cursor_execute", "after_cursor_execute", "engine_connect", "handle_error")
 MAPPER_EVENTS = ("load", "after_insert", "after_update", "after_delete")
-SESSION_EVENTS = ("do_orm_execute", "after_flush", "after_transaction_end")
+SESSION_EVENTS = ("after_begin", "after_flush", "after_transaction_end")
 
 
 def listener_counts(engine: Engine) -> dict[str, int]:
@@ -59,7 +59,7 @@ def our_functions() -> list[Callable[..., Any]]:
         _sqla_orm.after_insert,
         _sqla_orm.after_update,
         _sqla_orm.after_delete,
-        _sqla_orm.on_orm_execute,
+        _sqla_orm.on_begin,
         _sqla_orm.watch_session,
     ]
 

@@ -162,7 +162,7 @@ class QueryCollector:
 class ModelCollector:
     """``profile.sections["models"]``: per mapped class counts and Sessions' identity-map sizes."""
 
-    __slots__ = ("classes", "dropped", "sessions")
+    __slots__ = ("by_connection", "classes", "dropped", "sessions")
 
     def __init__(self) -> None:
         # id(class) -> [name, loaded, created, updated, deleted, rss_first, rss_last]
@@ -170,6 +170,7 @@ class ModelCollector:
         self.dropped = 0
         # id(session) -> [weakref to the Session, largest identity-map size seen]
         self.sessions: dict[int, list[Any]] = {}
+        self.by_connection: dict[int, list[Any]] = {}  # id(Connection) -> the same entries
 
     def entry(self, cls: type, rss: int) -> list[Any] | None:
         """The counters of ``cls`` (created on first use), or None past the cap."""
@@ -181,16 +182,29 @@ class ModelCollector:
             found = self.classes[id(cls)] = [f"{cls.__module__}.{cls.__qualname__}", 0, 0, 0, 0, rss, rss]
         return found
 
-    def watch_session(self, session: Any) -> None:
-        """Remember a Session used in this request (weakly) and its identity-map size now."""
+    def watch_session(self, session: Any, connection: Any = None) -> None:
+        """Remember a Session used in this request (weakly), the connection it runs its SQL on, and
+        its identity-map size now."""
         found = self.sessions.get(id(session))
         if found is None:
             if len(self.sessions) >= MAX_SESSIONS:
                 return
             found = self.sessions[id(session)] = [weakref.ref(session), 0]
+        if connection is not None and len(self.by_connection) < MAX_SESSIONS:
+            self.by_connection[id(connection)] = found
         size = len(session.identity_map)
         if size > found[1]:
             found[1] = size
+
+    def sample_connection(self, connection: Any) -> None:
+        """Before a statement: the identity-map size of the Session running on ``connection``."""
+        found = self.by_connection.get(id(connection))
+        if found is not None:
+            session = found[0]()
+            if session is not None:
+                size = len(session.identity_map)
+                if size > found[1]:
+                    found[1] = size
 
     def sample_sessions(self) -> None:
         """Read the identity-map size of every watched Session still alive (request end)."""

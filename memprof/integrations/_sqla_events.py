@@ -18,6 +18,7 @@ from memprof.integrations import _sqla_orm
 from memprof.integrations._sqla_collectors import (
     MAX_PARAM_SETS,
     MAX_STATEMENTS,
+    ModelCollector,
     QueryCollector,
     StatementStat,
     Unattributed,
@@ -27,6 +28,7 @@ from memprof.integrations._sqla_frames import application_frame
 from memprof.isolation import internal_error
 from memprof.memory import rss_bytes
 from memprof.profile import RequestProfile, _current
+from memprof.runtime import current_runtime
 from memprof.settings import MemprofSettings, load_settings
 
 UNATTRIBUTED = Unattributed()
@@ -51,8 +53,6 @@ def current_settings() -> MemprofSettings:
     global _default_settings
     if _settings_override is not None:
         return _settings_override
-    from memprof.runtime import current_runtime
-
     runtime = current_runtime()
     if runtime is not None:
         return runtime.settings
@@ -86,19 +86,19 @@ def _queries(profile: RequestProfile) -> QueryCollector:
 
 def before_cursor_execute(
     conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-) -> None:
+) -> tuple[str, Any]:
     """Start timing; in full profiles also read RSS, find the statement's counters and note its
     frame (first execution and at the N+1 threshold), lazy origin, parameters and loader criteria."""
     try:
         profile = _current.get()
         if profile is None or profile.finished:
             setattr(context, _ATTR, (None, None, None, 0, _perf()))
-            return
+            return statement, parameters
         queries = _queries(profile)
         queries.count += 1
         if not queries.full:
             setattr(context, _ATTR, (profile, queries, None, 0, _perf()))
-            return
+            return statement, parameters
         t0 = _perf()
         rss = rss_bytes()
         queries.last_rss = rss
@@ -114,10 +114,14 @@ def before_cursor_execute(
                 stat.frame = application_frame()
         if stat is not None:
             _observe(profile, queries, stat, statement, parameters, context)
+        models = profile.sections.get("models")
+        if models is not None:
+            cast(ModelCollector, models).sample_connection(conn)
         profile.overhead_ns += _perf() - t0
         setattr(context, _ATTR, (profile, queries, stat, rss, _perf()))
     except Exception as exc:
         internal_error("sqlalchemy.before_cursor_execute", exc)
+    return statement, parameters
 
 
 def _observe(

@@ -63,12 +63,14 @@ def is_application_file(filename: str) -> bool:
     return app
 
 
+_CWD = os.getcwd() + os.sep  # frames are shown relative to the directory the process started in
+
+
 def _describe(frame: FrameType) -> str:
     code = frame.f_code
     filename = code.co_filename
-    cwd = os.getcwd() + os.sep
-    if filename.startswith(cwd):
-        filename = filename[len(cwd) :]
+    if filename.startswith(_CWD):
+        filename = filename[len(_CWD) :]
     return f"{filename}:{frame.f_lineno} in {code.co_name}"
 
 

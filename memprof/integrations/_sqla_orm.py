@@ -122,15 +122,15 @@ def watch_session(session: Any, *_args: Any) -> None:
         internal_error("sqlalchemy.session", exc)
 
 
-def on_orm_execute(orm_execute_state: Any) -> None:
-    """``Session.do_orm_execute``: only notes the Session; the statement is never touched."""
+def on_begin(session: Any, transaction: Any, connection: Any) -> None:
+    """``Session.after_begin``: note the Session (weakly) and the connection it runs its SQL on."""
     profile = _full_profile()
     if profile is None:
         return
     try:
-        models_of(profile).watch_session(orm_execute_state.session)
+        models_of(profile).watch_session(session, connection)
     except Exception as exc:
-        internal_error("sqlalchemy.do_orm_execute", exc)
+        internal_error("sqlalchemy.after_begin", exc)
 
 
 # -- loader criteria --------------------------------------------------------------------------------
