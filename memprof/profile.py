@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
+import os
+import sys
 import time
-import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar, cast
@@ -21,7 +23,33 @@ from memprof.memory import rss_bytes
 
 MAX_CHECKPOINTS = 200
 
+# Request ids: a random per-process prefix and a counter (uuid4 costs 2 µs on the request path).
+_id_prefix = os.urandom(4).hex()
+_id_counter = itertools.count(1)
+
+
+def _new_ids_after_fork() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = os.urandom(4).hex()
+    _id_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_ids_after_fork)
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+# The memory watchdog's alarm: a checkpoint reading RSS at or above this level calls the callback, so
+# growth inside a profiled request is checked at once (see memprof.watchdog). Off: sys.maxsize.
+_rss_alarm = sys.maxsize
+_alarm_callback: Callable[[RequestProfile, int], None] | None = None
+
+
+def set_rss_alarm(level: int, callback: Callable[[RequestProfile, int], None] | None) -> None:
+    """Call ``callback(profile, rss)`` from checkpoints whose RSS is at least ``level`` (None: off)."""
+    global _rss_alarm, _alarm_callback
+    _alarm_callback = callback
+    _rss_alarm = level if callback is not None else sys.maxsize
 
 
 class SectionCollector(Protocol):
@@ -65,7 +93,7 @@ class RequestProfile:
     def __init__(self, method: str, path: str, mode: str, full: bool, runtime_id: int = 0) -> None:
         self.start_ns = time.perf_counter_ns()
         self.start_time = time.time()
-        self.request_id = uuid.uuid4().hex[:16]
+        self.request_id = f"{_id_prefix}{next(_id_counter):08x}"
         self.method = method
         self.path = path
         self.route: str | None = None
@@ -102,6 +130,8 @@ class RequestProfile:
         if rss is None:
             rss = rss_bytes()
         self.checkpoints.append((name, (now or t0) - self.start_ns, rss, extra))
+        if rss >= _rss_alarm and _alarm_callback is not None:
+            _alarm_callback(self, rss)
         self.overhead_ns += time.perf_counter_ns() - t0
 
     @property

@@ -28,16 +28,34 @@ ProfileHook = Callable[[RequestProfile, Scope], None]
 # Hooks integrations register: called on the request path (guarded) for full-detail profiles.
 START_HOOKS: list[ProfileHook] = []
 FINISH_HOOKS: list[ProfileHook] = []
+# Called (guarded) for every profiled request, checkpoints-only included, with the request's context
+# current: at the response's last body message, before it is sent (OpenTelemetry's ASGI middleware ends
+# its server span right after it), and once the profile's figures are final (after background tasks).
+EndHook = Callable[[RequestProfile, "Runtime", Scope], None]
+RESPONSE_END_HOOKS: list[EndHook] = []
+COMPLETE_HOOKS: list[EndHook] = []
 
 _MB = 1024 * 1024
 
 
-def register_hooks(*, on_start: ProfileHook | None = None, on_finish: ProfileHook | None = None) -> None:
-    """Register an integration's hooks once (idempotent)."""
+def register_hooks(
+    *,
+    on_start: ProfileHook | None = None,
+    on_finish: ProfileHook | None = None,
+    on_response_end: EndHook | None = None,
+    on_complete: EndHook | None = None,
+) -> None:
+    """Register an integration's hooks once (idempotent). ``on_start``/``on_finish`` run for full-detail
+    profiles; ``on_response_end`` for every profiled request when the last body message is about to be
+    sent, ``on_complete`` for every profiled request once rss_end, peak, route and duration are set."""
     if on_start is not None and on_start not in START_HOOKS:
         START_HOOKS.append(on_start)
     if on_finish is not None and on_finish not in FINISH_HOOKS:
         FINISH_HOOKS.append(on_finish)
+    if on_response_end is not None and on_response_end not in RESPONSE_END_HOOKS:
+        RESPONSE_END_HOOKS.append(on_response_end)
+    if on_complete is not None and on_complete not in COMPLETE_HOOKS:
+        COMPLETE_HOOKS.append(on_complete)
 
 
 class Runtime:
@@ -61,7 +79,13 @@ class Runtime:
         self.active: dict[str, RequestProfile] = {}
         self.profiled = 0
         self.started = time.time()
+        # Raised by the watchdog past the dump threshold: profiles drop to checkpoints only.
+        self.memory_guard = False
+        # Scopes of in-flight profiled requests (their route, for dumps and the flight recorder); popped in end().
+        self.scopes: dict[str, Scope] = {}
+        self.loop_ref: weakref.ref[Any] | None = None  # the serving event loop, for dumps' task stacks
         _RUNTIMES.append(weakref.ref(self))
+        _background("attach", self)
 
     # -- sampling ---------------------------------------------------------------------------------
     def decide(self, scope: Scope) -> bool | None:
@@ -78,13 +102,19 @@ class Runtime:
     def begin(self, scope: Scope, full: bool) -> RequestProfile:
         """Start a profile: RSS, peak, concurrency, the ``request_start`` checkpoint, start hooks."""
         t0 = time.perf_counter_ns()
-        profile = RequestProfile(scope.get("method", ""), scope.get("path", ""), self.mode.value, full)
+        if full and self.memory_guard:
+            full = False
+        profile = RequestProfile(scope.get("method", ""), scope.get("path", ""), self.mode, full)
         rss = rss_bytes()
         profile.rss_start = rss
-        profile.peak_start = peak_rss_bytes()
+        # ru_maxrss is kept lazily by the kernel: never report a peak below a reading we made.
+        profile.peak_start = max(peak_rss_bytes(), rss)
         profile.concurrency_start = profile.concurrency_max = self.inflight
         profile.checkpoints.append(("request_start", 0, rss, None))
         self.active[profile.request_id] = profile
+        self.scopes[profile.request_id] = scope
+        if self.loop_ref is None:
+            _background("on_begin", self)
         self.profiled += 1
         if full:
             for hook in START_HOOKS:
@@ -102,10 +132,21 @@ class Runtime:
             if n > profile.concurrency_max:
                 profile.concurrency_max = n
 
+    def response_end(self, profile: RequestProfile, scope: Scope) -> None:
+        """The response's last body message is about to be sent: run the response-end hooks (guarded)."""
+        t0 = time.perf_counter_ns()
+        for hook in RESPONSE_END_HOOKS:
+            try:
+                hook(profile, self, scope)
+            except Exception as exc:
+                internal_error(f"response_end_hook:{getattr(hook, '__name__', hook)}", exc)
+        profile.overhead_ns += time.perf_counter_ns() - t0
+
     def end(self, profile: RequestProfile, scope: Scope) -> None:
         """Finish a profile on the request path (cheap) and hand it to the writer thread."""
         t0 = time.perf_counter_ns()
         self.active.pop(profile.request_id, None)
+        self.scopes.pop(profile.request_id, None)
         try:
             profile.route = route_template(scope)
             if profile.full:
@@ -118,12 +159,26 @@ class Runtime:
             now = time.perf_counter_ns()
             profile.checkpoints.append(("request_end", now - profile.start_ns, rss, None))
             profile.rss_end = rss
-            profile.peak_end = peak_rss_bytes()
+            profile.peak_end = max(peak_rss_bytes(), rss, profile.peak_start)
             profile.duration_ms = (now - profile.start_ns) / 1e6
+            for done in COMPLETE_HOOKS:
+                try:
+                    done(profile, self, scope)
+                except Exception as exc:
+                    internal_error(f"complete_hook:{getattr(done, '__name__', done)}", exc)
         finally:
             profile.finished = True
             profile.overhead_ns += time.perf_counter_ns() - t0
         self.writer.submit(profile, self.build_record)
+
+    def memory_error(self, scope: Scope) -> None:
+        """A ``MemoryError`` passed through the middleware: the watchdog writes a dump naming the request."""
+        _background("on_memory_error", self, scope)
+
+    def shutdown(self) -> None:
+        """Clean shutdown (lifespan): write out records, final cache state, remove the flight file."""
+        self.writer.flush()
+        _background("shutdown", self)
 
     # -- the record (writer thread) ---------------------------------------------------------------
     def build_record(self, profile: RequestProfile) -> dict[str, Any]:
@@ -195,6 +250,16 @@ def route_template(scope: Scope) -> str:
     if "router" in scope:
         return "<unmatched>"
     return str(scope.get("path", ""))
+
+
+def _background(event: str, runtime: Runtime, *args: Any) -> None:
+    """Hand a runtime event to the watchdog (dumps, flight recorder, cache state), guarded."""
+    try:
+        from memprof import watchdog
+
+        getattr(watchdog, event)(runtime, *args)
+    except Exception as exc:
+        internal_error(f"watchdog_{event}", exc)
 
 
 _RUNTIMES: list[weakref.ref[Runtime]] = []
