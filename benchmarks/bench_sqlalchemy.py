@@ -1,20 +1,23 @@
-"""SQLAlchemy overhead: a bare FastAPI app vs the same app under memprof, in the same run.
+"""``make bench-sql``: the SQLAlchemy integration's cost, bare vs memprof, in one process, one run.
 
-Two endpoints over a real SQLite file: a primary-key lookup (``Session.get``) and a 1000-row ORM
-select. Variants, each with its own engine on the same database so an instrumented engine never
-slows the baseline:
+Two FastAPI endpoints over a real SQLite file (an ``async def`` endpoint using a sync ``Session``, so
+the whole request path runs on the event-loop thread and its CPU time is measurable apart from the
+writer thread): a primary-key lookup (``Session.get``) and a 1000-row ORM select. Variants:
 
-- ``bare``: no memprof at all;
-- ``light``: MemprofMiddleware in light mode (1% sampled) + ``instrument_sqlalchemy`` (the 99% of
-  requests that are not profiled still pass through the listeners);
-- ``aggressive``: every request profiled with everything (queries, rows, models, engines), written to
-  JSONL by the writer thread;
-- ``aggressive_noload``: the aggressive app again with ``count_instances=False`` (no per-instance
-  ``load`` listener), in a second pass on the 1000-row select.
+- ``bare``: no memprof, no listeners;
+- ``light``: MemprofMiddleware in light mode (1% sampled) + ``instrument_sqlalchemy``: what the 99% of
+  unprofiled requests pay for the listeners;
+- ``aggr_mw_only``: aggressive mode, SQLAlchemy not instrumented (the middleware's own cost);
+- ``aggressive``: aggressive mode + ``instrument_sqlalchemy``: every request gets queries, rows,
+  models, engines;
+- ``aggr_noload``: the same with ``instrument_sqlalchemy(count_instances=False)``.
 
-The ASGI app is called directly (no HTTP client) so the figure is the app's own time. Rounds
-interleave the variants in a shuffled order; the report gives medians of per-request µs and the ratio
-of each variant's median to bare's. Run: ``make bench-sql`` (or ``python -m benchmarks.bench_sqlalchemy``).
+Each round runs every variant once, in a shuffled order, instrumenting and uninstrumenting between
+them. Figures are medians over rounds of per-request microseconds: the request path's CPU (the event
+loop thread), the writer thread's CPU (records built and written off the request path) and wall time.
+Ratios are against ``bare``.
+
+    python -m benchmarks.bench_sqlalchemy [--rounds R] [--pk-requests N] [--rows-requests N] [--markdown]
 """
 
 from __future__ import annotations
@@ -24,130 +27,136 @@ import asyncio
 import random
 import statistics
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine
-from sqlalchemy.orm import Session, sessionmaker
+from fastapi import FastAPI
+from sqlalchemy import Engine, create_engine, select
+from sqlalchemy.orm import Session
 
 import memprof
+from benchmarks.asgi_driver import Batch, run_batch
 from memprof import MemprofMiddleware, instrument_sqlalchemy, uninstrument_sqlalchemy
-from tests.sqla_apps import make_schema, seed, sync_app
+from tests.sqla_apps import Schema, make_schema, seed
 
-App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-
-
-async def _request(app: App, path: str) -> None:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"bench")],
-        "client": ("127.0.0.1", 1),
-        "server": ("bench", 80),
-    }
-    status: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-
-    await app(scope, receive, send)
-    assert status == [200], (path, status)
+VARIANTS = ("bare", "light", "aggr_mw_only", "aggressive", "aggr_noload")
+TARGETS = {"/users/1": 1.15, "/books": 1.25}
 
 
-async def _time(app: App, path: str, n: int) -> float:
-    """Microseconds per request over ``n`` requests."""
-    t0 = time.perf_counter_ns()
-    for _ in range(n):
-        await _request(app, path)
-    return (time.perf_counter_ns() - t0) / n / 1000
+def bench_app(schema: Schema, engine: Engine) -> FastAPI:
+    app = FastAPI()
+    User, Book = schema.User, schema.Book
+
+    @app.get("/users/{user_id}")
+    async def user(user_id: int) -> dict[str, Any]:
+        with Session(engine) as session:
+            found = session.get(User, user_id)
+            return {"email": found.email if found else None}
+
+    @app.get("/books")
+    async def books() -> dict[str, int]:
+        with Session(engine) as session:
+            return {"books": len(session.scalars(select(Book)).all())}
+
+    return app
 
 
-def build(tmp: Path) -> tuple[dict[str, App], dict[str, Any]]:
+def build(tmp: Path) -> tuple[dict[str, Any], Engine, Callable[[str], None]]:
+    """The apps of every variant, the engine they share, and a function that sets up the listeners
+    a variant needs."""
     schema = make_schema()
-    db = tmp / "bench.db"
-    setup = create_engine(f"sqlite:///{db}")
-    schema.Base.metadata.create_all(setup)
-    with Session(setup) as session:
+    engine = create_engine(f"sqlite:///{tmp / 'bench.db'}")
+    schema.Base.metadata.create_all(engine)
+    with Session(engine) as session:
         seed(session, schema, authors=20, books=50, awards=0)  # 1000 books
-    setup.dispose()
-    engines = {name: create_engine(f"sqlite:///{db}") for name in ("bare", "light", "aggr")}
-    apps: dict[str, App] = {"bare": sync_app(schema, sessionmaker(engines["bare"]))}
-    light = memprof.load_settings(mode="light", data_dir=tmp / "light", log_events=False)
-    aggressive = memprof.load_settings(mode="aggressive", data_dir=tmp / "aggr", log_events=False)
-    instrument_sqlalchemy(engines["light"])
-    instrument_sqlalchemy(engines["aggr"])
-    apps["light"] = MemprofMiddleware(sync_app(schema, sessionmaker(engines["light"])), settings=light)
-    apps["aggressive"] = MemprofMiddleware(
-        sync_app(schema, sessionmaker(engines["aggr"])), settings=aggressive
-    )
-    return apps, engines
+
+    def settings(mode: str, name: str) -> memprof.MemprofSettings:
+        return memprof.load_settings(mode=mode, data_dir=tmp / name, log_events=False)
+
+    apps = {
+        "bare": bench_app(schema, engine),
+        "light": MemprofMiddleware(bench_app(schema, engine), settings=settings("light", "light")),
+    }
+    for name in VARIANTS[2:]:
+        apps[name] = MemprofMiddleware(bench_app(schema, engine), settings=settings("aggressive", name))
+
+    def listeners(variant: str) -> None:
+        uninstrument_sqlalchemy()
+        if variant in ("light", "aggressive"):
+            instrument_sqlalchemy(engine)
+        elif variant == "aggr_noload":
+            instrument_sqlalchemy(engine, count_instances=False)
+
+    return apps, engine, listeners
 
 
-async def measure(apps: dict[str, App], path: str, n: int, rounds: int) -> dict[str, list[float]]:
-    for app in apps.values():  # warm up: compiled caches, connection pools, threadpool
-        await _time(app, path, max(3, n // 5))
-    results: dict[str, list[float]] = {name: [] for name in apps}
-    for _ in range(rounds):
-        order = list(apps)
-        random.shuffle(order)
-        for name in order:
-            results[name].append(await _time(apps[name], path, n))
-        memprof.flush(10.0)
-    return results
+def measure(
+    apps: dict[str, Any], listeners: Callable[[str], None], path: str, n: int, rounds: int
+) -> dict[str, list[Batch]]:
+    loop = asyncio.new_event_loop()
+    flush = lambda: memprof.flush(30.0)  # noqa: E731 - the writer's work for the batch is counted in full
+    try:
+        for name, app in apps.items():  # warm up: compiled caches, pool, imports
+            listeners(name)
+            run_batch(loop, app, max(3, n // 4), path=path, after=flush)
+        results: dict[str, list[Batch]] = {name: [] for name in apps}
+        for _ in range(rounds):
+            order = list(apps)
+            random.shuffle(order)
+            for name in order:
+                listeners(name)
+                batch = run_batch(loop, apps[name], n, path=path, after=flush)
+                assert batch.statuses_ok, (name, path)
+                results[name].append(batch)
+        return results
+    finally:
+        uninstrument_sqlalchemy()
+        loop.close()
 
 
-def report(title: str, results: dict[str, list[float]]) -> list[str]:
-    base = statistics.median(results["bare"])
-    lines = [f"{title}", f"  {'variant':<20}{'median µs':>12}{'ratio':>8}"]
-    for name, values in results.items():
-        med = statistics.median(values)
-        lines.append(f"  {name:<20}{med:>12.1f}{med / base:>8.3f}")
-    return lines
+def report(title: str, path: str, results: dict[str, list[Batch]], markdown: bool) -> list[str]:
+    def med(name: str, field: str) -> float:
+        return statistics.median(getattr(b, field) / b.n / 1000 for b in results[name])
+
+    base_cpu, base_wall = med("bare", "thread_cpu_ns"), med("bare", "wall_ns")
+    head = ["variant", "request path CPU µs", "ratio", "writer CPU µs", "wall µs", "wall ratio"]
+    rows = [
+        [
+            name,
+            f"{med(name, 'thread_cpu_ns'):.1f}",
+            f"{med(name, 'thread_cpu_ns') / base_cpu:.3f}",
+            f"{med(name, 'other_cpu_ns'):.1f}",
+            f"{med(name, 'wall_ns'):.1f}",
+            f"{med(name, 'wall_ns') / base_wall:.3f}",
+        ]
+        for name in results
+    ]
+    target = f"target aggressive <= {TARGETS[path]}x"
+    if markdown:
+        lines = [f"**{title}** ({target})", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        return [*lines, *("| " + " | ".join(r) + " |" for r in rows), ""]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    fmt = lambda cells: "  " + "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    return [f"{title} ({target})", fmt(head), *(fmt(r) for r in rows), ""]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--pk-requests", type=int, default=200)
-    parser.add_argument("--rows-requests", type=int, default=20)
+    parser = argparse.ArgumentParser(description="SQLAlchemy integration overhead")
+    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--pk-requests", type=int, default=100)
+    parser.add_argument("--rows-requests", type=int, default=6)
+    parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        apps, engines = build(Path(tmp))
-
-        async def run() -> list[str]:
-            out = []
-            for label, path, n in (
-                ("primary-key lookup (GET /users/1)", "/users/1", args.pk_requests),
-                ("1000-row ORM select (GET /books)", "/books", args.rows_requests),
-            ):
-                out += report(label, await measure(apps, path, n, args.rounds))
-            return out
-
-        lines = asyncio.run(run())
-        # Second pass: the cheaper counting (no per-instance load listener) on the 1000-row select.
-        uninstrument_sqlalchemy()
-        instrument_sqlalchemy(engines["aggr"], count_instances=False)
-        noload = {"bare": apps["bare"], "aggressive_noload": apps["aggressive"]}
-        lines += report(
-            "1000-row ORM select, count_instances=False",
-            asyncio.run(measure(noload, "/books", args.rows_requests, args.rounds)),
-        )
-        uninstrument_sqlalchemy()
-        for engine in engines.values():
-            engine.dispose()
+        apps, engine, listeners = build(Path(tmp))
+        lines: list[str] = []
+        for title, path, n in (
+            ("Primary-key lookup, GET /users/1", "/users/1", args.pk_requests),
+            ("1000-row ORM select, GET /books", "/books", args.rows_requests),
+        ):
+            lines += report(title, path, measure(apps, listeners, path, n, args.rounds), args.markdown)
+        engine.dispose()
     print("\n".join(lines))
 
 
