@@ -15,7 +15,7 @@ writer thread): a primary-key lookup (``Session.get``) and a 1000-row ORM select
 Each round runs every variant once, in a shuffled order, instrumenting and uninstrumenting between
 them. Figures are medians over rounds of per-request microseconds: the request path's CPU (the event
 loop thread), the writer thread's CPU (records built and written off the request path) and wall time.
-Ratios are against ``bare``.
+Ratios are the median over rounds of each round's ratio to ``bare``.
 
     python -m benchmarks.bench_sqlalchemy [--rounds R] [--pk-requests N] [--rows-requests N] [--markdown]
 """
@@ -116,19 +116,25 @@ def measure(
 
 
 def report(title: str, path: str, results: dict[str, list[Batch]], markdown: bool) -> list[str]:
-    def med(name: str, field: str) -> float:
-        return statistics.median(getattr(b, field) / b.n / 1000 for b in results[name])
+    """Medians of per-request µs, and the median over rounds of each round's ratio to ``bare`` (pairs
+    within a round cancel the drift of a shared machine's load)."""
 
-    base_cpu, base_wall = med("bare", "thread_cpu_ns"), med("bare", "wall_ns")
+    def per_request(name: str, field: str) -> list[float]:
+        return [getattr(b, field) / b.n / 1000 for b in results[name]]
+
+    def ratio(name: str, field: str) -> float:
+        pairs = zip(per_request(name, field), per_request("bare", field), strict=True)
+        return statistics.median(v / base for v, base in pairs)
+
     head = ["variant", "request path CPU µs", "ratio", "writer CPU µs", "wall µs", "wall ratio"]
     rows = [
         [
             name,
-            f"{med(name, 'thread_cpu_ns'):.1f}",
-            f"{med(name, 'thread_cpu_ns') / base_cpu:.3f}",
-            f"{med(name, 'other_cpu_ns'):.1f}",
-            f"{med(name, 'wall_ns'):.1f}",
-            f"{med(name, 'wall_ns') / base_wall:.3f}",
+            f"{statistics.median(per_request(name, 'thread_cpu_ns')):.1f}",
+            f"{ratio(name, 'thread_cpu_ns'):.3f}",
+            f"{statistics.median(per_request(name, 'other_cpu_ns')):.1f}",
+            f"{statistics.median(per_request(name, 'wall_ns')):.1f}",
+            f"{ratio(name, 'wall_ns'):.3f}",
         ]
         for name in results
     ]
@@ -143,9 +149,9 @@ def report(title: str, path: str, results: dict[str, list[Batch]], markdown: boo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="SQLAlchemy integration overhead")
-    parser.add_argument("--rounds", type=int, default=25)
-    parser.add_argument("--pk-requests", type=int, default=100)
-    parser.add_argument("--rows-requests", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--pk-requests", type=int, default=40)
+    parser.add_argument("--rows-requests", type=int, default=3)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
