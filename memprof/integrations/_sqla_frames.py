@@ -75,9 +75,14 @@ def _describe(frame: FrameType) -> str:
 
 
 def _from_stack(frame: FrameType | None) -> FrameType | None:
+    cache = _is_app_cache
     depth = 0
     while frame is not None and depth < _MAX_DEPTH:
-        if is_application_file(frame.f_code.co_filename):
+        filename = frame.f_code.co_filename
+        app = cache.get(filename)
+        if app is None:
+            app = is_application_file(filename)
+        if app:
             return frame
         frame = frame.f_back
         depth += 1
