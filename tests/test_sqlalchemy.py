@@ -156,7 +156,7 @@ def test_loader_criteria_from_do_orm_execute_hook(
         assert crit["kind"] == ("lambda" if use_lambda else "expression")
         assert crit["duplicates"] == duplicates
         if use_lambda:
-            assert crit["where"].endswith("tests/sqla_apps.py:" + crit["where"].rsplit(":", 1)[1])
+            assert crit["where"] == f"tests/sqla_apps.py:{crit['where'].rsplit(':', 1)[1]}"
             assert "cls.deleted.is_(False)" in crit["criteria"]
         else:
             assert crit["where"] is None and "deleted" in crit["criteria"]
@@ -232,6 +232,26 @@ def test_secrets_never_reach_the_data_dir(
     for path in files:
         content = path.read_bytes()
         assert SECRET_PASSWORD.encode() not in content and SECRET_TOKEN.encode() not in content, path
+
+
+def test_positional_driver_parameters_are_redacted(
+    engine: Engine, make_settings: Settings, samples: Any, data_dir: Path
+) -> None:
+    from tests.sqla_apps import SECRET_TOKEN
+
+    async def raw_sql(scope: Any, receive: Any, send: Any) -> None:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT ? || 'x'", (SECRET_TOKEN,)).scalar_one() == SECRET_TOKEN + "x"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    client = TestClient(MemprofMiddleware(raw_sql, settings=make_settings(record_sql_params=True)))
+    assert client.get("/").status_code == 200
+    stmt = statement(only(samples()), "SELECT ?")
+    assert stmt["params"] == [["<redacted>"]] and stmt["rows"] == 1
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            assert SECRET_TOKEN.encode() not in path.read_bytes()
 
 
 def test_async_session_on_aiosqlite(

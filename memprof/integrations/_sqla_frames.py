@@ -66,12 +66,14 @@ def is_application_file(filename: str) -> bool:
 _CWD = os.getcwd() + os.sep  # frames are shown relative to the directory the process started in
 
 
+def short_path(filename: str) -> str:
+    """``filename`` relative to the directory the process started in, when it is below it."""
+    return filename[len(_CWD) :] if filename.startswith(_CWD) else filename
+
+
 def _describe(frame: FrameType) -> str:
     code = frame.f_code
-    filename = code.co_filename
-    if filename.startswith(_CWD):
-        filename = filename[len(_CWD) :]
-    return f"{filename}:{frame.f_lineno} in {code.co_name}"
+    return f"{short_path(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
 
 
 def _from_stack(frame: FrameType | None) -> FrameType | None:
