@@ -38,11 +38,12 @@ def _library_prefixes() -> tuple[str, ...]:
     except AttributeError:  # pragma: no cover - some embedded interpreters lack them
         pass
     paths.add(os.path.dirname(sqlalchemy.__file__))
-    paths.add(os.path.dirname(memprof.__file__))
     return tuple(sorted(os.path.normpath(p) + os.sep for p in paths if p))
 
 
 _PREFIXES = _library_prefixes()
+_MEMPROF = os.path.dirname(memprof.__file__) + os.sep
+_DEMO = _MEMPROF + "demo" + os.sep  # memprof's demo app is an application like any other
 # site-packages and dist-packages anywhere (another virtualenv, the system Python) are library code too.
 _MARKERS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 _is_app_cache: dict[str, bool] = {}
@@ -56,6 +57,7 @@ def is_application_file(filename: str) -> bool:
     app = not (
         filename.startswith("<")
         or filename.startswith(_PREFIXES)
+        or (filename.startswith(_MEMPROF) and not filename.startswith(_DEMO))
         or any(marker in filename for marker in _MARKERS)
     )
     if len(_is_app_cache) < _MAX_CACHE:
