@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -275,8 +277,6 @@ def test_async_session_on_aiosqlite(
                 assert (await client.get("/books")).json() == {"books": 60}
             await engine.dispose()
 
-        import anyio
-
         anyio.run(main)
     finally:
         uninstrument_sqlalchemy()
@@ -286,6 +286,42 @@ def test_async_session_on_aiosqlite(
     assert lazy["frame"].startswith("tests/sqla_apps.py:") and lazy["frame"].endswith(" in n_plus_one")
     assert statement(books, f"FROM {schema.prefix}_book")["instances"] == 60
     assert n1["engines"][0]["name"].startswith("sqlite+aiosqlite:")
+
+
+def test_concurrent_async_requests_keep_their_own_queries(
+    tmp_path: Path, schema: Schema, make_settings: Settings, samples: Any
+) -> None:
+    db = tmp_path / "concurrent.db"
+    sync = create_engine(f"sqlite:///{db}")
+    schema.Base.metadata.create_all(sync)
+    with Session(sync) as session:
+        seed(session, schema)
+    sync.dispose()
+    engine = create_async_engine(f"sqlite+aiosqlite:///{db}")
+    instrument_sqlalchemy(engine)
+    try:
+        app = MemprofMiddleware(async_app(schema, async_sessionmaker(engine)), settings=make_settings())
+
+        async def main() -> None:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                paths = ["/n1", "/books"] * 4
+                responses = await asyncio.gather(*(client.get(p) for p in paths))
+                assert all(r.status_code == 200 for r in responses)
+            await engine.dispose()
+
+        anyio.run(main)
+    finally:
+        uninstrument_sqlalchemy()
+    records = samples()
+    assert len(records) == 8
+    for rec in records:
+        Sample.model_validate(rec)
+        if rec["request"]["path"] == "/n1":
+            assert rec["queries"]["count"] == 13 and len(rec["queries"]["statements"]) == 2
+        else:
+            assert rec["queries"]["count"] == 1 and rec["queries"]["statements"][0]["rows"] == 60
+    assert any(rec["memory"]["concurrency"]["max"] > 1 for rec in records)
 
 
 def test_every_engine_and_several_at_once(tmp_path: Path, make_settings: Settings, samples: Any) -> None:
