@@ -22,9 +22,9 @@ from memprof.integrations._sqla_collectors import (
     QueryCollector,
     StatementStat,
     Unattributed,
-    redact_params,
 )
 from memprof.integrations._sqla_frames import application_frame
+from memprof.integrations._sqla_params import redact_params
 from memprof.isolation import internal_error
 from memprof.memory import rss_bytes
 from memprof.profile import RequestProfile, _current
