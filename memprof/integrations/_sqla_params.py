@@ -2,7 +2,8 @@
 
 Values are copied to plain data at once (strings capped, other objects by type name) so nothing of the
 app's is kept; values whose names look secret, and every positional value (it has no name to judge
-by), are replaced by ``<redacted>``.
+by), are replaced by ``<redacted>``; inside string values, secret-looking parts (bearer tokens, JWTs,
+long hex or base64 keys) are masked by :func:`memprof.redaction.redact_text`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
+
+from memprof.redaction import redact_text
 
 MAX_PARAM_CHARS = 200
 REDACTED = "<redacted>"
@@ -26,7 +29,8 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
-        return value if len(value) <= MAX_PARAM_CHARS else value[:MAX_PARAM_CHARS] + "..."
+        # by value too: bearer tokens, JWTs, URL credentials, long hex/base64 keys (memprof.redaction)
+        return redact_text(value, MAX_PARAM_CHARS)
     if isinstance(value, bytes | bytearray | memoryview):
         return f"<{len(value)} bytes>"
     if isinstance(value, datetime.date | datetime.time | decimal.Decimal | uuid.UUID):
