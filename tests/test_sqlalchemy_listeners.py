@@ -226,7 +226,6 @@ def test_public_surface() -> None:
     assert memprof.uninstrument_sqlalchemy is integration.uninstrument_sqlalchemy
     assert {"instrument_sqlalchemy", "uninstrument_sqlalchemy"} <= set(memprof.__all__)
     assert memprof.__all__ == sorted(memprof.__all__)
-    )
     assert integration.__all__ == [
         "engine_states",
         "instrument_sqlalchemy",
