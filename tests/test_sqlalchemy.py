@@ -107,6 +107,20 @@ def test_threshold_from_settings(
     assert rec["queries"]["n_plus_one"] == []
 
 
+def test_each_middleware_uses_its_own_settings(
+    engine: Engine, schema: Schema, make_settings: Settings, samples: Any
+) -> None:
+    strict = MemprofMiddleware(
+        sync_app(schema, sessionmaker(engine)), settings=make_settings(n_plus_one_threshold=13)
+    )
+    newer = MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=make_settings())
+    with TestClient(strict) as first, TestClient(newer) as second:
+        assert first.get("/n1").status_code == 200
+        assert second.get("/n1").status_code == 200
+    flagged = [bool(rec["queries"]["n_plus_one"]) for rec in samples()]
+    assert sorted(flagged) == [False, True]
+
+
 def test_joinedload_cartesian_rows(
     engine: Engine, schema: Schema, make_settings: Settings, samples: Any
 ) -> None:
