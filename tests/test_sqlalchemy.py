@@ -203,6 +203,25 @@ def test_sql_error_closes_execution_state(
     assert stmt["count"] == 1 and stmt["rows"] == 0
 
 
+def test_statements_are_capped(engine: Engine, make_settings: Settings, samples: Any) -> None:
+    long_sql = "SELECT 1 AS " + "x" * 3000
+
+    async def many(scope: Any, receive: Any, send: Any) -> None:
+        with engine.connect() as conn:
+            conn.execute(text(long_sql)).scalar_one()
+            for i in range(250):
+                conn.execute(text(f"SELECT {i} AS n_{i}")).scalar_one()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    assert TestClient(MemprofMiddleware(many, settings=make_settings())).get("/").status_code == 200
+    queries = only(samples())["queries"]
+    assert queries["count"] == 251 and len(queries["statements"]) == 200
+    assert queries["dropped_statements"] == 51
+    first = queries["statements"][0]["sql"]
+    assert first.startswith("SELECT 1 AS xxx") and len(first) == 2003 and first.endswith("...")
+
+
 def test_light_profile_has_count_and_time_only(
     engine: Engine, schema: Schema, make_settings: Settings, samples: Any
 ) -> None:
