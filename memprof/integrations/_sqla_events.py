@@ -65,7 +65,8 @@ def remember_engine(engine: Any) -> int:
     """Add an engine to :data:`ENGINES` (an ``OptionEngine`` counts as the engine it wraps); its id."""
     engine = getattr(engine, "_proxied", engine)
     key = id(engine)
-    if key not in ENGINES:
+    known = ENGINES.get(key)
+    if known is None or known() is not engine:  # new, or a dead engine's id reused
         if len(ENGINES) >= MAX_ENGINES:
             for dead in [k for k, ref in ENGINES.items() if ref() is None]:
                 del ENGINES[dead]
