@@ -148,8 +148,8 @@ class ModelCollector:
         """Remember a Session used in this request (weakly), the connection it runs its SQL on, and
         its identity-map size now."""
         found = self.sessions.get(id(session))
-        if found is None:
-            if len(self.sessions) >= MAX_SESSIONS:
+        if found is None or found[0]() is not session:  # new, or a dead Session's id reused
+            if found is None and len(self.sessions) >= MAX_SESSIONS:
                 return
             found = self.sessions[id(session)] = [weakref.ref(session), 0]
         if connection is not None and len(self.by_connection) < MAX_SESSIONS:
