@@ -149,8 +149,10 @@ class ModelCollector:
         its identity-map size now."""
         found = self.sessions.get(id(session))
         if found is None or found[0]() is not session:  # new, or a dead Session's id reused
-            if found is None and len(self.sessions) >= MAX_SESSIONS:
+            if len(self.sessions) >= MAX_SESSIONS:
                 return
+            if found is not None:  # keep the dead Session's figure under a key no id can take
+                self.sessions[-len(self.sessions)] = found
             found = self.sessions[id(session)] = [weakref.ref(session), 0]
         if connection is not None and len(self.by_connection) < MAX_SESSIONS:
             self.by_connection[id(connection)] = found
