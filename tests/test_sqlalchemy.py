@@ -289,6 +289,27 @@ def test_positional_driver_parameters_are_redacted(
             assert SECRET_TOKEN.encode() not in path.read_bytes()
 
 
+def test_literals_written_into_sql_are_masked(
+    engine: Engine, make_settings: Settings, samples: Any, data_dir: Path
+) -> None:
+    from tests.sqla_apps import SECRET_TOKEN
+
+    async def inline(scope: Any, receive: Any, send: Any) -> None:
+        with engine.connect() as conn:
+            sql = f"SELECT 'it''s {SECRET_TOKEN}' AS a, 'b' AS b, 42 AS n"
+            assert conn.execute(text(sql)).one() == (f"it's {SECRET_TOKEN}", "b", 42)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    client = TestClient(MemprofMiddleware(inline, settings=make_settings(record_sql_params=True)))
+    assert client.get("/").status_code == 200
+    (stmt,) = only(samples())["queries"]["statements"]
+    assert stmt["sql"] == "SELECT '?' AS a, '?' AS b, 42 AS n"
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            assert SECRET_TOKEN.encode() not in path.read_bytes()
+
+
 def test_async_session_on_aiosqlite(
     tmp_path: Path, schema: Schema, make_settings: Settings, samples: Any
 ) -> None:

@@ -13,6 +13,8 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from memprof.integrations._sqla_params import mask_literals
+
 MAX_STATEMENTS = 200  # distinct statements per request; more are counted in ``dropped_statements``
 MAX_SQL_CHARS = 2000
 MAX_PARAM_SETS = 3  # parameter sets kept per statement (only with record_sql_params)
@@ -28,6 +30,8 @@ def _ms(ns: int) -> float:
 
 
 def _cap(sql: str) -> str:
+    """SQL as recorded: string literals masked, length capped (in the writer thread)."""
+    sql = mask_literals(sql)
     return sql if len(sql) <= MAX_SQL_CHARS else sql[:MAX_SQL_CHARS] + "..."
 
 
