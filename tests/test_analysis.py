@@ -238,3 +238,20 @@ def test_parallel_reading_equals_one_pass(tmp_path: Path) -> None:
     assert one.summary == three.summary
     assert one.collector.recent_records() == three.collector.recent_records()
     assert one.summary["samples"] == 420 and one.summary["findings"]
+
+
+def test_malformed_samples_leave_no_partial_state(tmp_path: Path) -> None:
+    good = s.sample("/r", t=s.T0)
+    bad = [
+        {**good, "time": "yesterday"},
+        {**good, "memory": {**good["memory"], "rss_start": "x"}},
+        {**good, "checkpoints": [{"name": "a", "rss": "x"}]},
+        {**good, "request": {**good["request"], "route": None}, "time": None},
+        {**good, "memory": None},
+    ]
+    result = analyze([str(_dir(tmp_path, [good, *bad, good]))])
+    assert result.summary["samples"] == 2
+    assert result.summary["input"]["skipped_by_reason"] == {"invalid record": 5}
+    assert [r["count"] for r in result.summary["routes"]] == [2]
+    assert [w["samples"] for w in result.summary["workers"]] == [2]
+    assert [p["count"] for p in result.summary["phases"]] == [2, 2, 2, 2]
