@@ -20,6 +20,7 @@ from memprof.analysis.filters import Filters, sample_haystack
 from memprof.analysis.phases import PhaseAcc
 from memprof.analysis.sources import LoadReport, Progress, Source, VersionCheck, read_source
 from memprof.analysis.sqlagg import SqlAggregates
+from memprof.analysis.stats import describe_merged
 
 MAX_ROUTES = 5000
 TOP_HIGH = 25
@@ -43,12 +44,15 @@ class RouteAcc:
         self.max_ref: tuple[int, str] | None = None
         self._sorted: dict[str, array[Any]] = {}
 
-    def sorted_column(self, name: str) -> array[Any]:
-        """A column in ascending order (computed once; read it only after the last sample)."""
+    def sorted_column(self, name: str, *, keep: bool = True) -> array[Any]:
+        """A column in ascending order (read it only after the last sample); kept for the next call
+        unless ``keep`` is False."""
         cached = self._sorted.get(name)
         if cached is None:
             column = getattr(self, name)
-            cached = self._sorted[name] = array(column.typecode, sorted(column))
+            cached = array(column.typecode, sorted(column))
+            if keep:
+                self._sorted[name] = cached
         return cached
 
 
@@ -98,18 +102,16 @@ class Collector:
         self.samples = 0
         self.filtered_out = 0
         self.invalid = 0
-        self._overall: dict[str, array[Any]] = {}
+        self._overall: dict[str, dict[str, Any]] = {}
         self.files: list[str] = list(files or ())  # file ids: shared by collectors that will be merged
         self._file_ids: dict[str, int] = {f: i for i, f in enumerate(self.files)}
 
-    def overall_sorted(self, name: str) -> array[Any]:
-        """A column of every route together, in ascending order (computed once, after the last sample)."""
+    def overall(self, name: str) -> dict[str, Any]:
+        """Statistics of a column over every route (computed once, after the last sample)."""
         cached = self._overall.get(name)
         if cached is None:
-            column: array[Any] = array("q")
-            for acc in self.routes.values():
-                column.extend(acc.sorted_column(name))
-            cached = self._overall[name] = array("q", sorted(column))  # timsort merges the sorted runs
+            parts = [acc.sorted_column(name, keep=name == "growth") for acc in self.routes.values()]
+            cached = self._overall[name] = describe_merged(parts)
         return cached
 
     def window(self) -> tuple[float | None, float | None]:
