@@ -381,6 +381,25 @@ def test_concurrent_async_requests_keep_their_own_queries(
     assert any(rec["memory"]["concurrency"]["max"] > 1 for rec in records)
 
 
+def test_concurrent_sync_requests_in_the_threadpool_keep_their_own_queries(
+    engine: Engine, schema: Schema, make_settings: Settings, samples: Any
+) -> None:
+    app = MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=make_settings())
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            responses = await asyncio.gather(*(client.get(p) for p in ["/n1", "/users/1", "/joined"] * 3))
+            assert all(r.status_code == 200 for r in responses)
+
+    anyio.run(main)
+    counts = {"/n1": 13, "/users/1": 1, "/joined": 1}
+    records = samples()
+    assert len(records) == 9
+    for rec in records:
+        assert rec["queries"]["count"] == counts[rec["request"]["path"]], rec["request"]["path"]
+
+
 def test_every_engine_and_several_at_once(tmp_path: Path, make_settings: Settings, samples: Any) -> None:
     first, second = make_schema(), make_schema()
     engines = []
