@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import signal
 import sys
 import threading
 import time
@@ -70,8 +71,12 @@ class Watchdog:
         self.groups: dict[Path, _Group] = {}
         self.pending: list[tuple[weakref.ref[Runtime], str, dict[str, Any] | None]] = []
         self.poked: RequestProfile | None = None
+        self.signalled = False
         self.wake = threading.Event()
         self.lock = threading.Lock()
+        # Held for a whole tick and a whole shutdown: a tick must never rewrite a flight file that a
+        # shutdown just removed (that would look like a crash on the next start).
+        self.tick_lock = threading.RLock()
         self.thread: threading.Thread | None = None
         self.pid = os.getpid()
         self.ticks = 0
@@ -83,8 +88,25 @@ class Watchdog:
             return
         with self.lock:
             self.guards[runtime] = Guard()
+        if runtime.settings.dump_signal and threading.current_thread() is threading.main_thread():
+            self._install_signal(runtime.settings.dump_signal)
         self._update_alarm()
         self.start()
+
+    def _install_signal(self, name: str) -> None:
+        signum = getattr(signal, name)
+        previous = signal.getsignal(signum)
+        if getattr(previous, "_memprof_watchdog", False):
+            return
+
+        def on_signal(sig: int, frame: Any) -> None:
+            # A signal handler takes no lock (the main thread may hold one): a flag the thread reads.
+            self.signalled = True
+            if callable(previous):
+                previous(sig, frame)
+
+        on_signal._memprof_watchdog = True  # type: ignore[attr-defined]
+        signal.signal(signum, on_signal)
 
     def start(self) -> None:
         """Start the thread unless it runs."""
@@ -129,11 +151,22 @@ class Watchdog:
     # -- one tick ----------------------------------------------------------------------------------
     def tick(self, watched: list[tuple[Runtime, Guard]]) -> None:
         """Check memory for every runtime, serve pending dumps, update flight files and state logs."""
+        with self.tick_lock:
+            self._tick([(r, g) for r, g in watched if not g.closed])
+
+    def _tick(self, watched: list[tuple[Runtime, Guard]]) -> None:
         self.ticks += 1
         poked, self.poked = self.poked, None
         for runtime, guard in watched:
             self.check(runtime, guard, rss_bytes(), poked)
         self._serve_pending()
+        if self.signalled:
+            self.signalled = False
+            from memprof.dump import pick_request
+
+            for runtime, _guard in watched:
+                if runtime.settings.dump_signal:
+                    write_dump(runtime, "signal", None, pick_request(runtime))
         rss = rss_bytes()
         peak = peak_rss_bytes()
         by_dir: dict[Path, list[Runtime]] = {}
@@ -218,6 +251,10 @@ class Watchdog:
     # -- shutdown and fork -------------------------------------------------------------------------
     def shutdown(self, runtime: Runtime) -> None:
         """A clean shutdown of ``runtime``: final state line, flight file removed when it was the last."""
+        with self.tick_lock:
+            self._shutdown(runtime)
+
+    def _shutdown(self, runtime: Runtime) -> None:
         with self.lock:
             guard = self.guards.get(runtime)
             if guard is None or guard.closed:
@@ -249,6 +286,7 @@ class Watchdog:
         """In a forked child: new thread, new files for the new pid, the same runtimes watched."""
         self.wake = threading.Event()
         self.lock = threading.Lock()
+        self.tick_lock = threading.RLock()
         self.thread = None
         self.groups = {}
         self.pending = []
