@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown or "bare" not in variants:
         parser.error(f"--variants must include 'bare' and name only: {', '.join(VARIANTS)}")
+    load_before = os.getloadavg()[0]
     summary = measure(variants, args.requests, args.warmup, args.concurrency, args.rounds)
     table = rows(summary)
     print(
@@ -197,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         print(f"  {variant}: {DESCRIPTIONS[variant]}")
     print(render_text(table))
+    print(
+        f"load average (1 min) before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     if args.markdown:
         print()
         print(render_markdown(table))

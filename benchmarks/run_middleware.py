@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -39,8 +40,23 @@ CASES: dict[str, tuple[ModuleType, ModuleType]] = {
     "FastAPI": (fastapi_base, fastapi_memprof),
 }
 # variant -> light-mode sample rate (None: the bare base app)
-VARIANTS: dict[str, float | None] = {"bare": None, "unsampled": 0.0, "sampled": 1.0}
+VARIANTS: dict[str, float | None] = {"bare": None, "unsampled": 0.0, "sampled": 1.0, "sampled+otel": 1.0}
 TARGETS_US = {"unsampled": 1.0, "sampled": 12.0}
+# "sampled+otel": sampled, with instrument_opentelemetry() in force (metrics; no span is active here).
+OTEL_VARIANT = "sampled+otel"
+
+
+def _otel_switch() -> tuple[Callable[[], None], Callable[[], None]] | None:
+    """Turn memprof's OpenTelemetry export on and off (it is process-wide), or None without the SDK."""
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    except ImportError:
+        return None
+    from memprof.integrations.opentelemetry import instrument_opentelemetry, uninstrument_opentelemetry
+
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    return (lambda: instrument_opentelemetry(meter_provider=provider)), uninstrument_opentelemetry
 
 
 def _runtime_of(app: Any) -> Any:
@@ -55,10 +71,15 @@ def _runtime_of(app: Any) -> Any:
     return None
 
 
+def variants() -> dict[str, float | None]:
+    """The variants measured here (``sampled+otel`` only with the OpenTelemetry SDK installed)."""
+    return {v: r for v, r in VARIANTS.items() if v != OTEL_VARIANT or _otel_switch() is not None}
+
+
 def build_apps(data_dir: Path, requests: int) -> dict[tuple[str, str], Any]:
     apps: dict[tuple[str, str], Any] = {}
     for case, (base, mp) in CASES.items():
-        for variant, rate in VARIANTS.items():
+        for variant, rate in variants().items():
             if rate is None:
                 apps[case, variant] = base.make_app()
                 continue
@@ -78,8 +99,20 @@ def measure(requests: int, rounds: int, warmup: int, progress: Callable[[str], N
     results: dict[tuple[str, str], list[Batch]] = {}
     with tempfile.TemporaryDirectory(prefix="memprof-bench-") as tmp:
         apps = build_apps(Path(tmp), requests)
-        for key, app in apps.items():
-            run_batch(loop, app, warmup)  # builds Starlette's middleware stack, warms caches
+        switch = _otel_switch()
+
+        def batch(key: tuple[str, str], n: int, after: Callable[[], object] | None = None) -> Batch:
+            otel = switch is not None and key[1] == OTEL_VARIANT
+            if otel:
+                switch[0]()
+            try:
+                return run_batch(loop, apps[key], n, after=after)
+            finally:
+                if otel:
+                    switch[1]()
+
+        for key in apps:
+            batch(key, warmup)  # builds Starlette's middleware stack, warms caches
             results[key] = []
         writers = {key: rt.writer for key, app in apps.items() if (rt := _runtime_of(app)) is not None}
         for key in writers:
@@ -92,7 +125,7 @@ def measure(requests: int, rounds: int, warmup: int, progress: Callable[[str], N
             for key in keys:
                 writer = writers.get(key)
                 after = (lambda w=writer: w.flush(60.0)) if writer is not None else None
-                results[key].append(run_batch(loop, apps[key], requests, after=after))
+                results[key].append(batch(key, requests, after=after))
         dropped = {f"{c}/{v}": w.dropped for (c, v), w in writers.items()}
     loop.close()
     return summarize(results, dropped)
@@ -107,7 +140,7 @@ def summarize(results: dict[tuple[str, str], list[Batch]], dropped: dict[str, in
     for case in CASES:
         bare = results[case, "bare"]
         bare_cpu = statistics.median(_us(b.thread_cpu_ns, b.n) for b in bare)
-        for variant in VARIANTS:
+        for variant in variants():
             batches = results[case, variant]
             assert all(b.statuses_ok for b in batches), f"{case}/{variant}: a response was not 200"
             cpu = statistics.median(_us(b.thread_cpu_ns, b.n) for b in batches)
@@ -136,7 +169,7 @@ def render_text(summary: dict[str, Any], requests: int, rounds: int) -> str:
     lines = [
         f"memprof middleware overhead: {requests} requests x {rounds} rounds per variant, medians "
         "(request path = event-loop thread CPU; writer = other threads' CPU, off the request path)",
-        f"{'case':<10} {'variant':<10} {'us/req':>8} {'wall us':>8} {'overhead':>9} {'ratio':>7} "
+        f"{'case':<10} {'variant':<13} {'us/req':>8} {'wall us':>8} {'overhead':>9} {'ratio':>7} "
         f"{'writer us':>10} {'target':>8}",
     ]
     for row in summary["rows"]:
@@ -145,7 +178,7 @@ def render_text(summary: dict[str, Any], requests: int, rounds: int) -> str:
         if target is not None:
             verdict = f"<= {target:g} " + ("ok" if row["overhead_us"] <= target else "MISSED")
         lines.append(
-            f"{row['case']:<10} {row['variant']:<10} {row['us_per_request']:>8.2f} "
+            f"{row['case']:<10} {row['variant']:<13} {row['us_per_request']:>8.2f} "
             f"{row['wall_us_per_request']:>8.2f} {row['overhead_us']:>+9.2f} {row['ratio']:>6.3f}x "
             f"{row['writer_us_per_request']:>10.2f} {verdict:>8}"
         )
@@ -172,13 +205,17 @@ def render_markdown(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=20_000, help="requests per variant per round")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds (the figure is the median)")
+    parser.add_argument("--requests", type=int, default=5_000, help="requests per variant per round")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds (the figure is the median)")
     parser.add_argument("--warmup", type=int, default=2_000, help="requests per variant before measuring")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     summary = measure(args.requests, args.rounds, args.warmup, lambda m: print(m, file=sys.stderr))
     print(render_text(summary, args.requests, args.rounds))
+    print(
+        f"load average (1 min) before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     if args.markdown:
         print()
         print(render_markdown(summary))
