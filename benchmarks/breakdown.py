@@ -19,7 +19,7 @@ from typing import Any
 import memprof.profile as profile_module
 import memprof.runtime as runtime_module
 from benchmarks.asgi_driver import run_batch
-from benchmarks.middleware import raw_base, raw_memprof
+from benchmarks.run_middleware import CASES, _runtime_of
 from memprof import load_settings
 
 STEPS = ("full path", "no RSS reads", "no peak reads", "no writer hand-over", "none of the three")
@@ -29,16 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--requests", type=int, default=5_000)
     parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--case", choices=sorted(CASES), default="raw ASGI")
     args = parser.parse_args(argv)
+    base_module, memprof_module = CASES[args.case]
     n = args.requests
     loop = asyncio.new_event_loop()
     with tempfile.TemporaryDirectory(prefix="memprof-breakdown-") as tmp:
         settings = load_settings(
             mode="light", sample_rate=1.0, data_dir=Path(tmp), log_events=False, queue_size=n + 10
         )
-        app = raw_memprof.make_app(settings)
-        bare = raw_base.make_app()
-        writer = app.runtime.writer
+        app = memprof_module.make_app(settings)
+        bare = base_module.make_app()
+        run_batch(loop, app, 10)  # Starlette builds its middleware stack on the first request
+        writer = _runtime_of(app).writer
         real: dict[str, Any] = {
             "p_rss": profile_module.rss_bytes,
             "r_rss": runtime_module.rss_bytes,
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             loop.close()
     med = {step: statistics.median(values) for step, values in per_step.items()}
     full = med["full path"] - med["bare"]
-    print(f"sampled request, raw ASGI app: {full:.2f} µs over bare ({n} requests x {args.rounds} rounds)")
+    print(f"sampled request, {args.case}: {full:.2f} µs over bare ({n} requests x {args.rounds} rounds)")
     print(
         f"  RSS reads (4: request_start, response_start, response_end, request_end): "
         f"{med['full path'] - med['no RSS reads']:.2f} µs"
