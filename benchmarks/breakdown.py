@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     base_module, memprof_module = CASES[args.case]
     n = args.requests
     loop = asyncio.new_event_loop()
-    with tempfile.TemporaryDirectory(prefix="memprof-breakdown-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="memprof-breakdown-", ignore_cleanup_errors=True) as tmp:
         settings = load_settings(
             mode="light", sample_rate=1.0, data_dir=Path(tmp), log_events=False, queue_size=n + 10
         )
@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             configure("full path")
             loop.close()
+            runtime = _runtime_of(app)
+            if hasattr(runtime, "shutdown"):
+                runtime.shutdown()
     med = {step: statistics.median(values) for step, values in per_step.items()}
     full = med["full path"] - med["bare"]
     print(f"sampled request, {args.case}: {full:.2f} µs over bare ({n} requests x {args.rounds} rounds)")

@@ -115,7 +115,7 @@ def measure(
     rps: dict[str, list[float]] = {v: [] for v in variants}
     cpu: dict[str, float] = dict.fromkeys(variants, 0.0)
     try:
-        with tempfile.TemporaryDirectory(prefix="memprof-compare-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="memprof-compare-", ignore_cleanup_errors=True) as tmp:
             for variant in variants:
                 servers[variant] = Server(variant, Path(tmp))
             for variant, server in servers.items():

@@ -98,7 +98,7 @@ def build_apps(data_dir: Path, requests: int, warmup: int) -> dict[tuple[str, st
 def measure(requests: int, rounds: int, warmup: int, progress: Callable[[str], None]) -> dict[str, Any]:
     loop = asyncio.new_event_loop()
     results: dict[tuple[str, str], list[Batch]] = {}
-    with tempfile.TemporaryDirectory(prefix="memprof-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="memprof-bench-", ignore_cleanup_errors=True) as tmp:
         apps = build_apps(Path(tmp), requests, warmup)
         switch = _otel_switch()
 
@@ -128,6 +128,10 @@ def measure(requests: int, rounds: int, warmup: int, progress: Callable[[str], N
                 after = (lambda w=writer: w.flush(60.0)) if writer is not None else None
                 results[key].append(batch(key, requests, after=after))
         dropped = {f"{c}/{v}": w.dropped for (c, v), w in writers.items()}
+        for app in apps.values():
+            runtime = _runtime_of(app)
+            if runtime is not None and hasattr(runtime, "shutdown"):
+                runtime.shutdown()  # writer flushed, background files (flight recorder) removed
     loop.close()
     return summarize(results, dropped)
 
