@@ -28,6 +28,13 @@ from memprof.isolation import internal_error
 from memprof.writer import ensure_private_dir
 
 STATE_SCHEMA = "memprof.state"
+
+
+def _is_memprof_internal(module_name: str) -> bool:
+    """memprof's own modules are not the app's caches (its bundled demo app is an app like any other)."""
+    return module_name.split(".", 1)[0] == "memprof" and not module_name.startswith("memprof.demo")
+
+
 STATE_VERSION = "1.0"
 MAX_CACHES = 300  # per observation; the unbounded and the largest ones are kept first
 KEEP_STATE_FILES = 100  # state files of past processes kept in a data dir, newest first
@@ -84,7 +91,7 @@ class CacheRegistry:
                 if mod_name in self._scanned:
                     continue
                 self._scanned.add(mod_name)
-                if module is None or mod_name.split(".", 1)[0] == "memprof" or self._is_stdlib(module):
+                if module is None or _is_memprof_internal(mod_name) or self._is_stdlib(module):
                     continue
                 try:
                     self._scan(mod_name, module)
@@ -267,6 +274,8 @@ class StateLog:
             "phase": phase,
             "caches": snapshot(),
         }
+        if self._pruned and not self.data_dir.is_dir():
+            return record  # the data dir was removed on purpose: do not bring it back
         ensure_private_dir(self.data_dir)
         line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
