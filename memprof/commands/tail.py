@@ -12,7 +12,7 @@ from memprof.analysis.render_json import render_line
 from memprof.analysis.render_views import render_tail_event
 from memprof.analysis.tail import Follower, is_high
 from memprof.cli import CliError
-from memprof.commands._analysis_options import Json, Paths, default_paths
+from memprof.commands._analysis_options import Json, Paths, default_paths, emit
 
 MIB = 1024 * 1024
 
@@ -52,7 +52,7 @@ def run(
                         nl=False,
                     )
                 else:
-                    typer.echo(render_tail_event(tag, rec, high=high))
+                    emit(render_tail_event(tag, rec, high=high) + "\n")
             if once or (deadline is not None and time.monotonic() >= deadline):
                 break
             time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))
