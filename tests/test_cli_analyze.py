@@ -68,7 +68,10 @@ def test_analyze_summary(problem_dir: Path) -> None:
     assert r.code == 0, r
     assert r.stdout.startswith("memprof analysis: 3 files, 200 lines read; 1 crash, 1 dump, 200 samples\n")
     assert "[critical] worker_killed: Worker api-1:101 was killed" in r.stdout
-    assert "[warning] route_family_overhead: /admin/* holds 100% of the high-memory requests" in r.stdout
+    assert (
+        "[warning] route_family_overhead: /admin/*: 100% of its requests are high-memory vs 0% elsewhere"
+        in r.stdout
+    )
     assert "[warning] n_plus_one:" in r.stdout
     assert "  /admin/export        20    20" in r.stdout
 
