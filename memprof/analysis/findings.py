@@ -48,7 +48,7 @@ def route_family_overhead(c: Collector, t: Thresholds, threshold: int) -> list[d
         # 5% of the traffic cannot hold most of the top 5%: the rates say it instead)
         rate, rest_rate = highs[fam] / max(n, 1), (all_high - highs[fam]) / max(total - n, 1)
         holds_most = share >= 0.5 and share >= 2 * traffic
-        mostly_high = rate >= 0.5 and rate >= 4 * rest_rate
+        mostly_high = rate >= 0.5 and rate >= 2 * rest_rate
         if highs[fam] < 5 or traffic > 0.5 or not (holds_most or mostly_high):
             continue  # cheap checks first: the statistics below sort every sample
         mine = describe([g for _r, a in rs for g in a.growth])
