@@ -61,9 +61,12 @@ def render_recent(records: list[tuple[dict[str, Any], str]], *, details: bool = 
         return "No samples match.\n"
     lines = [f"{len(records)} most recent samples (newest first)"]
     for rec, ref in records:
-        lines.append(f"  {sample_line(rec)}  [{short_ref(ref)}]")
-        if details:
-            lines += sample_details(rec)
+        try:
+            lines.append(f"  {sample_line(rec)}  [{short_ref(ref)}]")
+            if details:
+                lines += sample_details(rec)
+        except (TypeError, ValueError, KeyError, AttributeError):  # a record the analysis accepted but odd
+            lines.append(f"  (a sample with fields of unexpected types)  [{short_ref(ref)}]")
     return "\n".join(lines) + "\n"
 
 
