@@ -254,3 +254,21 @@ def test_default_data_dir_from_environment(problem_dir: Path, monkeypatch: Any) 
     r = run("analyze")
     assert r.code == 2 and "memprof-data does not exist" in r.stderr
     assert os.getcwd() == str(problem_dir.parent)
+
+
+def test_tail_shows_odd_records_without_failing(tmp_path: Path) -> None:
+    d = tmp_path / "data"
+    s.write_jsonl(
+        d / "samples-1.jsonl",
+        [{"schema": "memprof.sample", "version": "1.0", "memory": "x"}, s.sample("/ok")],
+    )
+    with (d / "samples-1.jsonl").open("a") as fh:
+        fh.write("not json\n")
+    r = run("tail", str(d), "--once", "--from-start")
+    assert r.code == 0, r
+    lines = r.stdout.splitlines()
+    assert (
+        lines[0].endswith("samples-1.jsonl:1: a record with fields of unexpected types")
+        and "GET /ok" in lines[1]
+    )
+    assert "skipped 1 unreadable lines or files" in r.stderr
