@@ -258,7 +258,7 @@ def test_secrets_never_reach_the_data_dir(
     login, lookup = samples()
     stmt = statement(login, "WHERE")
     if record_params:
-        assert stmt["params"] and all(v == "<redacted>" for v in stmt["params"][0].values())
+        assert stmt["params"] and all(v == "[REDACTED]" for v in stmt["params"][0].values())
         assert statement(lookup, "WHERE")["params"] == [{"pk_1": 1}]
     else:
         assert "params" not in stmt and "params" not in statement(lookup, "WHERE")
@@ -283,7 +283,7 @@ def test_positional_driver_parameters_are_redacted(
     client = TestClient(MemprofMiddleware(raw_sql, settings=make_settings(record_sql_params=True)))
     assert client.get("/").status_code == 200
     stmt = statement(only(samples()), "SELECT ?")
-    assert stmt["params"] == [["<redacted>"]] and stmt["rows"] == 1
+    assert stmt["params"] == [["[REDACTED]"]] and stmt["rows"] == 1
     for path in data_dir.rglob("*"):
         if path.is_file():
             assert SECRET_TOKEN.encode() not in path.read_bytes()
@@ -379,6 +379,25 @@ def test_concurrent_async_requests_keep_their_own_queries(
         else:
             assert rec["queries"]["count"] == 1 and rec["queries"]["statements"][0]["rows"] == 60
     assert any(rec["memory"]["concurrency"]["max"] > 1 for rec in records)
+
+
+def test_concurrent_sync_requests_in_the_threadpool_keep_their_own_queries(
+    engine: Engine, schema: Schema, make_settings: Settings, samples: Any
+) -> None:
+    app = MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=make_settings())
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            responses = await asyncio.gather(*(client.get(p) for p in ["/n1", "/users/1", "/joined"] * 3))
+            assert all(r.status_code == 200 for r in responses)
+
+    anyio.run(main)
+    counts = {"/n1": 13, "/users/1": 1, "/joined": 1}
+    records = samples()
+    assert len(records) == 9
+    for rec in records:
+        assert rec["queries"]["count"] == counts[rec["request"]["path"]], rec["request"]["path"]
 
 
 def test_every_engine_and_several_at_once(tmp_path: Path, make_settings: Settings, samples: Any) -> None:
