@@ -6,12 +6,12 @@ nothing in test runs that do not use them.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from memprof.testing._imports import load_app
 from memprof.testing._options import option
 
 if TYPE_CHECKING:
@@ -19,23 +19,6 @@ if TYPE_CHECKING:
     from memprof.testing.client import ProfiledClient
 
 CLIENTS = pytest.StashKey[list["ProfiledClient"]]()
-
-
-def load_app(spec: str) -> Any:
-    """Import ``module:attribute`` (dots allowed in the attribute); a clear error when it fails."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"{spec!r} is not an app: expected MODULE:ATTRIBUTE, e.g. myapp.main:app")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import {module_name!r} for the app {spec!r}: {exc}") from None
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(f"{module_name!r} has no attribute {attr!r} (the app {spec!r})") from None
-    return obj
 
 
 @pytest.fixture
