@@ -24,6 +24,8 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import pickle
+import sys
+import tracemalloc
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -55,13 +57,17 @@ def reproduce(
     min_r2: float = 0.9,
     min_effect: int | str = "64 KB",
     data_dir: str | Path | None = None,
+    prime: bool = True,
 ) -> ReproductionResult:
     """Run ``request`` against ``app`` for every variant of ``variables`` and compare their memory.
 
     ``app`` is an ASGI app or ``"module:attr"`` (required with ``isolate=True``, which runs each run
     of each variant in a fresh subprocess; hooks must then be importable functions). ``repeats``
     requests are measured per run (growth per request needs >= 2), ``runs`` runs per variant give the
-    noise. Records of the profiled requests go to ``data_dir`` when given.
+    noise. ``prime`` sends the request once in every run before the variables' hooks, so that what only
+    the first request of a fresh client allocates is not measured (the hooks then set the state: a cold
+    cache is cleared, a fresh session has its cookies dropped). Records of the profiled requests go to
+    ``data_dir`` when given.
     """
     spec = request if isinstance(request, RequestSpec) else _parse(request, headers, body)
     if repeats < 1 or runs < 1:
@@ -93,9 +99,9 @@ def reproduce(
         for variant in results.values():
             directory = str(data_dir) if data_dir is not None else None
             if isolate:
-                measured = _run_isolated(target, spec, variables, variant.values, repeats, directory)
+                measured = _run_isolated(target, spec, variables, variant.values, repeats, directory, prime)
             else:
-                measured = run_variant(target, spec, variables, variant.values, repeats, directory)
+                measured = run_variant(target, spec, variables, variant.values, repeats, directory, prime)
             variant.runs.append(measured)
     effects = _effects(variables, results)
     fits = {name: e.fit for name, e in effects.items() if e.fit is not None}
@@ -143,22 +149,28 @@ def run_variant(
     values: dict[str, Any],
     repeats: int,
     data_dir: str | None = None,
+    prime: bool = True,
 ) -> list[Measurement]:
-    """One run of one variant in this process: a fresh client (lifespan included), every variable's hook
-    with this variant's value, then ``repeats`` measured requests."""
+    """One run of one variant in this process: a fresh client (lifespan included), a priming request
+    (``prime``), every variable's hook with this variant's value, then ``repeats`` measured requests."""
     from memprof.testing.client import ProfiledClient
 
     target = load_app(app) if isinstance(app, str) else app
     with ProfiledClient(target, data_dir=data_dir) as client:
         ctx = Context(client, target, spec, dict(values))
-        for var in variables:
-            var.set(ctx, values[var.name])
         writer = client.middleware.runtime.writer
+        # Traced from before the priming request, so that what memprof's writer thread holds from the
+        # last request is traced alike at every measurement.
         traced = Traced()
         traced.start()
         try:
+            if prime:
+                ctx.request()
+            for var in variables:
+                var.set(ctx, values[var.name])
             _settle(writer)
-            start = traced.current
+            harness_files = _harness_files()
+            start = traced.current_excluding(harness_files)
             out = []
             for _ in range(repeats):
                 client.profiles.clear()  # the harness keeps only the latest record alive
@@ -174,7 +186,7 @@ def run_variant(
                     Measurement(
                         status=response.status_code,
                         peak=peak,
-                        retained=traced.current - start,
+                        retained=traced.current_excluding(harness_files) - start,
                         rss_delta=rss_bytes() - rss_before,
                         queries=profile.query_count if profile else None,
                         instances=profile.instances if profile else None,
@@ -185,6 +197,36 @@ def run_variant(
             return out
         finally:
             traced.stop()
+
+
+def _harness_files() -> list[str]:
+    """Files whose allocations belong to the measuring client, not the app: httpx (and its cookie jar,
+    and the ``re`` caches its URL parsing fills), the test client, anyio's portal, memprof's writer and
+    this harness (with the fnmatch cache of these very patterns)."""
+    import fnmatch
+    import http.cookiejar
+    import re
+
+    import anyio
+    import httpx
+    import starlette.testclient
+
+    import memprof.writer
+
+    def folder(module: Any) -> str:
+        return str(Path(module.__file__).parent / "*")
+
+    return [
+        folder(httpx),
+        folder(anyio),
+        folder(sys.modules[__package__ or "memprof.testing"]),
+        folder(re),
+        str(fnmatch.__file__),
+        str(tracemalloc.__file__),
+        str(http.cookiejar.__file__),
+        str(starlette.testclient.__file__),
+        str(memprof.writer.__file__),
+    ]
 
 
 def _settle(writer: Any) -> None:
@@ -200,10 +242,11 @@ def _run_isolated(
     values: dict[str, Any],
     repeats: int,
     data_dir: str | None,
+    prime: bool,
 ) -> list[Measurement]:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        future = pool.submit(run_variant, app, spec, list(variables), values, repeats, data_dir)
+        future = pool.submit(run_variant, app, spec, list(variables), values, repeats, data_dir, prime)
         result: list[Measurement] = future.result()
         return result
 

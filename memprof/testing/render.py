@@ -61,7 +61,9 @@ def table(result: ReproductionResult) -> Table:
 
 def render(result: ReproductionResult, *, file: Any = None) -> None:
     """Print the table and the summary sentences to ``file`` (stdout by default)."""
-    console = Console(file=file, width=160) if file is not None else Console()
+    console = Console(file=file)
+    if not console.is_terminal:  # pipes, files, CliRunner: do not squeeze the table into 80 columns
+        console = Console(file=file, width=150)
     console.print(table(result))
     for line in result.summary():
         console.print(line, markup=False, highlight=False)
