@@ -8,12 +8,13 @@ memprof step is guarded, and the app's exception is re-raised with a bare ``rais
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from memprof.isolation import internal_error
 from memprof.profile import RequestProfile, _current
-from memprof.runtime import Runtime
+from memprof.runtime import RESPONSE_END_HOOKS, Runtime
 from memprof.settings import MemprofSettings, load_settings
 
 Scope = MutableMapping[str, Any]
@@ -85,16 +86,18 @@ class MemprofMiddleware:
                     profile.add_checkpoint("response_start")
                 elif kind == "http.response.body" and not message.get("more_body", False):
                     profile.add_checkpoint("response_end")
+                    if RESPONSE_END_HOOKS:
+                        runtime.response_end(profile, scope)
             except Exception as exc:
                 internal_error("send", exc)
             await send(message)
 
         scope["memprof"] = profile
         token = _current.set(profile)
-        try:
-            profile.add_checkpoint("app_start")
-        except Exception as exc:
-            internal_error("checkpoint", exc)
+        # Nothing of the app ran since request_start's reading: app_start shares it (one read saved).
+        profile.checkpoints.append(
+            ("app_start", time.perf_counter_ns() - profile.start_ns, profile.rss_start, None)
+        )
         try:
             await self.app(scope, receive, send_wrapper)
         except BaseException as exc:

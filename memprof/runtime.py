@@ -28,16 +28,34 @@ ProfileHook = Callable[[RequestProfile, Scope], None]
 # Hooks integrations register: called on the request path (guarded) for full-detail profiles.
 START_HOOKS: list[ProfileHook] = []
 FINISH_HOOKS: list[ProfileHook] = []
+# Called (guarded) for every profiled request, checkpoints-only included, with the request's context
+# current: at the response's last body message, before it is sent (OpenTelemetry's ASGI middleware ends
+# its server span right after it), and once the profile's figures are final (after background tasks).
+EndHook = Callable[[RequestProfile, "Runtime", Scope], None]
+RESPONSE_END_HOOKS: list[EndHook] = []
+COMPLETE_HOOKS: list[EndHook] = []
 
 _MB = 1024 * 1024
 
 
-def register_hooks(*, on_start: ProfileHook | None = None, on_finish: ProfileHook | None = None) -> None:
-    """Register an integration's hooks once (idempotent)."""
+def register_hooks(
+    *,
+    on_start: ProfileHook | None = None,
+    on_finish: ProfileHook | None = None,
+    on_response_end: EndHook | None = None,
+    on_complete: EndHook | None = None,
+) -> None:
+    """Register an integration's hooks once (idempotent). ``on_start``/``on_finish`` run for full-detail
+    profiles; ``on_response_end`` for every profiled request when the last body message is about to be
+    sent, ``on_complete`` for every profiled request once rss_end, peak, route and duration are set."""
     if on_start is not None and on_start not in START_HOOKS:
         START_HOOKS.append(on_start)
     if on_finish is not None and on_finish not in FINISH_HOOKS:
         FINISH_HOOKS.append(on_finish)
+    if on_response_end is not None and on_response_end not in RESPONSE_END_HOOKS:
+        RESPONSE_END_HOOKS.append(on_response_end)
+    if on_complete is not None and on_complete not in COMPLETE_HOOKS:
+        COMPLETE_HOOKS.append(on_complete)
 
 
 class Runtime:
@@ -78,10 +96,11 @@ class Runtime:
     def begin(self, scope: Scope, full: bool) -> RequestProfile:
         """Start a profile: RSS, peak, concurrency, the ``request_start`` checkpoint, start hooks."""
         t0 = time.perf_counter_ns()
-        profile = RequestProfile(scope.get("method", ""), scope.get("path", ""), self.mode.value, full)
+        profile = RequestProfile(scope.get("method", ""), scope.get("path", ""), self.mode, full)
         rss = rss_bytes()
         profile.rss_start = rss
-        profile.peak_start = peak_rss_bytes()
+        # ru_maxrss is kept lazily by the kernel: never report a peak below a reading we made.
+        profile.peak_start = max(peak_rss_bytes(), rss)
         profile.concurrency_start = profile.concurrency_max = self.inflight
         profile.checkpoints.append(("request_start", 0, rss, None))
         self.active[profile.request_id] = profile
@@ -102,6 +121,16 @@ class Runtime:
             if n > profile.concurrency_max:
                 profile.concurrency_max = n
 
+    def response_end(self, profile: RequestProfile, scope: Scope) -> None:
+        """The response's last body message is about to be sent: run the response-end hooks (guarded)."""
+        t0 = time.perf_counter_ns()
+        for hook in RESPONSE_END_HOOKS:
+            try:
+                hook(profile, self, scope)
+            except Exception as exc:
+                internal_error(f"response_end_hook:{getattr(hook, '__name__', hook)}", exc)
+        profile.overhead_ns += time.perf_counter_ns() - t0
+
     def end(self, profile: RequestProfile, scope: Scope) -> None:
         """Finish a profile on the request path (cheap) and hand it to the writer thread."""
         t0 = time.perf_counter_ns()
@@ -118,8 +147,13 @@ class Runtime:
             now = time.perf_counter_ns()
             profile.checkpoints.append(("request_end", now - profile.start_ns, rss, None))
             profile.rss_end = rss
-            profile.peak_end = peak_rss_bytes()
+            profile.peak_end = max(peak_rss_bytes(), rss, profile.peak_start)
             profile.duration_ms = (now - profile.start_ns) / 1e6
+            for done in COMPLETE_HOOKS:
+                try:
+                    done(profile, self, scope)
+                except Exception as exc:
+                    internal_error(f"complete_hook:{getattr(done, '__name__', done)}", exc)
         finally:
             profile.finished = True
             profile.overhead_ns += time.perf_counter_ns() - t0

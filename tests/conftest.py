@@ -28,6 +28,16 @@ def _no_swallowed_internal_errors(request: pytest.FixtureRequest) -> Iterator[No
     assert internal_errors.total == 0, f"memprof swallowed internal errors: {dict(internal_errors.counts)}"
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_opentelemetry() -> Iterator[None]:
+    """A test (or a README snippet) that instrumented OpenTelemetry does not leak it into the next."""
+    yield
+    from memprof.integrations.opentelemetry import is_instrumented, uninstrument_opentelemetry
+
+    if is_instrumented():
+        uninstrument_opentelemetry()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "internal_errors_expected: memprof errors are provoked on purpose")
 

@@ -1,0 +1,1 @@
+"""Benchmarks: pairs against a bare baseline in the same run, reported as ratios and microseconds."""

@@ -1,0 +1,70 @@
+"""Bounded demo traffic: a fixed list of requests, sent by a few concurrent clients on 127.0.0.1."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+
+USERS = ["alice", "bob", "carol", "power"]
+
+
+@dataclass
+class TrafficResult:
+    """What was sent and how it went."""
+
+    sent: int = 0
+    by_status: Counter[int] = field(default_factory=Counter)
+    errors: int = 0
+
+
+def plan(seed: int = 7) -> list[list[str]]:
+    """One list of paths per client. Each client logs in as one user first (its own session cookie)."""
+    rng = random.Random(seed)
+    clients: list[list[str]] = []
+    for user in USERS:
+        paths = [f"/login/{user}"]
+        paths += ["/dashboard"] * 30
+        paths += ["/orders"] * 12
+        paths += [f"/customers/{rng.randint(1, 300)}" for _ in range(12)]
+        paths += [f"/customers/{rng.randint(1, 300)}/summary" for _ in range(30)]
+        paths += [f"/badge/{rng.randint(0, 10**9)}" for _ in range(60)]
+        paths += ["/health"] * 30
+        paths += ["/admin/customers", "/admin/addresses", "/admin/notes"] * 2
+        body = paths[1:]
+        rng.shuffle(body)
+        clients.append([paths[0], *body])
+    # Exports happen a few times, late, from one client: the large result set that nears the limit.
+    clients[0][len(clients[0]) // 2 : len(clients[0]) // 2] = ["/export"]
+    clients[1].append("/export")
+    clients[2].append("/export")
+    return clients
+
+
+def drive(base_url: str, clients: list[list[str]], timeout: float = 60.0) -> TrafficResult:
+    """Send every planned request (one thread per client), return the counts."""
+    result = TrafficResult()
+    lock = threading.Lock()
+
+    def run(paths: list[str]) -> None:
+        with httpx.Client(base_url=base_url, timeout=timeout) as client:
+            for path in paths:
+                try:
+                    status = client.get(path).status_code
+                except httpx.HTTPError:
+                    with lock:
+                        result.errors += 1
+                    continue
+                with lock:
+                    result.sent += 1
+                    result.by_status[status] += 1
+
+    threads = [threading.Thread(target=run, args=(paths,)) for paths in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return result

@@ -1,0 +1,59 @@
+"""Memory readings: fast RSS follows allocations, survives fork, and the limit has a source."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+
+from memprof import memory
+
+
+def test_rss_matches_psutil_and_follows_allocation() -> None:
+    before = memory.rss_bytes()
+    assert abs(before - psutil.Process().memory_info().rss) < 20 * 1024 * 1024
+    block = bytearray(64 * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    assert memory.rss_bytes() - before > 50 * 1024 * 1024
+    del block
+
+
+def test_peak_is_at_least_rss() -> None:
+    assert memory.peak_rss_bytes() >= memory.rss_bytes() - 4096 * 16
+
+
+def test_statm_is_reopened_in_a_forked_child() -> None:
+    # The parent holds a big block; the child frees nothing but must read its *own* statm.
+    ballast = bytearray(128 * 1024 * 1024)
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            own = psutil.Process().memory_info().rss
+            got = memory.rss_bytes()
+            os.write(write_fd, f"{got} {own}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    got, own = (int(x) for x in os.read(read_fd, 100).split())
+    os.close(read_fd)
+    # A descriptor inherited from the parent would report the parent's RSS, not the child's.
+    assert abs(got - own) < 16 * 1024 * 1024
+    del ballast
+
+
+def test_limit_detection(monkeypatch: object) -> None:
+    assert memory.detect_limit(123 * 1024 * 1024) == memory.MemoryLimit(123 * 1024 * 1024, "setting")
+    limit = memory.detect_limit()
+    assert limit.bytes > 0 and limit.source in ("cgroup_v2", "cgroup_v1", "rlimit_as", "physical")
+
+
+def test_cgroup_figures_are_numbers_or_none() -> None:
+    figures = memory.cgroup_memory()
+    assert set(figures) == {"version", "max", "current", "anon", "file"}
+    for key in ("max", "current", "anon", "file"):
+        assert figures[key] is None or isinstance(figures[key], int)

@@ -1,0 +1,79 @@
+"""The record writer: never blocks, drops and counts when full, rotates, caps the total, emits events."""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from memprof.writer import RecordWriter
+
+
+def _writer(tmp_path: Path, **kw: Any) -> RecordWriter:
+    opts: dict[str, Any] = {"max_file_bytes": 10_000, "max_total_bytes": 1_000_000, "queue_size": 100}
+    opts.update(kw)
+    return RecordWriter(tmp_path / "data", log_events=opts.pop("log_events", False), **opts)
+
+
+def _identity(item: Any) -> dict[str, Any]:
+    return dict(item)
+
+
+def test_writes_lines_and_flushes(tmp_path: Path) -> None:
+    w = _writer(tmp_path)
+    for i in range(50):
+        assert w.submit({"i": i}, _identity)
+    assert w.flush(5)
+    lines = [
+        json.loads(x)
+        for p in sorted((tmp_path / "data").glob("samples-*.jsonl"))
+        for x in p.read_text().splitlines()
+    ]
+    assert [x["i"] for x in lines] == list(range(50))
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in (tmp_path / "data").glob("*.jsonl"))
+    w.close()
+
+
+def test_rotation_and_total_cap(tmp_path: Path) -> None:
+    w = _writer(tmp_path, max_file_bytes=2_000, max_total_bytes=6_000)
+    for i in range(400):
+        w.submit({"i": i, "pad": "x" * 80}, _identity)
+        if i % 50 == 0:
+            w.flush(5)
+    w.flush(5)
+    files = sorted((tmp_path / "data").glob("samples-*.jsonl"))
+    assert len(files) >= 2
+    assert sum(p.stat().st_size for p in files) <= 6_000 + 2_000
+    last = [json.loads(x)["i"] for x in files[-1].read_text().splitlines()]
+    assert last[-1] == 399  # the newest are kept, the oldest removed
+    w.close()
+
+
+def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
+    gate = threading.Event()
+
+    def slow(item: Any) -> dict[str, Any]:
+        gate.wait(5)
+        return {"i": item}
+
+    w = _writer(tmp_path, queue_size=5)
+    accepted = sum(w.submit(i, slow) for i in range(50))
+    assert accepted <= 6 and w.dropped == 50 - accepted
+    gate.set()
+    assert w.flush(5)
+    w.close()
+
+
+def test_structlog_event_carries_the_record(tmp_path: Path) -> None:
+    w = _writer(tmp_path, log_events=True)
+    with structlog.testing.capture_logs() as logs:
+        w.submit({"schema": "memprof.sample", "request": {"route": "/x"}}, _identity)
+        assert w.flush(5)
+    (event,) = [e for e in logs if e["event"] == "memprof.request.completed"]
+    assert event["request"] == {"route": "/x"} and event["schema"] == "memprof.sample"
+    w.close()
