@@ -422,3 +422,40 @@ def test_unmarked_tests_are_untouched(inner: pytest.Pytester) -> None:
     )
     result.assert_outcomes(passed=1)
     assert "memory_limit" not in result.stdout.str() and "no_memory_growth" not in result.stdout.str()
+
+
+def test_no_memory_growth_with_the_client_passes_for_a_steady_app_and_fails_for_a_leak(
+    inner: pytest.Pytester,
+) -> None:
+    result = run(
+        inner,
+        """
+        import pytest
+        import myapp
+
+        @pytest.mark.max_queries(50)
+        @pytest.mark.no_memory_growth(iterations=6, warmup=2)
+        def test_steady(memprof_client):
+            assert memprof_client.get("/items?n=40").status_code == 200
+
+        @pytest.mark.no_memory_growth(iterations=6, warmup=2)
+        def test_leak(memprof_client):
+            memprof_client.get("/items?n=1")
+            myapp.KEPT.append(bytearray(30_000))
+
+        @pytest.mark.max_queries(50)
+        @pytest.mark.no_memory_growth(iterations=3, warmup=2)
+        def test_queries_still_checked_after_compaction(memprof_client):
+            memprof_client.get("/items?n=60")
+            memprof_client.get("/items?n=1")
+        """,
+    )
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["PASSED test_inner.py::test_steady"])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_leak*",
+            "no_memory_growth: memory kept growing over 6 iterations after 2 warm-up*",
+            "*max_queries(50): GET /items (route /items, status 200) executed 60 SQL statements*",
+        ]
+    )

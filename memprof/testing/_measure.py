@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import linecache
+import sys
 import tracemalloc
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -82,6 +83,37 @@ class Traced:
         if self.started_here:
             tracemalloc.stop()
             self.started_here = False
+
+
+def client_files() -> list[str]:
+    """Patterns of files whose allocations belong to the measuring, not to the code measured: httpx
+    (and its cookie jar, and the ``re`` caches its URL parsing fills), Starlette's test client, anyio's
+    portal, memprof's writer thread and memprof.testing itself (with the fnmatch cache of these very
+    patterns)."""
+    import fnmatch
+    import http.cookiejar
+    import os.path
+    import re
+
+    out = [
+        os.path.join(os.path.dirname(re.__file__), "*"),
+        str(fnmatch.__file__),
+        str(tracemalloc.__file__),
+        str(http.cookiejar.__file__),
+        os.path.join(os.path.dirname(__file__), "*"),
+    ]
+    for name, whole in (
+        ("httpx", True),
+        ("anyio", True),
+        ("starlette.testclient", False),
+        ("memprof.writer", False),
+    ):
+        module = sys.modules.get(name)  # a module not loaded allocates nothing (and stays unloaded)
+        if module is None or getattr(module, "__file__", None) is None:
+            continue
+        path = str(module.__file__)
+        out.append(os.path.join(os.path.dirname(path), "*") if whole else path)
+    return out
 
 
 @contextmanager
@@ -192,6 +224,7 @@ class _Growth:
         self.previous: Counter[str] = Counter()
         self.growing: set[str] = set()
         self.steps = 0
+        self.files = client_files()
 
     def __enter__(self) -> _Growth:
         self.traced.start()
@@ -199,14 +232,14 @@ class _Growth:
         self.baseline = count_types()
         # Everything the measuring keeps is allocated before the first measurement (two counters and a
         # set as large as it will ever be), so that the measuring itself shows no growth.
-        self.previous = Counter(self.baseline)
+        self.previous = count_types()  # (not Counter(baseline): its memory would belong to collections)
         self.growing.update(self.baseline)
-        self.result.memory.append(self.traced.current)
+        self.result.memory.append(self.traced.current_excluding(self.files))
         return self
 
     def measure(self) -> None:
         gc.collect()
-        self.result.memory.append(self.traced.current)
+        self.result.memory.append(self.traced.current_excluding(self.files))
         self.previous = _still_growing(self.previous, self.growing, self.steps == 0)
         self.steps += 1
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import pickle
-import sys
-import tracemalloc
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -33,7 +31,7 @@ from typing import Any
 
 from memprof.memory import rss_bytes
 from memprof.testing._imports import load_app
-from memprof.testing._measure import Traced
+from memprof.testing._measure import Traced, client_files
 from memprof.testing._units import parse_size
 from memprof.testing.fit import explain, linear_fit
 from memprof.testing.results import Measurement, ReproductionResult, VariableEffect, VariantResult
@@ -169,7 +167,7 @@ def run_variant(
             for var in variables:
                 var.set(ctx, values[var.name])
             _settle(writer)
-            harness_files = _harness_files()
+            harness_files = client_files()
             start = traced.current_excluding(harness_files)
             out = []
             for _ in range(repeats):
@@ -197,36 +195,6 @@ def run_variant(
             return out
         finally:
             traced.stop()
-
-
-def _harness_files() -> list[str]:
-    """Files whose allocations belong to the measuring client, not the app: httpx (and its cookie jar,
-    and the ``re`` caches its URL parsing fills), the test client, anyio's portal, memprof's writer and
-    this harness (with the fnmatch cache of these very patterns)."""
-    import fnmatch
-    import http.cookiejar
-    import re
-
-    import anyio
-    import httpx
-    import starlette.testclient
-
-    import memprof.writer
-
-    def folder(module: Any) -> str:
-        return str(Path(module.__file__).parent / "*")
-
-    return [
-        folder(httpx),
-        folder(anyio),
-        folder(sys.modules[__package__ or "memprof.testing"]),
-        folder(re),
-        str(fnmatch.__file__),
-        str(tracemalloc.__file__),
-        str(http.cookiejar.__file__),
-        str(starlette.testclient.__file__),
-        str(memprof.writer.__file__),
-    ]
 
 
 def _settle(writer: Any) -> None:

@@ -92,8 +92,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
     original = pyfuncitem.obj
     failures = pyfuncitem.stash.setdefault(_FAILURES, [])
     notes = pyfuncitem.stash.setdefault(_NOTES, [])
+    clients = pyfuncitem.stash.get(CLIENTS, [])
     try:
-        run = _measured(original, limit_marker, growth_marker, cfg, failures, notes)
+        run = _measured(original, limit_marker, growth_marker, cfg, failures, notes, clients)
     except MarkerError as exc:
         failures.append(str(exc))
         return (yield)
@@ -111,6 +112,7 @@ def _measured(
     cfg: _Config,
     failures: list[str],
     notes: list[str],
+    clients: list[Any],
 ) -> Callable[..., Any]:
     """``func`` wrapped to repeat it (no_memory_growth) and/or measure its traced peak (memory_limit)."""
     from memprof.testing import _measure
@@ -147,8 +149,13 @@ def _measured(
                     await func(*args, **kwargs)
                 else:
                     iterations, warmup, tolerance = growth
+
+                    async def body() -> None:
+                        await func(*args, **kwargs)
+                        _compacting(None, clients)
+
                     result = await _measure.measure_growth_async(
-                        lambda: func(*args, **kwargs),
+                        body,
                         iterations=iterations,
                         warmup=warmup,
                         tolerance=tolerance,
@@ -172,7 +179,10 @@ def _measured(
             else:
                 iterations, warmup, tolerance = growth
                 result = _measure.measure_growth(
-                    lambda: func(*args, **kwargs), iterations=iterations, warmup=warmup, tolerance=tolerance
+                    lambda: _compacting(func(*args, **kwargs), clients),
+                    iterations=iterations,
+                    warmup=warmup,
+                    tolerance=tolerance,
                 )
                 judge_growth(result)
             if limit is not None:
@@ -181,6 +191,14 @@ def _measured(
             t.stop()
 
     return run
+
+
+def _compacting(result: Any, clients: list[Any]) -> Any:
+    """After each repetition, memprof_client forgets the profiles the checks do not need (else the list
+    of profiles would itself grow with every iteration)."""
+    for client in clients:
+        client.compact()
+    return result
 
 
 def _tolerance(marker: pytest.Mark, default: int) -> int:
