@@ -28,7 +28,15 @@ demo: $(STAMP)
 	$(BIN)/memprof demo
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run_middleware
+	$(BIN)/python -m benchmarks.run_middleware $(BENCH_ARGS)
+
+# The peers (OpenTelemetry, Sentry, uvicorn[standard]) come with the bench extra.
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench-compare: $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks.run_compare $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) memprof-data .mypy_cache .ruff_cache

@@ -7,9 +7,12 @@ The public API::
     app = MemprofMiddleware(app)          # one line; settings from MEMPROF_* variables
 """
 
+from memprof.dump import dump
+from memprof.integrations.sessions import register_session_provider
 from memprof.middleware import MemprofMiddleware
 from memprof.profile import RequestProfile, checkpoint, current_profile
 from memprof.settings import MemprofConfigError, MemprofSettings, Mode, load_settings
+from memprof.state import register_state
 from memprof.writer import flush
 
 __version__ = "0.1.0"
@@ -23,6 +26,9 @@ __all__ = [
     "__version__",
     "checkpoint",
     "current_profile",
+    "dump",
     "flush",
     "load_settings",
+    "register_session_provider",
+    "register_state",
 ]

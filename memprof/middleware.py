@@ -62,6 +62,9 @@ class MemprofMiddleware:
                 await self.app(scope, receive, send)
             else:
                 await self._profiled(runtime, full, scope, receive, send)
+        except MemoryError:
+            runtime.memory_error(scope)  # guarded; the error goes on unchanged
+            raise
         finally:
             runtime.inflight -= 1
 
@@ -116,7 +119,7 @@ class MemprofMiddleware:
                 try:
                     import anyio.to_thread
 
-                    await anyio.to_thread.run_sync(self.runtime.writer.flush)
+                    await anyio.to_thread.run_sync(self.runtime.shutdown)
                 except Exception as exc:
                     internal_error("lifespan_flush", exc)
             await send(message)

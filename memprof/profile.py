@@ -12,6 +12,7 @@ import functools
 import inspect
 import itertools
 import os
+import sys
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -36,6 +37,19 @@ def _new_ids_after_fork() -> None:
 os.register_at_fork(after_in_child=_new_ids_after_fork)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+# The memory watchdog's alarm: a checkpoint reading RSS at or above this level calls the callback, so
+# growth inside a profiled request is checked at once (see memprof.watchdog). Off: sys.maxsize.
+_rss_alarm = sys.maxsize
+_alarm_callback: Callable[[RequestProfile, int], None] | None = None
+
+
+def set_rss_alarm(level: int, callback: Callable[[RequestProfile, int], None] | None) -> None:
+    """Call ``callback(profile, rss)`` from checkpoints whose RSS is at least ``level`` (None: off)."""
+    global _rss_alarm, _alarm_callback
+    _alarm_callback = callback
+    _rss_alarm = level if callback is not None else sys.maxsize
 
 
 class SectionCollector(Protocol):
@@ -116,6 +130,8 @@ class RequestProfile:
         if rss is None:
             rss = rss_bytes()
         self.checkpoints.append((name, (now or t0) - self.start_ns, rss, extra))
+        if rss >= _rss_alarm and _alarm_callback is not None:
+            _alarm_callback(self, rss)
         self.overhead_ns += time.perf_counter_ns() - t0
 
     @property

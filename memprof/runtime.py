@@ -79,7 +79,13 @@ class Runtime:
         self.active: dict[str, RequestProfile] = {}
         self.profiled = 0
         self.started = time.time()
+        # Raised by the watchdog past the dump threshold: profiles drop to checkpoints only.
+        self.memory_guard = False
+        # Scopes of in-flight profiled requests (their route, for dumps and the flight recorder); popped in end().
+        self.scopes: dict[str, Scope] = {}
+        self.loop_ref: weakref.ref[Any] | None = None  # the serving event loop, for dumps' task stacks
         _RUNTIMES.append(weakref.ref(self))
+        _background("attach", self)
 
     # -- sampling ---------------------------------------------------------------------------------
     def decide(self, scope: Scope) -> bool | None:
@@ -96,6 +102,8 @@ class Runtime:
     def begin(self, scope: Scope, full: bool) -> RequestProfile:
         """Start a profile: RSS, peak, concurrency, the ``request_start`` checkpoint, start hooks."""
         t0 = time.perf_counter_ns()
+        if full and self.memory_guard:
+            full = False
         profile = RequestProfile(scope.get("method", ""), scope.get("path", ""), self.mode, full)
         rss = rss_bytes()
         profile.rss_start = rss
@@ -104,6 +112,9 @@ class Runtime:
         profile.concurrency_start = profile.concurrency_max = self.inflight
         profile.checkpoints.append(("request_start", 0, rss, None))
         self.active[profile.request_id] = profile
+        self.scopes[profile.request_id] = scope
+        if self.loop_ref is None:
+            _background("on_begin", self)
         self.profiled += 1
         if full:
             for hook in START_HOOKS:
@@ -135,6 +146,7 @@ class Runtime:
         """Finish a profile on the request path (cheap) and hand it to the writer thread."""
         t0 = time.perf_counter_ns()
         self.active.pop(profile.request_id, None)
+        self.scopes.pop(profile.request_id, None)
         try:
             profile.route = route_template(scope)
             if profile.full:
@@ -158,6 +170,15 @@ class Runtime:
             profile.finished = True
             profile.overhead_ns += time.perf_counter_ns() - t0
         self.writer.submit(profile, self.build_record)
+
+    def memory_error(self, scope: Scope) -> None:
+        """A ``MemoryError`` passed through the middleware: the watchdog writes a dump naming the request."""
+        _background("on_memory_error", self, scope)
+
+    def shutdown(self) -> None:
+        """Clean shutdown (lifespan): write out records, final cache state, remove the flight file."""
+        self.writer.flush()
+        _background("shutdown", self)
 
     # -- the record (writer thread) ---------------------------------------------------------------
     def build_record(self, profile: RequestProfile) -> dict[str, Any]:
@@ -229,6 +250,16 @@ def route_template(scope: Scope) -> str:
     if "router" in scope:
         return "<unmatched>"
     return str(scope.get("path", ""))
+
+
+def _background(event: str, runtime: Runtime, *args: Any) -> None:
+    """Hand a runtime event to the watchdog (dumps, flight recorder, cache state), guarded."""
+    try:
+        from memprof import watchdog
+
+        getattr(watchdog, event)(runtime, *args)
+    except Exception as exc:
+        internal_error(f"watchdog_{event}", exc)
 
 
 _RUNTIMES: list[weakref.ref[Runtime]] = []

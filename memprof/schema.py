@@ -15,6 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Dump, crash and state records live apart to keep this module small; these are their public names.
+from memprof._schema_dump import CRASH_VERSION, DUMP_VERSION, STATE_VERSION, Crash, Dump, StateRecord
+from memprof._schema_dump import CacheState as CacheState
+from memprof._schema_dump import InflightRequest as InflightRequest
+
 SAMPLE_SCHEMA = "memprof.sample"
 SAMPLE_VERSION = "1.0"
 
@@ -193,7 +198,12 @@ class Sample(_Model):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
-RECORD_MODELS: dict[str, tuple[type[BaseModel], str]] = {SAMPLE_SCHEMA: (Sample, SAMPLE_VERSION)}
+RECORD_MODELS: dict[str, tuple[type[BaseModel], str]] = {
+    SAMPLE_SCHEMA: (Sample, SAMPLE_VERSION),
+    "memprof.dump": (Dump, DUMP_VERSION),
+    "memprof.crash": (Crash, CRASH_VERSION),
+    "memprof.state": (StateRecord, STATE_VERSION),
+}
 
 
 def check_version(record: dict[str, Any]) -> str:

@@ -63,6 +63,32 @@ class MemprofSettings(BaseSettings):
     dump_threshold: float = Field(
         0.9, gt=0.0, le=1.0, description="Fraction of the limit that triggers a critical dump."
     )
+    dump_hysteresis: float = Field(
+        0.05,
+        gt=0.0,
+        lt=1.0,
+        description="Full profiling resumes once memory is this fraction of the limit below the dump threshold.",
+    )
+    dump_cooldown_s: float = Field(
+        60.0, ge=0, description="Least time between two threshold dumps, in seconds."
+    )
+    dump_max_mb: float = Field(
+        20.0, gt=0, description="Size cap of one dump file, in MiB (lists are shortened)."
+    )
+    dump_keep: int = Field(20, ge=1, description="Dump files kept in DATA_DIR/dumps, newest first.")
+    dump_max_age_hours: float = Field(168.0, gt=0, description="Dump files older than this are removed.")
+    dump_max_total_mb: float = Field(200.0, gt=0, description="Total size of dump files kept, in MiB.")
+    watchdog_interval_ms: int = Field(
+        250,
+        ge=0,
+        description="How often the watchdog thread checks memory and updates the flight recorder; "
+        "0 turns the watchdog, threshold dumps, flight recorder and cache-state observations off.",
+    )
+    state_interval_s: float = Field(
+        300.0,
+        ge=0,
+        description="Cache state is recorded this often (and at start-up and shutdown); 0: never periodically.",
+    )
     overhead_limit_ms: float = Field(
         50.0, gt=0, description="Profiler time per request above which memprof backs off."
     )
@@ -106,6 +132,11 @@ class MemprofSettings(BaseSettings):
         if self.mode is Mode.TARGETED and self.sample_rate not in (None, 0.0):
             raise ValueError(
                 "MEMPROF_SAMPLE_RATE must be 0 or unset in targeted mode: only signed requests are profiled"
+            )
+        if self.dump_hysteresis >= self.dump_threshold:
+            raise ValueError(
+                "MEMPROF_DUMP_HYSTERESIS must be below MEMPROF_DUMP_THRESHOLD: full profiling resumes "
+                "at the threshold minus the hysteresis"
             )
         return self
 

@@ -1,7 +1,10 @@
 """The record writer: a bounded queue drained by a background thread into rotated JSON Lines files.
 
 The request path only calls :meth:`RecordWriter.submit`, which never blocks: when the queue is full the
-record is dropped and counted. The thread turns each item into a record, appends it to
+record is dropped and counted. Submitting is a deque append: the thread is not woken per record (a
+wake-up per record cost the request path 3-8 µs in futex calls and GIL hand-offs, see
+docs/performance.md); it drains the queue every ``WAKE_INTERVAL_S``, at once when the queue is a
+quarter full, and on :meth:`RecordWriter.flush`. The thread turns each item into a record, appends it to
 ``samples-<pid>-<start>-<seq>.jsonl`` in the data dir, rotates the file by size, keeps the total size
 of samples files under a cap (oldest removed first) and emits the structlog event for it.
 """
@@ -9,9 +12,9 @@ of samples files under a cap (oldest removed first) and emits the structlog even
 from __future__ import annotations
 
 import atexit
+import collections
 import json
 import os
-import queue
 import threading
 import time
 import weakref
@@ -26,9 +29,27 @@ from memprof.isolation import internal_error
 log = structlog.get_logger("memprof")
 
 SAMPLES_GLOB = "samples-*.jsonl"
+WAKE_INTERVAL_S = 0.05
 _STOP = object()
 
 RecordBuilder = Callable[[Any], dict[str, Any] | None]
+RecordSink = Callable[[dict[str, Any]], None]
+
+# Called in the writer thread with every record written (after its line and its structlog event):
+# exporters (OpenTelemetry metrics) whose cost must stay off the request path.
+SINKS: list[RecordSink] = []
+
+
+def register_sink(sink: RecordSink) -> None:
+    """Have ``sink(record)`` called in the writer thread for every record written (idempotent, guarded)."""
+    if sink not in SINKS:
+        SINKS.append(sink)
+
+
+def unregister_sink(sink: RecordSink) -> None:
+    """Stop calling ``sink``."""
+    if sink in SINKS:
+        SINKS.remove(sink)
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -64,7 +85,9 @@ class RecordWriter:
         _WRITERS.add(self)
 
     def _reset(self) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(self.queue_size)
+        self._queue: collections.deque[Any] = collections.deque()
+        self._wake = threading.Event()
+        self._wake_at = max(1, self.queue_size // 4)
         self._thread: threading.Thread | None = None
         self._file: TextIO | None = None
         self._file_path: Path | None = None
@@ -81,15 +104,15 @@ class RecordWriter:
             self._after_fork()
         if self._thread is None:
             self._start()
-        with self._idle:
-            self._pending += 1
-        try:
-            self._queue.put_nowait((item, build))
-        except queue.Full:
-            with self._idle:
-                self._pending -= 1
+        queued = self._queue
+        if len(queued) >= self.queue_size:
             self.dropped += 1
             return False
+        with self._idle:
+            self._pending += 1
+        queued.append((item, build))
+        if len(queued) == self._wake_at:
+            self._wake.set()
         return True
 
     def _after_fork(self) -> None:
@@ -108,6 +131,7 @@ class RecordWriter:
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued record is written (or ``timeout`` seconds). True when drained."""
         deadline = time.monotonic() + timeout
+        self._wake.set()
         with self._idle:
             while self._pending > 0:
                 remaining = deadline - time.monotonic()
@@ -121,8 +145,13 @@ class RecordWriter:
         return True
 
     def _run(self) -> None:
+        queued, wake = self._queue, self._wake
         while True:
-            entry = self._queue.get()
+            if not queued:
+                wake.wait(WAKE_INTERVAL_S)
+                wake.clear()
+                continue
+            entry = queued.popleft()
             if entry is _STOP:
                 return
             item, build = entry
@@ -149,12 +178,17 @@ class RecordWriter:
                 self._rotate()
             assert self._file is not None
             self._file.write(line)
-            if self._queue.empty():
+            if not self._queue:
                 self._file.flush()
             self._file_bytes += len(line)
         self.written += 1
         if self.log_events:
             log.info(self.event_name, **record)
+        for sink in SINKS:
+            try:
+                sink(record)
+            except Exception as exc:
+                internal_error(f"sink:{getattr(sink, '__name__', sink)}", exc)
 
     def _rotate(self) -> None:
         if self._file is not None:
@@ -199,11 +233,9 @@ class RecordWriter:
         self.flush(timeout)
         thread = self._thread
         if thread is not None and thread.is_alive() and self._pid == os.getpid():
-            try:
-                self._queue.put_nowait(_STOP)
-                thread.join(timeout)
-            except queue.Full:
-                pass
+            self._queue.append(_STOP)
+            self._wake.set()
+            thread.join(timeout)
         self._thread = None
         with self._lock:
             if self._file is not None:

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+import memprof
 from memprof import MemprofMiddleware
 from memprof.integrations import opentelemetry as otel
 from memprof.isolation import errors as internal_errors
@@ -161,12 +162,13 @@ async def test_growth_histogram_per_route_and_memory_gauges(
 
     await _get(app, "/users/1", "/users/2", "/")
 
+    records = samples()  # flushes: the histogram is fed from the writer thread, off the request path
     points = {p.attributes["http.route"]: p for p in otel_sdk.points("memprof.request.memory.growth")}
     assert set(points) == {"/users/{user_id}", "/"}
     assert points["/users/{user_id}"].count == 2 and points["/"].count == 1
     assert all(p.attributes["memprof.mode"] == "aggressive" for p in points.values())
     growth = {}
-    for record in samples():
+    for record in records:
         route = record["request"]["route"]
         growth[route] = growth.get(route, 0) + max(0, record["memory"]["rss_delta"])
     assert {route: p.sum for route, p in points.items()} == growth
@@ -214,6 +216,7 @@ async def test_instrumenting_again_replaces_the_instruments(make_settings: Calla
     otel.instrument_opentelemetry(meter_provider=second.meter_provider)
     try:
         await _get(MemprofMiddleware(starlette_app(), settings=make_settings()), "/")
+        assert memprof.flush(10.0)
         assert first.points("memprof.request.memory.growth") == []
         assert [p.count for p in second.points("memprof.request.memory.growth")] == [1]
     finally:
@@ -227,16 +230,21 @@ async def test_a_failing_export_never_reaches_the_app(
     samples: Callable[[], list[dict[str, Any]]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken(*args: Any, **kwargs: Any) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("exporter exploded")
 
     monkeypatch.setattr(internal_errors, "raise_errors", False)
     assert otel._state is not None
-    monkeypatch.setattr(otel._state.growth, "record", broken)
+    monkeypatch.setattr(otel._state, "current_span", broken)  # request path
+    monkeypatch.setattr(otel._state.growth, "record", broken)  # writer thread
     app = otel_sdk.wrap(MemprofMiddleware(starlette_app(), settings=make_settings()))
 
     (response,) = await _get(app, "/users/5")
 
     assert (response.status_code, response.json()) == (200, {"id": "5", "n": 10_000})
-    assert internal_errors.counts["complete_hook:_on_complete"] == 1
     assert len(samples()) == 1  # the record is still written
+    assert internal_errors.counts["response_end_hook:_on_response_end"] == 1
+    assert internal_errors.counts["complete_hook:_on_complete"] == 1
+    assert internal_errors.counts["sink:_on_record"] == 1
+    (span,) = otel_sdk.server_spans()
+    assert _memprof_attrs(span) == {}

@@ -1,0 +1,168 @@
+"""Record models of critical dumps, crash records and cache-state observations.
+
+Kept apart from :mod:`memprof.schema` (which imports and registers them, so ``memprof.schema.Dump``,
+``Crash`` and ``StateRecord`` are the public names) to keep each module small.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DUMP_VERSION = "1.0"
+CRASH_VERSION = "1.0"
+STATE_VERSION = "1.0"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class CacheState(_Model):
+    """One cache's size at one moment."""
+
+    name: str = Field(
+        description="module.function for lru_caches, the engine for SQLAlchemy, the provider's name."
+    )
+    kind: Literal["lru_cache", "sqlalchemy_compiled", "identity_map", "provider"]
+    size: int | None
+    maxsize: int | None = Field(description="Null when unbounded.")
+    unbounded: bool
+
+
+class StateRecord(_Model):
+    """Cache sizes observed at start-up, periodically and at shutdown (lines of ``state-*.jsonl``)."""
+
+    schema_: Literal["memprof.state"] = Field("memprof.state", alias="schema")
+    version: str = STATE_VERSION
+    time: float
+    pid: int
+    host: str
+    worker: str
+    phase: Literal["startup", "periodic", "shutdown"]
+    caches: list[CacheState]
+
+
+class InflightRequest(_Model):
+    """A request in flight when a dump was taken or a worker died (no query string, no headers)."""
+
+    id: str | None = None
+    method: str
+    path: str
+    route: str | None = Field(None, description="Route template; null before the router matched.")
+    started: float | None = Field(None, description="Unix time the request started.")
+    elapsed_ms: float | None = None
+    rss_start: int | None = None
+    checkpoints: list[str] | None = Field(None, description="Names of the checkpoints reached so far.")
+    detail: Literal["checkpoints", "full"] | None = None
+
+
+class TypeCount(_Model):
+    type: str = Field(description="module.QualifiedName (builtins without module).")
+    count: int
+
+
+class ObjectCounts(_Model):
+    """Objects tracked by the garbage collector, by type."""
+
+    total: int
+    types: int
+    top: list[TypeCount]
+
+
+class ModuleSize(_Model):
+    name: str
+    file_bytes: int
+
+
+class Modules(_Model):
+    count: int
+    largest: list[ModuleSize]
+
+
+class ThreadStack(_Model):
+    """A thread's stack as ``file:line in func`` frames, outermost first, without local variables."""
+
+    name: str
+    ident: int
+    daemon: bool | None
+    current: bool
+    stack: list[str]
+
+
+class TaskStack(_Model):
+    """A pending asyncio task's coroutine stack, without local variables."""
+
+    name: str
+    coro: str
+    done: bool
+    stack: list[str]
+
+
+class DumpMemory(_Model):
+    rss: int
+    peak: int
+    limit: int
+    limit_source: str
+    percent: float | None
+    threshold: int = Field(description="RSS at which threshold dumps are taken.")
+    cgroup: dict[str, Any] = Field(description="version, max, current, anon, file of the container.")
+    tracemalloc: dict[str, Any] | None = Field(
+        None, description="Top allocation sites, only when tracing is on."
+    )
+
+
+class Dump(_Model):
+    """The state of a process near its memory limit (or on demand): one ``dumps/dump-*.json`` file."""
+
+    schema_: Literal["memprof.dump"] = Field("memprof.dump", alias="schema")
+    version: str = DUMP_VERSION
+    trigger: Literal["threshold", "custom", "manual", "memory_error", "signal"]
+    name: str | None
+    time: float
+    pid: int
+    host: str
+    worker: str
+    uptime_s: float | None = None
+    memory: DumpMemory
+    memory_guard: bool = Field(
+        False, description="Whether profiling was reduced to checkpoints by the memory guard."
+    )
+    request: InflightRequest | None = Field(
+        description="The request the dump is about: the caller's, the one whose checkpoint crossed the "
+        "threshold, or the longest-running in flight."
+    )
+    inflight: list[InflightRequest]
+    inflight_total: int = Field(0, description="Requests in flight, profiled or not.")
+    objects: ObjectCounts
+    modules: Modules
+    threads: list[ThreadStack]
+    tasks: list[TaskStack]
+    session: dict[str, Any] | None = Field(
+        None, description="The request's session (SessionInfo), never values."
+    )
+    caches: list[CacheState]
+    gc: dict[str, Any]
+    truncated: bool = Field(False, description="Whether lists were shortened to fit the size cap.")
+
+
+class Crash(_Model):
+    """A worker that died without a clean shutdown (SIGKILL, OOM killer), from its flight-recorder file."""
+
+    schema_: Literal["memprof.crash"] = Field("memprof.crash", alias="schema")
+    version: str = CRASH_VERSION
+    pid: int
+    host: str
+    worker: str
+    started: float = Field(description="Unix time the worker process started.")
+    last_seen: float = Field(description="Unix time of its last flight-recorder update.")
+    uptime_s: float
+    last_rss: int
+    peak: int | None = None
+    limit: int | None
+    percent: float | None = None
+    inflight_total: int = 0
+    inflight: list[InflightRequest]
+    detected_at: float
+    detected_by: Literal["startup", "postmortem"]

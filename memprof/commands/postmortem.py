@@ -1,0 +1,91 @@
+"""``memprof postmortem [DATA_DIR]``: what happened to workers that died without a clean shutdown.
+
+Turns the flight-recorder files of dead workers on this host into crash records (as the next memprof
+start would), then prints every crash record of the data dir, newest first: pid, how long it ran, its
+last RSS against the limit, and the requests in flight when it died.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from memprof.flight import collect_crashes, live_workers, read_crashes, worker_alive
+
+_MB = 1024 * 1024
+
+
+def postmortem(data_dir: Path) -> dict[str, Any]:
+    """Collect crashes in ``data_dir`` and return ``{"crashes": [...], "running": [...]}`` (pure data)."""
+    from memprof.cli import CliError
+
+    if not data_dir.is_dir():
+        raise CliError(f"data dir {str(data_dir)!r} does not exist; pass the MEMPROF_DATA_DIR of the service")
+    collect_crashes(data_dir, "postmortem")
+    running = [w for w in live_workers(data_dir) if worker_alive(int(w["pid"]), float(w.get("started") or 0))]
+    return {"crashes": read_crashes(data_dir), "running": running}
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "?"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _mb(n: int | None) -> str:
+    return "?" if not n else f"{n / _MB:.0f} MiB"
+
+
+def render(result: dict[str, Any]) -> str:
+    """The text report of :func:`postmortem`."""
+    lines = []
+    crashes = result["crashes"]
+    if not crashes:
+        lines.append("No crashed workers found.")
+    for crash in crashes:
+        pct = f" ({crash['percent']:.0f}% of {_mb(crash.get('limit'))})" if crash.get("percent") else ""
+        lines.append(
+            f"worker {crash['worker']} (pid {crash['pid']}) died without a clean shutdown; "
+            f"last seen {_when(crash.get('last_seen'))} after {crash.get('uptime_s', 0):.0f} s"
+        )
+        lines.append(f"  last RSS {_mb(crash.get('last_rss'))}{pct}")
+        inflight = crash.get("inflight") or []
+        total = crash.get("inflight_total", len(inflight))
+        lines.append(f"  in flight: {total} request(s), {len(inflight)} profiled")
+        for req in inflight:
+            started = req.get("started")
+            age = f", running {crash['last_seen'] - started:.1f} s" if started else ""
+            route = req.get("route") or req.get("path") or "?"
+            lines.append(
+                f"    {req.get('method', '?')} {route}{age}, RSS at start {_mb(req.get('rss_start'))}"
+            )
+        lines.append(f"  record: {crash.get('file', '?')}")
+    for worker in result["running"]:
+        lines.append(
+            f"running: {worker.get('worker')} (pid {worker.get('pid')}), RSS {_mb(worker.get('rss'))}"
+        )
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``postmortem`` command."""
+
+    @app.command("postmortem")
+    def postmortem_command(
+        data_dir: Annotated[
+            Path | None,
+            typer.Argument(help="The service's data dir (default: MEMPROF_DATA_DIR or ./memprof-data)."),
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the crash records as JSON.")] = False,
+    ) -> None:
+        """Report workers that died without a clean shutdown (SIGKILL, OOM killer) and their last requests."""
+        if data_dir is None:
+            from memprof.settings import load_settings
+
+            data_dir = load_settings().data_dir
+        result = postmortem(data_dir)
+        typer.echo(json.dumps(result, indent=1) if as_json else render(result))

@@ -1,0 +1,302 @@
+"""Critical dumps: the whole state of the process in one JSON file, written before memory runs out.
+
+A dump (``memprof.dump`` record, see :class:`memprof.schema.Dump`) holds memory figures with the
+cgroup's, the current request and every in-flight request, object counts by type, loaded modules,
+the stacks of every thread and asyncio task (no local variables), the current request's session
+breakdown, cache state and gc statistics; tracemalloc's top sites only when the user turned tracing on.
+
+Files: ``DATA_DIR/dumps/dump-<UTC time>-<pid>-<trigger>[-<name>].json``, written to a temporary file,
+fsynced and renamed (a reader never sees a partial dump), mode 0600 in a 0700 directory, capped in
+size; after each successful write, dumps past the count, age or total-size limits are removed, oldest
+first. One process lock makes sure two dumps are never taken at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from memprof import _dump_collect as collect
+from memprof.isolation import internal_error
+from memprof.memory import cgroup_memory, peak_rss_bytes, rss_bytes
+from memprof.profile import RequestProfile, current_profile
+from memprof.writer import ensure_private_dir
+
+if TYPE_CHECKING:
+    from memprof.runtime import Runtime
+
+DUMP_SCHEMA = "memprof.dump"
+DUMP_VERSION = "1.0"
+TRIGGERS = ("threshold", "custom", "manual", "memory_error", "signal")
+DUMPS_DIR = "dumps"
+MAX_INFLIGHT = 100
+_NAME_RE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+_lock = threading.Lock()  # never two dumps at once in one process
+_MB = 1024 * 1024
+
+
+def dumps_dir(data_dir: Path) -> Path:
+    """Where dumps of a data dir go."""
+    return data_dir / DUMPS_DIR
+
+
+def request_summary(runtime: Runtime, profile: RequestProfile) -> dict[str, Any]:
+    """A small description of an in-flight request: method, path, route template, start, RSS at start."""
+    from memprof.runtime import route_template
+
+    summary = profile.summary()
+    summary["detail"] = "full" if profile.full else "checkpoints"
+    scope = runtime.scopes.get(profile.request_id)
+    if summary.get("route") is None and scope is not None:
+        summary["route"] = route_template(scope)
+    return summary
+
+
+def pick_request(runtime: Runtime, profile: RequestProfile | None = None) -> RequestProfile | None:
+    """The request a dump is about: the given one, the caller's own, else the longest-running in flight."""
+    if profile is None:
+        profile = current_profile()
+    if profile is not None and not profile.finished:
+        return profile
+    active = list(runtime.active.values())
+    return min(active, key=lambda p: p.start_ns) if active else None
+
+
+def build_dump(
+    runtime: Runtime,
+    trigger: str,
+    name: str | None,
+    profile: RequestProfile | None,
+    request: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Collect a dump record. Takes about 100 ms on a 200 MB heap (see docs/performance.md)."""
+    from memprof.integrations import sessions
+    from memprof.state import snapshot
+
+    now = time.time()
+    rss = rss_bytes()
+    limit = runtime.limit
+    pid = os.getpid()
+    settings = runtime.settings
+    memory: dict[str, Any] = {
+        "rss": rss,
+        "peak": peak_rss_bytes(),
+        "limit": limit.bytes,
+        "limit_source": limit.source,
+        "percent": round(100.0 * rss / limit.bytes, 2) if limit.bytes else None,
+        "threshold": int(limit.bytes * settings.dump_threshold),
+        "cgroup": cgroup_memory(),
+        "tracemalloc": collect.tracemalloc_top() if settings.tracemalloc > 0 else None,
+    }
+    session = None
+    if profile is not None and request is None:
+        request = request_summary(runtime, profile)
+        scope = runtime.scopes.get(profile.request_id)
+        if scope is not None:
+            try:
+                session = sessions.session_of(scope)
+            except Exception as exc:  # e.g. the app changed its session while it was read
+                internal_error("dump_session", exc)
+    active = list(runtime.active.values())[:MAX_INFLIGHT]
+    return {
+        "schema": DUMP_SCHEMA,
+        "version": DUMP_VERSION,
+        "trigger": trigger,
+        "name": name,
+        "time": now,
+        "pid": pid,
+        "host": runtime.host,
+        "worker": f"{runtime.host}:{pid}",
+        "uptime_s": round(now - runtime.started, 3),
+        "memory": memory,
+        "memory_guard": bool(getattr(runtime, "memory_guard", False)),
+        "request": request,
+        "inflight": [request_summary(runtime, p) for p in active],
+        "inflight_total": runtime.inflight,
+        "objects": collect.object_counts(),
+        "modules": collect.modules(),
+        "threads": collect.thread_stacks(),
+        "tasks": collect.task_stacks(_loop(runtime)),
+        "session": session,
+        "caches": snapshot(),
+        "gc": collect.gc_stats(),
+        "truncated": False,
+    }
+
+
+def _loop(runtime: Runtime) -> Any:
+    ref = getattr(runtime, "loop_ref", None)
+    return ref() if ref is not None else None
+
+
+# Sections shortened, in this order, until a dump fits its size cap.
+_TRIMS: list[tuple[str, int]] = [("tasks", 20), ("inflight", 20), ("caches", 50), ("modules", 0)]
+
+
+def _encode(record: dict[str, Any], cap: int) -> bytes:
+    data = json.dumps(record, separators=(",", ":"), default=str).encode()
+    for key, keep in _TRIMS:
+        if len(data) <= cap:
+            break
+        record["truncated"] = True
+        value = record.get(key)
+        if isinstance(value, list):
+            record[key] = value[:keep]
+        elif isinstance(value, dict) and "largest" in value:
+            value["largest"] = value["largest"][:keep]
+        data = json.dumps(record, separators=(",", ":"), default=str).encode()
+    if len(data) > cap:
+        for thread in record.get("threads", []):
+            thread["stack"] = thread["stack"][-10:]
+        for task in record.get("tasks", []):
+            task["stack"] = task["stack"][-10:]
+        record["objects"]["top"] = record["objects"]["top"][:20]
+        data = json.dumps(record, separators=(",", ":"), default=str).encode()
+    return data
+
+
+def dump_filename(when: float, pid: int, trigger: str, name: str | None) -> str:
+    """``dump-<UTC YYYYmmddTHHMMSSffffff>-<pid>-<trigger>[-<name>].json``: sorts by time."""
+    stamp = datetime.fromtimestamp(when, UTC).strftime("%Y%m%dT%H%M%S%f")
+    suffix = ""
+    if name:
+        clean = _NAME_RE.sub("_", name).strip("_.")[:64]
+        suffix = f"-{clean}" if clean else ""
+    return f"dump-{stamp}-{pid}-{trigger}{suffix}.json"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` as a 0600 file: temporary file, fsync, rename, fsync the directory."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def apply_retention(
+    directory: Path, *, keep: int, max_age_s: float, max_total_bytes: int, protect: Path | None = None
+) -> list[Path]:
+    """Remove dumps past ``keep`` files, older than ``max_age_s`` or over ``max_total_bytes``, oldest
+    first; ``protect`` (the dump just written) is never removed. Returns the removed paths."""
+    files = []
+    for path in directory.glob("dump-*.json"):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        files.append((path.name, path, st.st_size, st.st_mtime))
+    files.sort(reverse=True)  # newest first: names sort by time
+    now = time.time()
+    removed = []
+    total = 0
+    for index, (_name, path, size, mtime) in enumerate(files):
+        total += size
+        too_many = index >= keep
+        too_old = now - mtime > max_age_s
+        too_big = total > max_total_bytes
+        if path != protect and (too_many or too_old or too_big):
+            try:
+                path.unlink()
+                removed.append(path)
+                total -= size
+            except OSError:
+                pass
+    for stale in directory.glob(".dump-*.tmp"):  # left by a process killed mid-write
+        try:
+            if now - stale.stat().st_mtime > 300:
+                stale.unlink()
+        except OSError:
+            pass
+    return removed
+
+
+def write_dump(
+    runtime: Runtime,
+    trigger: str,
+    name: str | None = None,
+    profile: RequestProfile | None = None,
+    *,
+    request: dict[str, Any] | None = None,
+    wait: float = 10.0,
+) -> Path | None:
+    """Take and write one dump. Returns its path, or None when another dump held the lock past ``wait``."""
+    if trigger not in TRIGGERS:
+        raise ValueError(f"unknown dump trigger {trigger!r}; one of {', '.join(TRIGGERS)}")
+    if not _lock.acquire(timeout=wait):
+        return None
+    try:
+        settings = runtime.settings
+        record = build_dump(runtime, trigger, name, profile, request)
+        directory = ensure_private_dir(dumps_dir(settings.data_dir))
+        os.chmod(directory, 0o700)
+        path = directory / dump_filename(record["time"], record["pid"], trigger, name)
+        write_atomic(path, _encode(record, int(settings.dump_max_mb * _MB)))
+        apply_retention(
+            directory,
+            keep=settings.dump_keep,
+            max_age_s=settings.dump_max_age_hours * 3600.0,
+            max_total_bytes=int(settings.dump_max_total_mb * _MB),
+            protect=path,
+        )
+        _count("record_dump", trigger)
+        return path
+    finally:
+        _lock.release()
+
+
+def _count(name: str, label: str) -> None:
+    """Count a dump or a guard trip in OpenTelemetry when the app exports through it (never imports it)."""
+    otel = sys.modules.get("memprof.integrations.opentelemetry")
+    counter = getattr(otel, name, None)
+    if counter is not None:
+        counter(label)
+
+
+def _reset_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()  # a child forked while a dump ran would otherwise wait forever
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def dump(name: str | None = None) -> str | None:
+    """Take a critical dump now (trigger ``custom``) and return its path; None when memprof is off.
+
+    Runs in the caller's thread and takes about 100 ms on a 200 MB heap: call it from a thread
+    (``await anyio.to_thread.run_sync(memprof.dump, "name")``) when the event loop must not wait.
+    """
+    from memprof.runtime import current_runtime
+
+    runtime = current_runtime()
+    if runtime is None or not runtime.enabled:
+        return None
+    try:
+        path = write_dump(runtime, "custom", name, pick_request(runtime))
+    except Exception as exc:
+        internal_error("dump", exc)
+        return None
+    return None if path is None else str(path)

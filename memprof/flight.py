@@ -1,0 +1,217 @@
+"""The flight recorder: a small live file per worker that outlives a SIGKILL, and the crash records made
+from it.
+
+Each worker keeps ``DATA_DIR/workers/<host>-<pid>.json`` (pid, start time, latest RSS and limit, its
+in-flight profiled requests: method, route, start time, RSS at start), rewritten atomically by the
+watchdog thread when something changed (at most a few times a second, never on the request path). A
+clean shutdown removes it. A file whose worker is gone is evidence of a kill: the next memprof start in
+the same data dir, or ``memprof postmortem``, turns it into ``DATA_DIR/crashes/crash-<time>-<pid>.json``
+(a ``memprof.crash`` record).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from memprof.writer import ensure_private_dir
+
+if TYPE_CHECKING:
+    from memprof.runtime import Runtime
+
+WORKER_SCHEMA = "memprof.worker"
+CRASH_SCHEMA = "memprof.crash"
+CRASH_VERSION = "1.0"
+WORKERS_DIR = "workers"
+CRASHES_DIR = "crashes"
+MAX_INFLIGHT = 50
+REFRESH_S = 1.0  # last_seen is refreshed at least this often even when nothing changed
+_MB = 1024 * 1024
+
+
+def _process_started() -> float:
+    try:
+        return float(psutil.Process().create_time())
+    except (psutil.Error, OSError):
+        return time.time()
+
+
+class FlightRecorder:
+    """The live file of this worker for one data dir."""
+
+    def __init__(self, data_dir: Path, host: str) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.pid = os.getpid()
+        self.started = _process_started()
+        self.path = data_dir / WORKERS_DIR / f"{host}-{self.pid}.json"
+        self._key: tuple[Any, ...] | None = None
+        self._written = 0.0
+        self.writes = 0
+
+    def update(self, runtimes: Iterable[Runtime], rss: int, peak: int, *, force: bool = False) -> bool:
+        """Rewrite the file when the in-flight set or RSS (by MiB) changed, or every second. True if written."""
+        from memprof.dump import request_summary
+
+        inflight: list[dict[str, Any]] = []
+        total = 0
+        limit = 0
+        for runtime in runtimes:
+            total += runtime.inflight
+            limit = max(limit, runtime.limit.bytes)
+            for profile in list(runtime.active.values())[: MAX_INFLIGHT - len(inflight)]:
+                summary = request_summary(runtime, profile)
+                inflight.append(
+                    {k: summary[k] for k in ("id", "method", "path", "route", "started", "rss_start")}
+                )
+        now = time.time()
+        key = (total, rss // _MB, tuple((r["id"], r["route"]) for r in inflight))
+        if not force and key == self._key and now - self._written < REFRESH_S:
+            return False
+        doc = {
+            "schema": WORKER_SCHEMA,
+            "version": CRASH_VERSION,
+            "pid": self.pid,
+            "host": self.host,
+            "worker": f"{self.host}:{self.pid}",
+            "started": self.started,
+            "last_seen": now,
+            "rss": rss,
+            "peak": peak,
+            "limit": limit,
+            "inflight_total": total,
+            "inflight": inflight,
+        }
+        directory = ensure_private_dir(self.path.parent)
+        tmp = directory / f".{self.path.name}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(doc, separators=(",", ":")).encode())
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.path)  # no fsync: a SIGKILL keeps the page cache, only a host crash loses it
+        self._key = key
+        self._written = now
+        self.writes += 1
+        return True
+
+    def remove(self) -> None:
+        """A clean shutdown: this worker leaves no evidence of a crash."""
+        self.path.unlink(missing_ok=True)
+
+
+def worker_alive(pid: int, started: float) -> bool:
+    """Whether the worker that wrote a file still runs (a reused pid with a later start is not it)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return bool(proc.create_time() <= started + 1.0)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    except psutil.Error:
+        return True  # cannot tell: leave the file alone
+
+
+def crash_record(doc: dict[str, Any], detected_by: str) -> dict[str, Any]:
+    """The ``memprof.crash`` record of a worker file left behind."""
+    started = float(doc.get("started") or 0.0)
+    last_seen = float(doc.get("last_seen") or started)
+    rss = int(doc.get("rss") or 0)
+    limit = int(doc.get("limit") or 0)
+    return {
+        "schema": CRASH_SCHEMA,
+        "version": CRASH_VERSION,
+        "pid": int(doc["pid"]),
+        "host": str(doc.get("host", "")),
+        "worker": str(doc.get("worker", f"{doc.get('host', '')}:{doc['pid']}")),
+        "started": started,
+        "last_seen": last_seen,
+        "uptime_s": round(max(0.0, last_seen - started), 3),
+        "last_rss": rss,
+        "peak": doc.get("peak"),
+        "limit": limit or None,
+        "percent": round(100.0 * rss / limit, 2) if limit else None,
+        "inflight_total": int(doc.get("inflight_total") or 0),
+        "inflight": list(doc.get("inflight") or []),
+        "detected_at": time.time(),
+        "detected_by": detected_by,
+    }
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("schema") != WORKER_SCHEMA or "pid" not in doc:
+        return None
+    return doc
+
+
+def live_workers(data_dir: Path) -> list[dict[str, Any]]:
+    """Worker files of workers still running (any host's files are listed as they are)."""
+    out = []
+    for path in sorted((data_dir / WORKERS_DIR).glob("*.json")):
+        doc = _read(path)
+        if doc is not None:
+            out.append(doc)
+    return out
+
+
+def collect_crashes(data_dir: Path, detected_by: str, host: str | None = None) -> list[Path]:
+    """Turn the files of this host's dead workers into crash records; return the records' paths.
+
+    A file is claimed by renaming it first, so two workers starting at once never report one crash
+    twice. Files of other hosts (a shared data dir) are left to those hosts.
+    """
+    import socket
+
+    host = host or socket.gethostname()
+    made = []
+    workers = data_dir / WORKERS_DIR
+    for path in sorted(workers.glob(f"{host}-*.json")):
+        doc = _read(path)
+        if doc is None or doc.get("host") != host:
+            continue
+        pid = int(doc["pid"])
+        if pid == os.getpid() and float(doc.get("started") or 0) >= _process_started() - 1.0:
+            continue  # this very process's own file
+        if pid != os.getpid() and worker_alive(pid, float(doc.get("started") or 0)):
+            continue
+        claim = workers / f".{path.name}.{os.getpid()}.claim"
+        try:
+            os.rename(path, claim)
+        except OSError:
+            continue  # another process claimed it
+        record = crash_record(doc, detected_by)
+        stamp = datetime.fromtimestamp(record["last_seen"], UTC).strftime("%Y%m%dT%H%M%S%f")
+        out_dir = ensure_private_dir(data_dir / CRASHES_DIR)
+        out = out_dir / f"crash-{stamp}-{pid}.json"
+        from memprof.dump import write_atomic
+
+        write_atomic(out, json.dumps(record, indent=1).encode())
+        claim.unlink(missing_ok=True)
+        made.append(out)
+    return made
+
+
+def read_crashes(data_dir: Path) -> list[dict[str, Any]]:
+    """Every crash record of a data dir, newest first."""
+    out = []
+    for path in sorted((data_dir / CRASHES_DIR).glob("crash-*.json"), reverse=True):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("schema") == CRASH_SCHEMA:
+            doc["file"] = str(path)
+            out.append(doc)
+    return out

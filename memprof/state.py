@@ -1,0 +1,279 @@
+"""Cache state: ``functools.lru_cache`` functions, SQLAlchemy caches and user providers, over time.
+
+Caches are discovered once by scanning loaded modules (module-level functions and methods of
+module-level classes), and again for modules loaded since the last scan; they are held by weak
+reference. :func:`snapshot` reads each cache's size and max size; the watchdog thread records a
+snapshot at start-up, periodically and at shutdown as ``memprof.state`` lines in
+``DATA_DIR/state-<start>-<pid>.jsonl``, so a cache that only grows is visible long before memory runs out.
+
+Apps add their own with :func:`register_state`: ``fn()`` returns a size (an int), a sized container,
+or a mapping with ``size`` and optionally ``maxsize``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import sysconfig
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from memprof.isolation import internal_error
+from memprof.writer import ensure_private_dir
+
+STATE_SCHEMA = "memprof.state"
+STATE_VERSION = "1.0"
+MAX_CACHES = 300  # per observation; the unbounded and the largest ones are kept first
+KEEP_STATE_FILES = 100  # state files of past processes kept in a data dir, newest first
+
+StateProvider = Callable[[], Any]
+
+_providers: dict[str, StateProvider] = {}
+_lock = threading.Lock()
+
+
+def register_state(name: str, fn: StateProvider) -> None:
+    """Report a cache or store of your own in memprof's state observations and dumps.
+
+    ``fn()`` is called from memprof's background thread (never on the request path) and returns the
+    current size: an ``int``, a sized container (its ``len``), or a mapping ``{"size": n, "maxsize": m}``
+    (``maxsize`` None or absent: unbounded). Registering a name again replaces the provider.
+    """
+    if not callable(fn):
+        raise TypeError(f"register_state({name!r}, fn): fn must be callable")
+    with _lock:
+        _providers[str(name)] = fn
+
+
+def unregister_state(name: str) -> None:
+    """Forget a provider registered with :func:`register_state`."""
+    with _lock:
+        _providers.pop(name, None)
+
+
+def _stdlib_prefixes() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    site = (paths["purelib"], paths["platlib"])
+    out = {paths["stdlib"], paths["platstdlib"]} - set(site)
+    return tuple(p.rstrip(os.sep) + os.sep for p in out)
+
+
+class CacheRegistry:
+    """lru_cache functions found in loaded modules, held weakly, rescanned as modules load."""
+
+    def __init__(self) -> None:
+        self._found: dict[str, weakref.ref[Any]] = {}
+        self._scanned: set[str] = set()
+        self._modules_seen = 0
+        self._skip_prefixes = _stdlib_prefixes()
+        self._lock = threading.Lock()
+
+    def discover(self) -> int:
+        """Scan modules loaded since the last call; return how many caches are known."""
+        with self._lock:
+            modules = sys.modules
+            if len(modules) == self._modules_seen:
+                return len(self._found)
+            for mod_name, module in list(modules.items()):
+                if mod_name in self._scanned:
+                    continue
+                self._scanned.add(mod_name)
+                if module is None or mod_name.split(".", 1)[0] == "memprof" or self._is_stdlib(module):
+                    continue
+                try:
+                    self._scan(mod_name, module)
+                except Exception:  # a module with a hostile __dict__ is skipped, not an error
+                    continue
+            self._modules_seen = len(modules)
+            return len(self._found)
+
+    def _is_stdlib(self, module: Any) -> bool:
+        file = getattr(module, "__file__", None)
+        if not isinstance(file, str):
+            return True  # builtins and namespace packages have no caches of interest
+        return file.startswith(self._skip_prefixes) and "site-packages" not in file
+
+    def _scan(self, mod_name: str, module: Any) -> None:
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            return
+        for attr, value in list(namespace.items()):
+            if _is_lru(value):
+                self._add(f"{mod_name}.{attr}", value, mod_name)
+            elif isinstance(value, type) and getattr(value, "__module__", None) == mod_name:
+                for cattr, cvalue in list(vars(value).items()):
+                    func = getattr(cvalue, "__func__", cvalue)  # staticmethod / classmethod
+                    if _is_lru(func):
+                        self._add(f"{mod_name}.{value.__qualname__}.{cattr}", func, mod_name)
+
+    def _add(self, name: str, func: Any, mod_name: str) -> None:
+        if getattr(func, "__module__", mod_name) != mod_name:
+            return  # a cache imported from elsewhere is reported where it is defined
+        if name not in self._found:
+            try:
+                self._found[name] = weakref.ref(func)
+            except TypeError:
+                pass
+
+    def observe(self) -> list[dict[str, Any]]:
+        """Size and max size of every live cache found."""
+        out = []
+        with self._lock:
+            items = list(self._found.items())
+        for name, ref in items:
+            func = ref()
+            if func is None:
+                continue
+            try:
+                info = func.cache_info()
+            except Exception:
+                continue
+            if info.currsize:  # an empty cache holds no memory; it appears once it grows
+                out.append(_entry(name, "lru_cache", int(info.currsize), info.maxsize))
+        return out
+
+
+_LRU_TYPE: type = functools._lru_cache_wrapper
+
+
+def _is_lru(value: Any) -> bool:
+    # The exact type: duck typing would take any object whose __getattr__ answers everything.
+    return isinstance(value, _LRU_TYPE)
+
+
+def _entry(name: str, kind: str, size: int | None, maxsize: int | None) -> dict[str, Any]:
+    return {"name": name, "kind": kind, "size": size, "maxsize": maxsize, "unbounded": maxsize is None}
+
+
+def _provider_entries() -> list[dict[str, Any]]:
+    with _lock:
+        providers = list(_providers.items())
+    out = []
+    for name, fn in providers:
+        try:
+            value = fn()
+            maxsize: int | None = None
+            if isinstance(value, Mapping):
+                size = value.get("size")
+                maxsize = value.get("maxsize")
+            elif isinstance(value, bool):
+                raise TypeError("a provider must return a size, not a bool")
+            elif isinstance(value, int):
+                size = value
+            else:
+                size = len(value)
+            out.append(_entry(name, "provider", None if size is None else int(size), maxsize))
+        except Exception as exc:
+            internal_error(f"state_provider:{name}", exc)
+    return out
+
+
+MAX_IDENTITY_MAPS = 50
+
+
+def _identity_maps() -> list[dict[str, Any]]:
+    """Identity maps of live ORM Sessions (SQLAlchemy keeps a weak registry of them), the largest first."""
+    module = sys.modules.get("sqlalchemy.orm.session")
+    registry_ = getattr(module, "_sessions", None)
+    if registry_ is None:
+        return []
+    sizes = []
+    for key, session in list(registry_.items()):
+        size = len(session.identity_map)
+        if size:
+            sizes.append((size, key, type(session).__name__))
+    sizes.sort(reverse=True)
+    return [
+        _entry(f"{cls} {key} identity map", "identity_map", size, None)
+        for size, key, cls in sizes[:MAX_IDENTITY_MAPS]
+    ]
+
+
+def _sqlalchemy_entries() -> list[dict[str, Any]]:
+    """Compiled caches (from the SQLAlchemy integration, when present) and live identity maps."""
+    out = _identity_maps()
+    # Only when the app uses the integration: importing it here could register its listeners.
+    sa_integration = sys.modules.get("memprof.integrations.sqlalchemy")
+    engine_states = getattr(sa_integration, "engine_states", None)
+    if engine_states is None:
+        return out
+    for state in engine_states():
+        data = state.model_dump() if hasattr(state, "model_dump") else dict(state)
+        name = str(data.get("name", "engine"))
+        if data.get("compiled_cache") is not None:
+            maxsize = data.get("compiled_cache_max")
+            out.append(
+                _entry(f"{name} compiled cache", "sqlalchemy_compiled", data["compiled_cache"], maxsize)
+            )
+    return out
+
+
+registry = CacheRegistry()
+
+
+def snapshot(discover: bool = True) -> list[dict[str, Any]]:
+    """Every known cache with its size: lru_caches, SQLAlchemy caches, providers. Not for the request path."""
+    if discover:
+        registry.discover()
+    caches = registry.observe()
+    try:
+        caches.extend(_sqlalchemy_entries())
+    except Exception as exc:
+        internal_error("state_sqlalchemy", exc)
+    caches.extend(_provider_entries())
+    if len(caches) > MAX_CACHES:
+        caches.sort(key=lambda c: (c["kind"] == "lru_cache", not c["unbounded"], -(c["size"] or 0)))
+        caches = caches[:MAX_CACHES]
+    caches.sort(key=lambda c: c["name"])
+    return caches
+
+
+class StateLog:
+    """Appends ``memprof.state`` observations to ``DATA_DIR/state-<start>-<pid>.jsonl``."""
+
+    def __init__(self, data_dir: Path, host: str) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.pid = os.getpid()
+        self.path = data_dir / f"state-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{self.pid}.jsonl"
+        self._pruned = False
+
+    def _prune(self) -> None:
+        files = sorted(self.data_dir.glob("state-*.jsonl"), key=lambda p: p.name, reverse=True)
+        for old in files[KEEP_STATE_FILES:]:
+            if old != self.path:
+                try:
+                    old.unlink()
+                except OSError:
+                    pass
+
+    def record(self, phase: str) -> dict[str, Any]:
+        """Observe every cache now and append one line with ``phase`` (startup, periodic, shutdown)."""
+        pid = os.getpid()
+        record = {
+            "schema": STATE_SCHEMA,
+            "version": STATE_VERSION,
+            "time": time.time(),
+            "pid": pid,
+            "host": self.host,
+            "worker": f"{self.host}:{pid}",
+            "phase": phase,
+            "caches": snapshot(),
+        }
+        ensure_private_dir(self.data_dir)
+        line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+        if not self._pruned:
+            self._pruned = True
+            self._prune()
+        return record

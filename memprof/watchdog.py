@@ -1,0 +1,306 @@
+"""The memory watchdog: one daemon thread per process that watches RSS against each runtime's limit.
+
+Every ``MEMPROF_WATCHDOG_INTERVAL_MS`` it reads RSS (one ``pread``), and for each runtime:
+
+- past ``MEMPROF_DUMP_THRESHOLD`` of the limit it raises ``runtime.memory_guard`` (profiles drop to
+  checkpoints only) and takes a ``threshold`` dump for each new high-water mark (at least
+  ``DUMP_STEP`` of the limit above the last one), no sooner than ``MEMPROF_DUMP_COOLDOWN_S`` after
+  the previous dump; below the threshold minus ``MEMPROF_DUMP_HYSTERESIS`` the guard drops again;
+- it keeps the flight recorder file up to date, turns files of dead workers into crash records once at
+  start-up, and records cache state at start-up, every ``MEMPROF_STATE_INTERVAL_S`` and at shutdown.
+
+Checkpoints of profiled requests that read an RSS past the alarm level wake the thread at once (see
+:func:`memprof.profile.set_rss_alarm`), so a request growing between two ticks is caught at its own
+checkpoint and named in the dump. The thread starts with the first runtime, stops when none is left,
+and restarts in a forked child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+from memprof import profile as profile_module
+from memprof.dump import _count, write_dump
+from memprof.flight import FlightRecorder, collect_crashes
+from memprof.isolation import internal_error
+from memprof.memory import peak_rss_bytes, rss_bytes
+from memprof.profile import RequestProfile
+from memprof.runtime import Runtime, route_template
+from memprof.state import StateLog
+
+DUMP_STEP = 0.02  # a new high-water mark is at least this fraction of the limit above the last dump
+
+
+class Guard:
+    """The watchdog's state for one runtime: high-water mark, last dump, whether it shut down."""
+
+    __slots__ = ("closed", "high_water", "last_dump", "threshold")
+
+    def __init__(self) -> None:
+        self.high_water = 0
+        self.last_dump = -1e18
+        self.threshold = sys.maxsize
+        self.closed = False
+
+
+class _Group:
+    """What is kept per data dir: the flight recorder and the state log."""
+
+    def __init__(self, data_dir: Path, host: str) -> None:
+        self.flight = FlightRecorder(data_dir, host)
+        self.state = StateLog(data_dir, host)
+        self.last_state = time.monotonic()
+        self.started = False
+
+
+class Watchdog:
+    """The process's watchdog thread and the runtimes it watches."""
+
+    def __init__(self) -> None:
+        self.guards: weakref.WeakKeyDictionary[Runtime, Guard] = weakref.WeakKeyDictionary()
+        self.groups: dict[Path, _Group] = {}
+        self.pending: list[tuple[weakref.ref[Runtime], str, dict[str, Any] | None]] = []
+        self.poked: RequestProfile | None = None
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.pid = os.getpid()
+        self.ticks = 0
+
+    # -- attaching ---------------------------------------------------------------------------------
+    def attach(self, runtime: Runtime) -> None:
+        """Watch ``runtime`` (called when it is created) and start the thread if needed."""
+        if not runtime.enabled or runtime.settings.watchdog_interval_ms <= 0:
+            return
+        with self.lock:
+            self.guards[runtime] = Guard()
+        self._update_alarm()
+        self.start()
+
+    def start(self) -> None:
+        """Start the thread unless it runs."""
+        with self.lock:
+            if self.thread is not None and self.thread.is_alive():
+                return
+            self.thread = threading.Thread(target=self._run, name="memprof-watchdog", daemon=True)
+            self.thread.start()
+
+    def _open(self) -> list[tuple[Runtime, Guard]]:
+        with self.lock:
+            return [(r, g) for r, g in self.guards.items() if not g.closed and r.enabled]
+
+    def _interval(self, watched: list[tuple[Runtime, Guard]]) -> float:
+        return min(r.settings.watchdog_interval_ms for r, _ in watched) / 1000.0
+
+    def _run(self) -> None:
+        idle = 0
+        while True:
+            watched = self._open()
+            if not watched:
+                idle += 1
+                if idle > 20:
+                    with self.lock:
+                        if not any(not g.closed for g in self.guards.values()):
+                            self.thread = None
+                            return
+                self.wake.wait(0.5)
+                self.wake.clear()
+                continue
+            idle = 0
+            try:
+                self.tick(watched)
+            except Exception as exc:
+                try:
+                    internal_error("watchdog", exc)
+                except Exception:
+                    pass  # the test switch re-raises; the thread must live on
+            self.wake.wait(self._interval(watched))
+            self.wake.clear()
+
+    # -- one tick ----------------------------------------------------------------------------------
+    def tick(self, watched: list[tuple[Runtime, Guard]]) -> None:
+        """Check memory for every runtime, serve pending dumps, update flight files and state logs."""
+        self.ticks += 1
+        poked, self.poked = self.poked, None
+        for runtime, guard in watched:
+            self.check(runtime, guard, rss_bytes(), poked)
+        self._serve_pending()
+        rss = rss_bytes()
+        peak = peak_rss_bytes()
+        by_dir: dict[Path, list[Runtime]] = {}
+        for runtime, _guard in watched:
+            by_dir.setdefault(runtime.settings.data_dir, []).append(runtime)
+        for data_dir, group_runtimes in by_dir.items():
+            group = self.groups.get(data_dir)
+            if group is None:
+                group = self.groups[data_dir] = _Group(data_dir, group_runtimes[0].host)
+            if not group.started:
+                group.started = True
+                collect_crashes(data_dir, "startup", group_runtimes[0].host)
+                group.flight.update(group_runtimes, rss, peak, force=True)
+                group.state.record("startup")
+            group.flight.update(group_runtimes, rss, peak)
+            interval = min(r.settings.state_interval_s for r in group_runtimes)
+            if interval > 0 and time.monotonic() - group.last_state >= interval:
+                group.last_state = time.monotonic()
+                group.state.record("periodic")
+
+    def check(self, runtime: Runtime, guard: Guard, rss: int, poked: RequestProfile | None = None) -> None:
+        """The memory guard and threshold dumps of one runtime for one RSS reading."""
+        settings = runtime.settings
+        limit = runtime.limit.bytes
+        threshold = limit * settings.dump_threshold
+        if rss >= threshold:
+            if not runtime.memory_guard:
+                runtime.memory_guard = True
+                _count("record_guard_trip", "memory")
+            now = time.monotonic()
+            if (
+                rss >= guard.high_water + DUMP_STEP * limit
+                and now - guard.last_dump >= settings.dump_cooldown_s
+            ):
+                guard.last_dump = now
+                guard.high_water = rss
+                profile = poked if poked is not None and poked.request_id in runtime.active else None
+                if profile is None:
+                    from memprof.dump import pick_request
+
+                    profile = pick_request(runtime)
+                write_dump(runtime, "threshold", None, profile, wait=0.0)
+                self._update_alarm()
+        elif runtime.memory_guard and rss < limit * (settings.dump_threshold - settings.dump_hysteresis):
+            runtime.memory_guard = False
+            guard.high_water = 0  # a new climb past the threshold is worth a new dump
+            self._update_alarm()
+
+    def _update_alarm(self) -> None:
+        level = sys.maxsize
+        with self.lock:
+            for runtime, guard in self.guards.items():
+                if guard.closed:
+                    continue
+                limit = runtime.limit.bytes
+                mark = max(limit * runtime.settings.dump_threshold, guard.high_water + DUMP_STEP * limit)
+                level = min(level, int(mark))
+        profile_module.set_rss_alarm(level, self.poke if level < sys.maxsize else None)
+
+    def poke(self, profile: RequestProfile, rss: int) -> None:
+        """Called from a checkpoint whose RSS passed the alarm level: check now, about that request."""
+        self.poked = profile
+        self.wake.set()
+
+    # -- dumps asked for from the request path -----------------------------------------------------
+    def request_dump(self, runtime: Runtime, trigger: str, request: dict[str, Any] | None) -> None:
+        """Queue a dump to be written by the thread (the request path never writes one itself)."""
+        with self.lock:
+            if len(self.pending) < 4:
+                self.pending.append((weakref.ref(runtime), trigger, request))
+        self.start()
+        self.wake.set()
+
+    def _serve_pending(self) -> None:
+        with self.lock:
+            pending, self.pending = self.pending, []
+        for ref, trigger, request in pending:
+            runtime = ref()
+            if runtime is not None:
+                write_dump(runtime, trigger, None, None, request=request)
+
+    # -- shutdown and fork -------------------------------------------------------------------------
+    def shutdown(self, runtime: Runtime) -> None:
+        """A clean shutdown of ``runtime``: final state line, flight file removed when it was the last."""
+        with self.lock:
+            guard = self.guards.get(runtime)
+            if guard is None or guard.closed:
+                return
+            guard.closed = True
+            others = [
+                r
+                for r, g in self.guards.items()
+                if not g.closed and r.settings.data_dir == runtime.settings.data_dir
+            ]
+        group = self.groups.get(runtime.settings.data_dir)
+        if group is not None and not others:
+            self.groups.pop(runtime.settings.data_dir, None)
+            if group.started:
+                group.state.record("shutdown")
+            group.flight.remove()
+        self._update_alarm()
+
+    def shutdown_all(self) -> None:
+        """Interpreter exit: every runtime shuts down cleanly."""
+        if self.pid != os.getpid():
+            return
+        with self.lock:
+            runtimes = list(self.guards.keys())
+        for runtime in runtimes:
+            self.shutdown(runtime)
+
+    def after_fork(self) -> None:
+        """In a forked child: new thread, new files for the new pid, the same runtimes watched."""
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.thread = None
+        self.groups = {}
+        self.pending = []
+        self.poked = None
+        self.pid = os.getpid()
+        if self.guards:
+            self.start()
+
+
+watchdog = Watchdog()
+
+
+def attach(runtime: Runtime) -> None:
+    """Start watching a new runtime (called by :class:`memprof.runtime.Runtime`)."""
+    watchdog.attach(runtime)
+
+
+def on_begin(runtime: Runtime) -> None:
+    """Remember the event loop serving requests (weakly), so dumps can list its tasks."""
+    if runtime.loop_ref is None:
+        try:
+            runtime.loop_ref = weakref.ref(asyncio.get_running_loop())
+        except (RuntimeError, TypeError):
+            pass
+
+
+def on_memory_error(runtime: Runtime, scope: MutableMapping[str, Any]) -> None:
+    """A ``MemoryError`` passed through the middleware: queue a ``memory_error`` dump naming the request."""
+    request = {
+        "id": None,
+        "method": scope.get("method", ""),
+        "path": scope.get("path", ""),
+        "route": route_template(scope),
+        "started": None,
+        "elapsed_ms": None,
+        "rss_start": None,
+        "checkpoints": [],
+    }
+    watchdog.request_dump(runtime, "memory_error", request)
+
+
+def shutdown(runtime: Runtime) -> None:
+    """A runtime's clean shutdown (lifespan shutdown)."""
+    watchdog.shutdown(runtime)
+
+
+def _after_fork() -> None:
+    try:
+        watchdog.after_fork()
+    except Exception:
+        pass
+
+
+os.register_at_fork(after_in_child=_after_fork)
+atexit.register(watchdog.shutdown_all)

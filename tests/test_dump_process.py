@@ -1,0 +1,60 @@
+"""A real uvicorn worker with a real memory limit: the watchdog dumps before the limit is reached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from memprof.schema import Dump
+from tests._memprof_server import Server, read_json_files, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+_MB = 1024 * 1024
+
+
+def test_request_growing_in_steps_is_dumped_before_the_limit(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    # The worker's own footprint first, then a limit a little above it.
+    probe = Server(tmp_path / "app", tmp_path / "probe")
+    try:
+        base = probe.get("/rss")["rss"]
+    finally:
+        probe.stop()
+    limit = base + 80 * _MB
+    server = Server(
+        tmp_path / "app",
+        data_dir,
+        MEMPROF_MEMORY_LIMIT_MB=str(limit / _MB),
+        MEMPROF_DUMP_THRESHOLD="0.8",
+        MEMPROF_DUMP_HYSTERESIS="0.1",
+    )
+    try:
+        result = server.get(f"/grow/big?stop={int(limit * 0.97)}", timeout=60)
+        dumps = wait_for(lambda: read_json_files(data_dir / "dumps", "dump-*.json"), timeout=10)
+    finally:
+        server.stop()
+    assert result["peak"] < limit
+    first = dumps[0]
+    Dump.model_validate(first)
+    assert first["trigger"] == "threshold" and first["pid"] == server.pid
+    memory = first["memory"]
+    assert memory["limit"] == int(limit / _MB * _MB) or abs(memory["limit"] - limit) < _MB
+    assert 0.8 * limit <= memory["rss"] < limit, "the dump must come before the limit"
+    # The request that was growing is named by its route, with its checkpoints so far.
+    assert first["request"]["route"] == "/grow/{tag}"
+    assert first["request"]["method"] == "GET"
+    assert any(name.startswith("step") for name in first["request"]["checkpoints"])
+    assert [r["route"] for r in first["inflight"]] == ["/grow/{tag}"]
+    # Object counts show what the request piled up; stacks show where it was.
+    counts = {t["type"]: t["count"] for t in first["objects"]["top"]}
+    assert counts.get("app_memprof.Payload", 0) >= 5000
+    frames = [f for t in first["threads"] for f in t["stack"]] + [
+        f for t in first["tasks"] for f in t["stack"]
+    ]
+    assert any("app_memprof.py" in f and f.endswith(" in grow") for f in frames)
+    assert any(f.endswith(" in grow") for t in first["tasks"] for f in t["stack"])
+    assert first["gc"]["counts"] and first["modules"]["count"] > 100
+    # One dump per new high-water mark: a handful at most for one climb, not one per tick.
+    assert len(dumps) <= 10

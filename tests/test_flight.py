@@ -1,0 +1,143 @@
+"""The flight recorder with real uvicorn workers: SIGKILL leaves evidence, a clean shutdown does not."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from memprof.schema import Crash, StateRecord
+from tests._memprof_server import Server, read_json_files, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+MEMPROF = [sys.executable, "-c", "from memprof.cli import main; main()"]
+
+
+def _slow_request_in_flight(server: Server, data_dir: Path) -> dict[str, object]:
+    """Start GET /slow/30 in a thread and wait until the worker's file lists it."""
+
+    def call() -> None:
+        try:
+            httpx.get(f"{server.url}/slow/30", timeout=40)
+        except httpx.HTTPError:
+            pass  # the worker is killed under it
+
+    threading.Thread(target=call, daemon=True).start()
+
+    def listed() -> dict[str, object] | None:
+        for doc in read_json_files(data_dir / "workers", "*.json"):
+            if any(r.get("route") == "/slow/{seconds}" for r in doc["inflight"]):
+                return doc
+        return None
+
+    return wait_for(listed)
+
+
+def test_sigkill_mid_request_then_postmortem_names_pid_and_route(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    server = Server(tmp_path / "app", data_dir)
+    try:
+        live = _slow_request_in_flight(server, data_dir)
+        assert live["pid"] == server.pid and live["rss"] > 0 and live["limit"] > 0
+    finally:
+        server.kill()
+    assert (data_dir / "workers" / f"{live['host']}-{server.pid}.json").exists()
+
+    done = subprocess.run([*MEMPROF, "postmortem", str(data_dir)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"pid {server.pid}" in done.stdout
+    assert "GET /slow/{seconds}" in done.stdout
+    (crash,) = read_json_files(data_dir / "crashes", "crash-*.json")
+    Crash.model_validate(crash)
+    assert crash["pid"] == server.pid and crash["detected_by"] == "postmortem"
+    assert [r["route"] for r in crash["inflight"]] == ["/slow/{seconds}"]
+    assert crash["last_rss"] > 0 and crash["uptime_s"] > 0
+    assert not list((data_dir / "workers").glob("*.json")), "the worker file became the crash record"
+    mode = (data_dir / "crashes").stat().st_mode & 0o777
+    assert mode == 0o700
+
+    again = subprocess.run(
+        [*MEMPROF, "postmortem", str(data_dir), "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0
+    assert [c["pid"] for c in json.loads(again.stdout)["crashes"]] == [server.pid], "reported once"
+
+
+def test_next_start_in_the_same_data_dir_records_the_crash(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = Server(tmp_path / "app", data_dir)
+    try:
+        _slow_request_in_flight(first, data_dir)
+    finally:
+        first.kill()
+    second = Server(tmp_path / "app", data_dir)
+    try:
+        crashes = wait_for(lambda: read_json_files(data_dir / "crashes", "crash-*.json"))
+        (crash,) = crashes
+        assert crash["pid"] == first.pid and crash["detected_by"] == "startup"
+        assert crash["inflight"][0]["route"] == "/slow/{seconds}"
+        # The second worker keeps its own live file, which is not a crash.
+        wait_for(lambda: (data_dir / "workers").glob(f"*-{second.pid}.json"))
+    finally:
+        second.stop()
+
+
+def test_clean_shutdown_removes_the_worker_file_and_records_final_state(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    server = Server(tmp_path / "app", data_dir)
+    try:
+        server.get("/rss")
+        wait_for(lambda: list((data_dir / "workers").glob("*.json")))
+    finally:
+        server.stop()
+    assert server.proc.returncode in (0, -15)  # recent uvicorn re-raises SIGTERM after its shutdown
+    assert not list((data_dir / "workers").glob("*.json"))
+    (state_file,) = data_dir.glob(f"state-*-{server.pid}.jsonl")
+    lines = [json.loads(line) for line in state_file.read_text().splitlines()]
+    for line in lines:
+        StateRecord.model_validate(line)
+    assert lines[0]["phase"] == "startup"
+    assert lines[-1]["phase"] == "shutdown"
+    done = subprocess.run([*MEMPROF, "postmortem", str(data_dir)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "No crashed workers found." in done.stdout
+
+
+def test_postmortem_on_a_missing_data_dir_is_one_clear_error(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*MEMPROF, "postmortem", str(tmp_path / "nope")], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_forked_worker_keeps_its_own_flight_file(tmp_path: Path) -> None:
+    """A worker forked after the app was built (gunicorn --preload) gets its own watchdog and file."""
+    import os
+    import socket
+
+    from memprof import MemprofMiddleware, load_settings
+
+    data_dir = tmp_path / "data"
+    settings = load_settings(data_dir=data_dir, log_events=False, watchdog_interval_ms=20)
+    app = MemprofMiddleware(lambda scope, receive, send: None, settings=settings)  # type: ignore[arg-type,return-value]
+    host = socket.gethostname()
+    wait_for(lambda: (data_dir / "workers" / f"{host}-{os.getpid()}.json").exists())
+    pid = os.fork()
+    if pid == 0:  # the child: its own watchdog thread must write its own file
+        code = 1
+        try:
+            wait_for(lambda: (data_dir / "workers" / f"{host}-{os.getpid()}.json").exists(), timeout=10)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    child = json.loads((data_dir / "workers" / f"{host}-{pid}.json").read_text())
+    assert child["pid"] == pid and child["started"] > 0
+    assert app.runtime.enabled
