@@ -163,8 +163,10 @@ class _Recorder:
 
 
 def profiled_settings(data_dir: Path, **overrides: Any) -> MemprofSettings:
-    """Settings for a test client: on, aggressive, every request, no log events, records in ``data_dir``."""
+    """Settings for a test client: on, aggressive, every request, no log events, records in ``data_dir``,
+    and no watchdog (a test is not the place for threshold dumps, and its data dir is temporary)."""
     values: dict[str, Any] = {
+        "watchdog_interval_ms": 0,
         "enabled": True,
         "mode": "aggressive",
         "sample_rate": 1.0,
