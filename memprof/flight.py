@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from memprof._dump_files import write_atomic
 from memprof.writer import ensure_private_dir
 
 if TYPE_CHECKING:
@@ -195,8 +196,6 @@ def collect_crashes(data_dir: Path, detected_by: str, host: str | None = None) -
         stamp = datetime.fromtimestamp(record["last_seen"], UTC).strftime("%Y%m%dT%H%M%S%f")
         out_dir = ensure_private_dir(data_dir / CRASHES_DIR)
         out = out_dir / f"crash-{stamp}-{pid}.json"
-        from memprof.dump import write_atomic
-
         write_atomic(out, json.dumps(record, indent=1).encode())
         claim.unlink(missing_ok=True)
         made.append(out)

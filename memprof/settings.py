@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MEMPROF_"
@@ -25,6 +25,9 @@ class Mode(StrEnum):
     AGGRESSIVE = "aggressive"
     TARGETED = "targeted"
 
+
+# Signals a dump can be asked with (the others stop, kill or mean something to servers).
+_CATCHABLE_SIGNALS = {"SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGPWR", "SIGURG"}
 
 DEFAULT_SAMPLE_RATES: dict[Mode, float] = {Mode.LIGHT: 0.01, Mode.AGGRESSIVE: 1.0, Mode.TARGETED: 0.0}
 
@@ -78,6 +81,11 @@ class MemprofSettings(BaseSettings):
     dump_keep: int = Field(20, ge=1, description="Dump files kept in DATA_DIR/dumps, newest first.")
     dump_max_age_hours: float = Field(168.0, gt=0, description="Dump files older than this are removed.")
     dump_max_total_mb: float = Field(200.0, gt=0, description="Total size of dump files kept, in MiB.")
+    dump_signal: str | None = Field(
+        None,
+        description="A signal (e.g. SIGUSR2) on which the worker writes a dump (trigger signal); "
+        "unset: memprof installs no signal handler.",
+    )
     watchdog_interval_ms: int = Field(
         250,
         ge=0,
@@ -126,6 +134,19 @@ class MemprofSettings(BaseSettings):
     log_events: bool = Field(
         True, description="Emit one structlog event `memprof.request.completed` per profiled request."
     )
+
+    @field_validator("dump_signal")
+    @classmethod
+    def _check_dump_signal(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        name = value.strip().upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        if name not in _CATCHABLE_SIGNALS:
+            raise ValueError(
+                f"not a signal memprof can catch; use one of {', '.join(sorted(_CATCHABLE_SIGNALS))}"
+            )
+        return name
 
     @model_validator(mode="after")
     def _check_sample_rate(self) -> MemprofSettings:

@@ -28,6 +28,13 @@ from memprof.isolation import internal_error
 from memprof.writer import ensure_private_dir
 
 STATE_SCHEMA = "memprof.state"
+
+
+def _is_memprof_internal(module_name: str) -> bool:
+    """memprof's own modules are not the app's caches (its bundled demo app is an app like any other)."""
+    return module_name.split(".", 1)[0] == "memprof" and not module_name.startswith("memprof.demo")
+
+
 STATE_VERSION = "1.0"
 MAX_CACHES = 300  # per observation; the unbounded and the largest ones are kept first
 KEEP_STATE_FILES = 100  # state files of past processes kept in a data dir, newest first
@@ -84,7 +91,7 @@ class CacheRegistry:
                 if mod_name in self._scanned:
                     continue
                 self._scanned.add(mod_name)
-                if module is None or mod_name.split(".", 1)[0] == "memprof" or self._is_stdlib(module):
+                if module is None or _is_memprof_internal(mod_name) or self._is_stdlib(module):
                     continue
                 try:
                     self._scan(mod_name, module)
@@ -178,20 +185,21 @@ MAX_IDENTITY_MAPS = 50
 
 
 def _identity_maps() -> list[dict[str, Any]]:
-    """Identity maps of live ORM Sessions (SQLAlchemy keeps a weak registry of them), the largest first."""
+    """Identity maps of live ORM Sessions (SQLAlchemy keeps a weak registry of them), largest first."""
     module = sys.modules.get("sqlalchemy.orm.session")
     registry_ = getattr(module, "_sessions", None)
     if registry_ is None:
         return []
     sizes = []
-    for key, session in list(registry_.items()):
+    for session in list(registry_.values()):
         size = len(session.identity_map)
         if size:
-            sizes.append((size, key, type(session).__name__))
+            sizes.append((size, type(session).__name__))
     sizes.sort(reverse=True)
+    # Named by rank, not by session: sessions come and go, "the largest identity map" is a series.
     return [
-        _entry(f"{cls} {key} identity map", "identity_map", size, None)
-        for size, key, cls in sizes[:MAX_IDENTITY_MAPS]
+        _entry(f"{cls} identity map #{rank}", "identity_map", size, None)
+        for rank, (size, cls) in enumerate(sizes[:MAX_IDENTITY_MAPS], start=1)
     ]
 
 

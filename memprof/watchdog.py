@@ -1,6 +1,8 @@
 """The memory watchdog: one daemon thread per process that watches RSS against each runtime's limit.
 
-Every ``MEMPROF_WATCHDOG_INTERVAL_MS`` it reads RSS (one ``pread``), and for each runtime:
+Every ``MEMPROF_WATCHDOG_INTERVAL_MS`` it reads RSS (one ``pread``; when the limit is a cgroup's, the
+larger of RSS and the cgroup's anonymous memory, since a container's workers share its limit), and for
+each runtime:
 
 - past ``MEMPROF_DUMP_THRESHOLD`` of the limit it raises ``runtime.memory_guard`` (profiles drop to
   checkpoints only) and takes a ``threshold`` dump for each new high-water mark (at least
@@ -29,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from memprof import profile as profile_module
+from memprof._dump_signal import install_dump_signal
 from memprof.dump import _count, write_dump
 from memprof.flight import FlightRecorder, collect_crashes
 from memprof.isolation import internal_error
-from memprof.memory import peak_rss_bytes, rss_bytes
+from memprof.memory import cgroup_memory, peak_rss_bytes, rss_bytes
 from memprof.profile import RequestProfile
 from memprof.runtime import Runtime, route_template
 from memprof.state import StateLog
@@ -70,8 +73,12 @@ class Watchdog:
         self.groups: dict[Path, _Group] = {}
         self.pending: list[tuple[weakref.ref[Runtime], str, dict[str, Any] | None]] = []
         self.poked: RequestProfile | None = None
+        self.signalled = False
         self.wake = threading.Event()
         self.lock = threading.Lock()
+        # Held for a whole tick and a whole shutdown: a tick must never rewrite a flight file that a
+        # shutdown just removed (that would look like a crash on the next start).
+        self.tick_lock = threading.RLock()
         self.thread: threading.Thread | None = None
         self.pid = os.getpid()
         self.ticks = 0
@@ -83,6 +90,8 @@ class Watchdog:
             return
         with self.lock:
             self.guards[runtime] = Guard()
+        if runtime.settings.dump_signal and threading.current_thread() is threading.main_thread():
+            install_dump_signal(runtime.settings.dump_signal, self._on_signal)
         self._update_alarm()
         self.start()
 
@@ -93,6 +102,10 @@ class Watchdog:
                 return
             self.thread = threading.Thread(target=self._run, name="memprof-watchdog", daemon=True)
             self.thread.start()
+
+    def _on_signal(self) -> None:
+        # Runs in a signal handler: no lock (the main thread may hold it), only a flag the thread reads.
+        self.signalled = True
 
     def _open(self) -> list[tuple[Runtime, Guard]]:
         with self.lock:
@@ -129,11 +142,31 @@ class Watchdog:
     # -- one tick ----------------------------------------------------------------------------------
     def tick(self, watched: list[tuple[Runtime, Guard]]) -> None:
         """Check memory for every runtime, serve pending dumps, update flight files and state logs."""
+        with self.tick_lock:
+            self._tick([(r, g) for r, g in watched if not g.closed])
+
+    def _tick(self, watched: list[tuple[Runtime, Guard]]) -> None:
         self.ticks += 1
         poked, self.poked = self.poked, None
+        anon: int | None = None
+        if any(r.limit.source.startswith("cgroup") for r, _ in watched):
+            # A container's limit covers all its processes (several workers): judge by the cgroup's
+            # anonymous memory too, not by page cache (memory.current counts reclaimable cache).
+            value = cgroup_memory().get("anon")
+            anon = value if isinstance(value, int) else None
         for runtime, guard in watched:
-            self.check(runtime, guard, rss_bytes(), poked)
+            level = rss_bytes()
+            if anon is not None and runtime.limit.source.startswith("cgroup"):
+                level = max(level, anon)
+            self.check(runtime, guard, level, poked)
         self._serve_pending()
+        if self.signalled:
+            self.signalled = False
+            from memprof.dump import pick_request
+
+            for runtime, _guard in watched:
+                if runtime.settings.dump_signal:
+                    write_dump(runtime, "signal", None, pick_request(runtime))
         rss = rss_bytes()
         peak = peak_rss_bytes()
         by_dir: dict[Path, list[Runtime]] = {}
@@ -218,6 +251,10 @@ class Watchdog:
     # -- shutdown and fork -------------------------------------------------------------------------
     def shutdown(self, runtime: Runtime) -> None:
         """A clean shutdown of ``runtime``: final state line, flight file removed when it was the last."""
+        with self.tick_lock:
+            self._shutdown(runtime)
+
+    def _shutdown(self, runtime: Runtime) -> None:
         with self.lock:
             guard = self.guards.get(runtime)
             if guard is None or guard.closed:
@@ -249,6 +286,7 @@ class Watchdog:
         """In a forked child: new thread, new files for the new pid, the same runtimes watched."""
         self.wake = threading.Event()
         self.lock = threading.Lock()
+        self.tick_lock = threading.RLock()
         self.thread = None
         self.groups = {}
         self.pending = []

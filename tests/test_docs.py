@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +38,15 @@ def _blocks(lang: str) -> list[tuple[str, int, str]]:
     return out
 
 
-def _namespace(tmp_path: Path) -> dict[str, Any]:
+def _namespace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A real module (SQLAlchemy resolves annotations through sys.modules) with an app and an engine."""
     from fastapi import FastAPI
     from sqlalchemy import create_engine
 
-    return {
-        "app": FastAPI(),
-        "engine": create_engine(f"sqlite:///{tmp_path / 'doc.db'}"),
-        "__name__": "doc_snippet",
-    }
+    module = types.ModuleType("doc_snippet")
+    monkeypatch.setitem(sys.modules, "doc_snippet", module)
+    module.__dict__.update(app=FastAPI(), engine=create_engine(f"sqlite:///{tmp_path / 'doc.db'}"))
+    return module.__dict__
 
 
 DOCS_WITH_PYTHON = sorted({doc for doc, _line, _code in _blocks("python")})
@@ -55,7 +57,7 @@ def test_python_snippets_run(doc: str, tmp_path: Path, monkeypatch: pytest.Monke
     """A document's snippets run in order in one namespace, like a reader would type them."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MEMPROF_DATA_DIR", str(tmp_path / "memprof-data"))
-    namespace = _namespace(tmp_path)
+    namespace = _namespace(tmp_path, monkeypatch)
     for path, line, code in _blocks("python"):
         if path != doc:
             continue
@@ -72,6 +74,8 @@ def _commands() -> set[tuple[str, ...]]:
                 words = part.strip().split()
                 if words[:1] == ["memprof"] and len(words) > 1 and not words[1].startswith("-"):
                     found.add((words[1],))
+    for path in DOCS:  # inline code too: `memprof analyze -`
+        found.update((word,) for word in re.findall(r"`memprof ([a-z][a-z-]*)", path.read_text()))
     return found
 
 

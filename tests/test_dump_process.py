@@ -14,7 +14,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 _MB = 1024 * 1024
 
 
-def test_request_growing_in_steps_is_dumped_before_the_limit(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "interval_ms",
+    [
+        pytest.param("50", id="watchdog"),
+        # The thread ticks once at start-up and then sleeps a minute: only the request's own
+        # checkpoints can raise the alarm in time.
+        pytest.param("60000", id="checkpoint-alarm-only"),
+    ],
+)
+def test_request_growing_in_steps_is_dumped_before_the_limit(tmp_path: Path, interval_ms: str) -> None:
     data_dir = tmp_path / "data"
     # The worker's own footprint first, then a limit a little above it.
     probe = Server(tmp_path / "app", tmp_path / "probe")
@@ -29,6 +38,7 @@ def test_request_growing_in_steps_is_dumped_before_the_limit(tmp_path: Path) -> 
         MEMPROF_MEMORY_LIMIT_MB=str(limit / _MB),
         MEMPROF_DUMP_THRESHOLD="0.8",
         MEMPROF_DUMP_HYSTERESIS="0.1",
+        MEMPROF_WATCHDOG_INTERVAL_MS=interval_ms,
     )
     try:
         result = server.get(f"/grow/big?stop={int(limit * 0.97)}", timeout=60)
@@ -54,7 +64,30 @@ def test_request_growing_in_steps_is_dumped_before_the_limit(tmp_path: Path) -> 
         f for t in first["tasks"] for f in t["stack"]
     ]
     assert any("app_memprof.py" in f and f.endswith(" in grow") for f in frames)
-    assert any(f.endswith(" in grow") for t in first["tasks"] for f in t["stack"])
+    # A suspended request shows in its task's await chain, a running one in the loop thread's stack.
+    assert first["tasks"] and all(t["stack"] for t in first["tasks"])
     assert first["gc"]["counts"] and first["modules"]["count"] > 100
     # One dump per new high-water mark: a handful at most for one climb, not one per tick.
     assert len(dumps) <= 10
+
+
+def test_signal_asks_a_running_worker_for_a_dump(tmp_path: Path) -> None:
+    import signal
+    import threading
+
+    import httpx
+
+    data_dir = tmp_path / "data"
+    server = Server(tmp_path / "app", data_dir, MEMPROF_DUMP_SIGNAL="SIGUSR2")
+    try:
+        thread = threading.Thread(target=lambda: httpx.get(f"{server.url}/slow/5", timeout=20))
+        thread.start()
+        wait_for(lambda: any(d["inflight"] for d in read_json_files(data_dir / "workers", "*.json")))
+        server.proc.send_signal(signal.SIGUSR2)
+        (dump,) = wait_for(lambda: read_json_files(data_dir / "dumps", "dump-*-signal.json"))
+        thread.join(20)
+        assert server.get("/rss")["pid"] == server.pid, "the worker lives on"
+    finally:
+        server.stop()
+    Dump.model_validate(dump)
+    assert dump["trigger"] == "signal" and dump["request"]["route"] == "/slow/{seconds}"

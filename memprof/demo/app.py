@@ -155,5 +155,13 @@ def admin_notes(db: DB) -> dict[str, int]:
     return {"notes": len(db.scalars(_admin_scope(select(Note))).all())}
 
 
+def _demo_session(scope: Any) -> tuple[Any, str] | None:
+    """Tell memprof which session a request used, so one session's growth can be followed."""
+    sid = scope.get("state", {}).get("session_id")
+    session = scope.get("session")
+    return (session, sid) if sid is not None and session is not None else None
+
+
+memprof.register_session_provider(_demo_session)
 app.add_middleware(ServerSessionMiddleware)
 app.add_middleware(MemprofMiddleware)  # outermost: it sees the session the inner middleware set

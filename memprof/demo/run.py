@@ -122,7 +122,12 @@ def run_demo(workdir: Path, echo: Echo = print, keep: bool = False) -> DemoResul
     )
 
     echo("[2/4] profiling: aggressive mode, bounded traffic from 4 clients on 127.0.0.1 ...")
-    env = {**base_env, "MEMPROF_MODE": "aggressive", "MEMPROF_MEMORY_LIMIT_MB": str(limit_mb)}
+    env = {
+        **base_env,
+        "MEMPROF_MODE": "aggressive",
+        "MEMPROF_MEMORY_LIMIT_MB": str(limit_mb),
+        "MEMPROF_STATE_INTERVAL_S": "1",  # cache sizes every second: the run is short
+    }
     with serve(workdir, env) as (base, _pid):
         traffic = drive(base, plan())
     statuses = ", ".join(f"{n}x {code}" for code, n in sorted(traffic.by_status.items()))

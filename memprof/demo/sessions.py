@@ -28,6 +28,7 @@ class ServerSessionMiddleware:
             sid = secrets.token_hex(16)
             self.store[sid] = {}
         scope["session"] = self.store[sid]
+        scope.setdefault("state", {})["session_id"] = sid
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start" and is_new:

@@ -1,0 +1,138 @@
+"""The analyzer's entry points: read inputs into a Collector, then build the summary (with findings).
+
+result = analyze(["./memprof-data"], Filters(route="/admin/*"))
+result.summary["findings"]          # plain data, the documented JSON shape (docs/analyzer.md)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from memprof.analysis.collect import Collector
+from memprof.analysis.filters import Filters
+from memprof.analysis.findings import detect
+from memprof.analysis.findings_sql import Thresholds
+from memprof.analysis.sources import InputError, LoadReport, Progress, Source, discover, iter_records
+from memprof.analysis.summary import (
+    cache_rows,
+    dumps_section,
+    high_threshold,
+    memory_stats,
+    phase_rows,
+    route_rows,
+    session_section,
+    sql_section,
+    worker_rows,
+)
+
+SUMMARY_FORMAT = "memprof.analysis"
+SUMMARY_VERSION = "1.0"
+
+
+@dataclass
+class Analysis:
+    """The summary (plain data) plus what it was computed from, for views that need more."""
+
+    summary: dict[str, Any]
+    collector: Collector
+    report: LoadReport
+
+
+def collect(
+    sources: list[Source],
+    filters: Filters | None = None,
+    *,
+    recent: int = 0,
+    progress: Progress | None = None,
+) -> tuple[Collector, LoadReport]:
+    """Stream every record of ``sources`` into a new Collector."""
+    collector = Collector(filters, recent=recent)
+    report = LoadReport()
+    add = collector.add
+    for tag, rec, file, line in iter_records(sources, report, progress):
+        if not add(tag, rec, file, line):
+            report.records[tag] -= 1
+            report.problem(file, line or None, f"invalid record: {tag} with missing or malformed fields")
+    return collector, report
+
+
+def summarize(c: Collector, report: LoadReport, thresholds: Thresholds | None = None) -> dict[str, Any]:
+    """The summary of collected records: statistics, breakdowns and findings."""
+    threshold = high_threshold(c)
+    sessions = session_section(c)
+    return {
+        "format": SUMMARY_FORMAT,
+        "version": SUMMARY_VERSION,
+        "input": report.to_dict(),
+        "filters": c.filters.to_dict(),
+        "samples": c.samples,
+        "filtered_out": c.filtered_out + c.events.filtered_out,
+        "window": {"start": c.first_time, "end": c.last_time},
+        "limit": max(c.limits, key=lambda k: (c.limits[k], k)) if c.limits else None,
+        "memory": memory_stats(c),
+        "high_memory": {
+            "metric": "growth",
+            "threshold": threshold,
+            "top": [
+                {"ref": ref, "route": route, "worker": worker, "time": t, "growth": g}
+                for g, _s, ref, route, worker, t in c.high_samples()[:10]
+            ],
+        },
+        "routes": route_rows(c, threshold),
+        "phases": phase_rows(c, threshold),
+        "workers": worker_rows(c),
+        "sessions": sessions,
+        "sql": sql_section(c),
+        "dumps": dumps_section(c),
+        "crashes": sorted(c.events.crashes, key=lambda x: (x["last_seen"] or 0, x["ref"])),
+        "caches": cache_rows(c),
+        "findings": detect(c, threshold, sessions, thresholds),
+    }
+
+
+def analyze(
+    inputs: Iterable[str],
+    filters: Filters | None = None,
+    *,
+    recent: int = 0,
+    progress: Progress | None = None,
+    thresholds: Thresholds | None = None,
+) -> Analysis:
+    """Read ``inputs`` (data dirs, files, ``-``) and analyse them. Raises InputError when there is nothing to read."""
+    inputs = list(inputs)
+    return analyze_sources(
+        discover(inputs), inputs, filters, recent=recent, progress=progress, thresholds=thresholds
+    )
+
+
+def analyze_sources(
+    sources: list[Source],
+    inputs: list[str],
+    filters: Filters | None = None,
+    *,
+    recent: int = 0,
+    progress: Progress | None = None,
+    thresholds: Thresholds | None = None,
+) -> Analysis:
+    """Like :func:`analyze` for already discovered sources (so a caller can size a progress bar)."""
+    collector, report = collect(sources, filters, recent=recent, progress=progress)
+    report.paths = inputs
+    if not sum(report.records.values()):
+        where = ", ".join("standard input" if i == "-" else i for i in inputs)
+        why = f" ({report.skipped} unreadable lines or files skipped)" if report.skipped else ""
+        raise InputError(f"{where} holds no readable memprof records{why}")
+    return Analysis(summarize(collector, report, thresholds), collector, report)
+
+
+__all__ = [
+    "SUMMARY_FORMAT",
+    "SUMMARY_VERSION",
+    "Analysis",
+    "InputError",
+    "analyze",
+    "analyze_sources",
+    "collect",
+    "summarize",
+]

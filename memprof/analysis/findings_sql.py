@@ -1,0 +1,208 @@
+"""Findings about what requests load: N+1 queries, cartesian joins, large result sets, loader criteria,
+session bloat. Each detector is a pure function of the collected aggregates and returns findings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from memprof.analysis.collect import Collector
+
+KIB = 1024
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where a pattern becomes a finding. The defaults keep a healthy app free of warnings."""
+
+    n_plus_one: int = 10  # executions of one statement in one request
+    cartesian_rows: int = 1000  # rows fetched by one statement in one request...
+    cartesian_ratio: float = 10.0  # ...at least this many times the instances built
+    large_instances: int = 5000  # ORM instances from one statement in one request
+    large_rss: int = 64 * MIB  # RSS growth over one statement
+    criteria_per_request: int = 50  # loader criteria applications per request
+    session_p95: int = 64 * KIB
+    session_max: int = 256 * KIB
+    session_growth: int = 32 * KIB  # growth of one session across its requests
+    route_family_min_growth: int = 4 * MIB
+    leak_min_growth: int = 8 * MIB
+    leak_min_samples: int = 40
+    cache_min_growth: int = 100  # entries
+    variance_min_std: int = 2 * MIB
+    variance_min_samples: int = 20
+    variance_min_cv: float = 0.3  # std at least this fraction of the mean
+    variance_min_r: float = 0.6
+
+
+def finding(
+    kind: str, severity: str, title: str, subject: str, evidence: dict[str, Any], records: list[str], fix: str
+) -> dict[str, Any]:
+    """One finding in the documented shape (see docs/analyzer.md)."""
+    return {
+        "kind": kind,
+        "severity": severity,
+        "title": title,
+        "subject": subject,
+        "evidence": {**evidence, "records": list(dict.fromkeys(r for r in records if r))[:5]},
+        "fix": fix,
+    }
+
+
+def _short(sql: str, n: int = 80) -> str:
+    one = " ".join(sql.split())
+    return one if len(one) <= n else one[: n - 1] + "…"
+
+
+def n_plus_one(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
+    out = []
+    for sql, a in c.sql.statements.items():
+        flagged = a.n_plus_one > 0 or (a.max_count >= t.n_plus_one and sql.lstrip()[:6].upper() == "SELECT")
+        if not flagged:
+            continue
+        frame = a.frames.most_common(1)[0][0] if a.frames else None
+        at = f" at {frame}" if frame else ""
+        out.append(
+            finding(
+                "n_plus_one",
+                "warning",
+                f"N+1 query: one statement ran up to {a.max_count} times in one request{at}",
+                sql,
+                {
+                    "statement": sql,
+                    "max_per_request": a.max_count,
+                    "requests": a.n_plus_one or a.requests,
+                    "executions": a.executions,
+                    "lazy": a.lazy,
+                    "frame": frame,
+                    "routes": [r for r, _ in a.routes.most_common(3)],
+                },
+                [*a.n_plus_one_refs, a.worst_ref or ""],
+                f"Load the relationship with the parent query instead of once per row{at}: "
+                "`select(Parent).options(selectinload(Parent.children))` for collections, `joinedload` for "
+                'many-to-one; set `lazy="raise"` on the relationship to catch every lazy load in tests.',
+            )
+        )
+    return out
+
+
+def cartesian_join(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
+    out = []
+    for sql, a in c.sql.statements.items():
+        if a.cartesian is None:
+            continue
+        rows, instances, ref = a.cartesian
+        if rows < t.cartesian_rows or rows < t.cartesian_ratio * max(instances, 1):
+            continue
+        out.append(
+            finding(
+                "cartesian_join",
+                "warning",
+                f"Cartesian join: {rows} rows fetched for {instances} objects ({rows // max(instances, 1)}x)",
+                sql,
+                {
+                    "statement": _short(sql, 400),
+                    "rows": rows,
+                    "instances": instances,
+                    "ratio": round(rows / max(instances, 1), 1),
+                    "routes": [r for r, _ in a.routes.most_common(3)],
+                },
+                [ref],
+                "Several joinedload() collections on one query multiply their rows: load collections with "
+                "selectinload() (one extra SELECT ... IN per collection) and keep joinedload() for many-to-one.",
+            )
+        )
+    return out
+
+
+def large_result_set(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
+    out = []
+    for sql, a in c.sql.statements.items():
+        if a.large is None:
+            continue
+        instances, delta, ref = a.large
+        if instances < t.large_instances and delta < t.large_rss:
+            continue
+        out.append(
+            finding(
+                "large_result_set",
+                "warning",
+                f"Large result set: {instances} objects and +{delta / MIB:.1f} MiB on one statement",
+                sql,
+                {
+                    "statement": _short(sql, 400),
+                    "instances": instances,
+                    "rss_delta": delta,
+                    "rows": a.rows,
+                    "requests": a.requests,
+                    "routes": [r for r, _ in a.routes.most_common(3)],
+                },
+                [ref],
+                "Do not materialise the whole result: stream with `stmt.execution_options(yield_per=1000)` "
+                "(or `session.stream_scalars` on AsyncSession), paginate (LIMIT with keyset pagination), or "
+                "select only the needed columns (`select(Model.id, Model.name)`, `load_only`).",
+            )
+        )
+    return out
+
+
+def loader_criteria_explosion(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
+    out = []
+    for (cls, crit), a in c.sql.scopes.items():
+        per_request = a["applied"] / max(a["requests"], 1)
+        if a["max_applied"] < t.criteria_per_request and not a["duplicates"]:
+            continue
+        out.append(
+            finding(
+                "loader_criteria_explosion",
+                "warning",
+                f"Loader criteria on {cls} applied up to {a['max_applied']} times in one request"
+                + (f", {a['duplicates']} duplicates" if a["duplicates"] else ""),
+                f"{cls} {crit}",
+                {
+                    "model": cls,
+                    "criteria": crit,
+                    "kind": a["kind"],
+                    "where": a["where"],
+                    "max_per_request": a["max_applied"],
+                    "mean_per_request": round(per_request, 1),
+                    "duplicates": a["duplicates"],
+                    "requests": a["requests"],
+                    "routes": [r for r, _ in a["routes"].most_common(3)],
+                },
+                [a["ref"]],
+                "Add the criteria once per top-level SELECT in a `do_orm_execute` hook (skip "
+                "`is_column_load` and `is_relationship_load`: criteria propagate to lazy and eager loads "
+                "themselves), with `include_aliases=True`, and never add it again inside loops or per relationship.",
+            )
+        )
+    return out
+
+
+def session_bloat(c: Collector, t: Thresholds, sessions: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not sessions:
+        return []
+    size = sessions["size"]
+    growing = [g for g in sessions["growing"] if g["growth"] >= t.session_growth and g["requests"] >= 3]
+    if size["p95"] < t.session_p95 and size["max"] < t.session_max and not growing:
+        return []
+    severity = "critical" if size["max"] >= 4 * MIB else "warning"
+    keys = sessions["largest_keys"][:5]
+    what = ", ".join(f"{k['key']} ({k['max_size'] / KIB:.0f} KiB)" for k in keys[:3])
+    return [
+        finding(
+            "session_bloat",
+            severity,
+            f"Session bloat: sessions up to {size['max'] / KIB:.0f} KiB (p95 {size['p95'] / KIB:.0f} KiB); largest keys {what}",
+            "session",
+            {
+                "size": {k: size[k] for k in ("count", "p50", "p95", "max")},
+                "largest_keys": keys,
+                "growing_sessions": growing[:3],
+            },
+            [sessions["max_ref"], *[g["ref"] for g in growing[:2]], *[k["ref"] for k in keys[:2]]],
+            "Keep identifiers in the session, not objects or growing lists: store the id and reload it per "
+            "request, or keep the data server-side (database, Redis with a TTL); trim lists that are appended "
+            "to on every request. A cookie session (Starlette SessionMiddleware) also travels with every request.",
+        )
+    ]

@@ -1,0 +1,102 @@
+"""Small statistics over sequences of numbers: distribution summaries, correlation, trend.
+
+Pure functions, no numpy: the analyzer keeps its columns in :mod:`array` arrays and sorts once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+STAT_KEYS = ("count", "mean", "min", "max", "p25", "p50", "p75", "p95", "p99", "variance", "std")
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of already sorted values, nearest-rank; 0 when empty."""
+    n = len(sorted_values)
+    if n == 0:
+        return 0
+    rank = max(1, math.ceil(q / 100.0 * n))
+    return sorted_values[min(rank, n) - 1]
+
+
+def describe(values: Sequence[float]) -> dict[str, Any]:
+    """count, mean, min, max, p25/p50/p75/p95/p99, population variance and std of ``values``."""
+    n = len(values)
+    if n == 0:
+        return {"count": 0, "mean": 0.0, "min": 0, "max": 0, "p25": 0, "p50": 0, "p75": 0, "p95": 0,
+                "p99": 0, "variance": 0.0, "std": 0.0}  # fmt: skip
+    ordered = sorted(values)
+    mean = math.fsum(ordered) / n
+    variance = math.fsum((v - mean) ** 2 for v in ordered) / n
+    return {
+        "count": n,
+        "mean": round(mean, 3),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "p25": percentile(ordered, 25),
+        "p50": percentile(ordered, 50),
+        "p75": percentile(ordered, 75),
+        "p95": percentile(ordered, 95),
+        "p99": percentile(ordered, 99),
+        "variance": round(variance, 3),
+        "std": round(math.sqrt(variance), 3),
+    }
+
+
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Pearson correlation of two equally long sequences; 0 when either is constant or too short."""
+    n = min(len(xs), len(ys))
+    if n < 3:
+        return 0.0
+    mx = math.fsum(xs[:n]) / n
+    my = math.fsum(ys[:n]) / n
+    sxy = sxx = syy = 0.0
+    for i in range(n):
+        dx = xs[i] - mx
+        dy = ys[i] - my
+        sxy += dx * dy
+        sxx += dx * dx
+        syy += dy * dy
+    if sxx <= 0 or syy <= 0:
+        return 0.0
+    return sxy / math.sqrt(sxx * syy)
+
+
+def slope(ys: Sequence[float]) -> float:
+    """Least-squares slope of ``ys`` against their index (units of y per step)."""
+    n = len(ys)
+    if n < 2:
+        return 0.0
+    mx = (n - 1) / 2.0
+    my = math.fsum(ys) / n
+    num = math.fsum((i - mx) * (y - my) for i, y in enumerate(ys))
+    den = math.fsum((i - mx) ** 2 for i in range(n))
+    return num / den if den else 0.0
+
+
+def quarter_medians(ys: Sequence[float]) -> list[float]:
+    """Medians of the four consecutive quarters of ``ys`` (in their order); empty when fewer than 8."""
+    n = len(ys)
+    if n < 8:
+        return []
+    out = []
+    for q in range(4):
+        part = sorted(ys[q * n // 4 : (q + 1) * n // 4])
+        out.append(part[len(part) // 2])
+    return out
+
+
+def downsample(xs: Sequence[float], ys: Sequence[float], limit: int) -> list[tuple[float, float]]:
+    """At most ``limit`` points of the series, keeping each bucket's highest point (peaks stay visible)."""
+    n = min(len(xs), len(ys))
+    if n <= limit:
+        return [(xs[i], ys[i]) for i in range(n)]
+    out = []
+    step = n / limit
+    for b in range(limit):
+        lo, hi = int(b * step), max(int((b + 1) * step), int(b * step) + 1)
+        best = max(range(lo, min(hi, n)), key=ys.__getitem__)
+        out.append((xs[best], ys[best]))
+    return out

@@ -1,0 +1,84 @@
+"""Options and helpers shared by the analyzer commands (analyze, compare, report, tail)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+
+from memprof.analysis import Filters, InputError, parse_time
+from memprof.analysis.sources import Source
+from memprof.cli import CliError
+
+Paths = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Data dirs (several workers' dirs at once), log files of structlog JSON lines, or - for standard "
+        "input. Default: $MEMPROF_DATA_DIR or ./memprof-data.",
+        show_default=False,
+    ),
+]
+Since = Annotated[
+    str | None,
+    typer.Option(help="Only records at or after this time: ISO 8601, Unix time, or an age (30m, 2h, 1d)."),
+]
+Until = Annotated[
+    str | None, typer.Option(help="Only records at or before this time (same forms as --since).")
+]
+Route = Annotated[str | None, typer.Option(help="Only this route template; a glob works too (/admin/*).")]
+Worker = Annotated[str | None, typer.Option(help="Only this worker: host:pid, a pid, or a host.")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON (stable, documented in docs/analyzer.md).")]
+
+
+def default_paths(paths: list[str] | None) -> list[str]:
+    """The given paths, or the data dir of the environment."""
+    return list(paths) if paths else [os.environ.get("MEMPROF_DATA_DIR") or "memprof-data"]
+
+
+def make_filters(
+    since: str | None, until: str | None, route: str | None, worker: str | None, pattern: str | None = None
+) -> Filters:
+    """Filters from command-line values; a bad time becomes a CliError naming the option."""
+    try:
+        lo = parse_time(since) if since else None
+        hi = parse_time(until) if until else None
+    except ValueError as exc:
+        raise CliError(f"--since/--until: {exc}") from None
+    if lo is not None and hi is not None and lo > hi:
+        raise CliError("--since is later than --until: nothing can match")
+    return Filters(since=lo, until=hi, route=route, worker=worker, pattern=pattern)
+
+
+@contextmanager
+def input_errors() -> Iterator[None]:
+    """Turn the analyzer's InputError into the CLI's one-sentence error."""
+    try:
+        yield
+    except InputError as exc:
+        raise CliError(str(exc)) from None
+
+
+@contextmanager
+def progress_bar(sources: list[Source], enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress bar on standard error over the bytes of ``sources`` (only on a terminal)."""
+    if not enabled or not sys.stderr.isatty() or len(sources) < 2:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("reading"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("read", total=sum(s.size for s in sources) or None)
+        yield lambda n: bar.advance(task, n)
+
+
+def emit(text: str) -> None:
+    """Write to standard output as is (no rich markup: the renderers produce plain text)."""
+    typer.echo(text, nl=False)

@@ -1,0 +1,93 @@
+"""``memprof analyze``: statistics, breakdowns and root-cause findings from memprof records."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from memprof.analysis import discover
+from memprof.analysis.analyze import analyze_sources
+from memprof.analysis.render_json import render as render_json
+from memprof.analysis.render_text import render_summary
+from memprof.analysis.render_views import render_recent
+from memprof.cli import CliError
+from memprof.commands._analysis_options import (
+    Json,
+    Paths,
+    Route,
+    Since,
+    Until,
+    Worker,
+    default_paths,
+    emit,
+    input_errors,
+    make_filters,
+    progress_bar,
+)  # fmt: skip
+
+SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
+
+
+class FailOn(StrEnum):
+    never = "never"
+    warning = "warning"
+    critical = "critical"
+
+
+def run(
+    paths: Paths = None,
+    summary: Annotated[
+        bool | None, typer.Option("--summary/--no-summary", help="Show the summary (the default view).")
+    ] = None,
+    recent: Annotated[int, typer.Option(help="Show the N most recent samples.", min=0)] = 0,
+    details: Annotated[
+        bool, typer.Option(help="With --recent: checkpoints, SQL, models, session of each.")
+    ] = False,
+    pattern: Annotated[
+        str | None,
+        typer.Option(help="Only records mentioning TEXT in a route, SQL, model, session key or stack frame."),
+    ] = None,
+    since: Since = None,
+    until: Until = None,
+    route: Route = None,
+    worker: Worker = None,
+    json: Json = False,
+    fail_on: Annotated[
+        FailOn, typer.Option(help="Exit with code 3 when a finding of this severity or worse is found.")
+    ] = FailOn.never,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on a terminal.")] = True,
+) -> None:
+    """Diagnose memory: statistics per route and phase, SQL/model/session hot spots, dumps, crashes, findings."""
+    inputs = default_paths(paths)
+    filters = make_filters(since, until, route, worker, pattern)
+    with input_errors():
+        sources = discover(inputs)
+        with progress_bar(sources, progress and not json) as advance:
+            result = analyze_sources(sources, inputs, filters, recent=recent, progress=advance)
+    show_summary = summary if summary is not None else not recent
+    recent_records = result.collector.recent_records()
+    if json:
+        data: dict[str, Any] = (
+            dict(result.summary) if show_summary else {"format": "memprof.recent", "version": "1.0"}
+        )
+        if recent:
+            data["recent"] = [{"ref": ref, "record": rec} for rec, ref in recent_records]
+        emit(render_json(data))
+    else:
+        if show_summary:
+            emit(render_summary(result.summary))
+        if recent:
+            if show_summary:
+                emit("\n")
+            emit(render_recent(recent_records, details=details))
+    if fail_on is not FailOn.never:
+        worst = max((SEVERITY_RANK[f["severity"]] for f in result.summary["findings"]), default=0)
+        if worst >= SEVERITY_RANK[fail_on.value]:
+            raise CliError(f"findings of severity {fail_on.value} or worse were found (--fail-on)", 3)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``memprof analyze``."""
+    app.command("analyze")(run)

@@ -1,0 +1,51 @@
+"""``memprof compare BASELINE POSTFIX``: did a fix help? Per route and per finding, with a verdict."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from memprof.analysis.compare import compare, load_summary
+from memprof.analysis.render_json import render as render_json
+from memprof.analysis.render_views import render_compare
+from memprof.cli import CliError
+from memprof.commands._analysis_options import (
+    Json,
+    Route,
+    Since,
+    Until,
+    Worker,
+    emit,
+    input_errors,
+    make_filters,
+)
+
+
+def run(
+    baseline: Annotated[
+        str,
+        typer.Argument(help="Data dir (or log file, or saved `analyze --json` summary) before the change."),
+    ],
+    postfix: Annotated[str, typer.Argument(help="The same after the change.")],
+    since: Since = None,
+    until: Until = None,
+    route: Route = None,
+    worker: Worker = None,
+    json: Json = False,
+    fail_if_worse: Annotated[
+        bool, typer.Option(help="Exit with code 3 when the verdict is worse (for CI).")
+    ] = False,
+) -> None:
+    """Compare two runs side by side: per-route memory deltas, findings resolved/new, and a verdict."""
+    filters = make_filters(since, until, route, worker)
+    with input_errors():
+        result = compare(load_summary(baseline, filters), load_summary(postfix, filters))
+    emit(render_json(result) if json else render_compare(result))
+    if fail_if_worse and result["verdict"] == "worse":
+        raise CliError("the postfix run is worse than the baseline (--fail-if-worse)", 3)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``memprof compare``."""
+    app.command("compare")(run)

@@ -1,0 +1,60 @@
+"""``memprof report --html FILE``: one self-contained HTML page with charts and findings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from memprof.analysis import discover
+from memprof.analysis.analyze import analyze_sources
+from memprof.analysis.report_html import render
+from memprof.analysis.summary import series
+from memprof.cli import CliError
+from memprof.commands._analysis_options import (
+    Paths,
+    Route,
+    Since,
+    Until,
+    Worker,
+    default_paths,
+    input_errors,
+    make_filters,
+    progress_bar,
+)  # fmt: skip
+
+
+def run(
+    paths: Paths = None,
+    html: Annotated[
+        Path, typer.Option("--html", help="Where to write the report (one self-contained file).")
+    ] = Path("memprof-report.html"),
+    title: Annotated[str, typer.Option(help="Title of the page.")] = "memprof report",
+    since: Since = None,
+    until: Until = None,
+    route: Route = None,
+    worker: Worker = None,
+    points: Annotated[int, typer.Option(help="Most points per worker in the memory chart.", min=10)] = 800,
+) -> None:
+    """Write an HTML report: memory over time per worker with dumps marked, per-route distributions, phases, findings."""
+    inputs = default_paths(paths)
+    filters = make_filters(since, until, route, worker)
+    with input_errors():
+        sources = discover(inputs)
+        with progress_bar(sources, True) as advance:
+            result = analyze_sources(sources, inputs, filters, progress=advance)
+    page = render(result.summary, series(result.collector, points), title=title)
+    try:
+        html.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write the report to {html}: {exc.strerror or exc}") from None
+    s = result.summary
+    typer.echo(
+        f"wrote {html} ({s['samples']} samples, {s['dumps']['count']} dumps, {len(s['findings'])} findings)"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``memprof report``."""
+    app.command("report")(run)

@@ -1,0 +1,204 @@
+"""The analyzer's reading and statistics, with hand-built records: inputs, bad input, filters, stats."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from memprof.analysis import Filters, InputError, analyze, parse_time
+from memprof.analysis import synthetic as s
+from memprof.analysis.stats import describe, pearson, percentile, quarter_medians
+
+MIB = s.MIB
+
+
+def _dir(tmp_path: Path, samples: list[dict], name: str = "data") -> Path:
+    d = tmp_path / name
+    s.write_jsonl(d / "samples-20261129T100000-100-0001.jsonl", samples)
+    return d
+
+
+def test_describe_is_exact() -> None:
+    st = describe([5, 1, 4, 2, 3])
+    assert st == {"count": 5, "mean": 3.0, "min": 1, "max": 5, "p25": 2, "p50": 3, "p75": 4, "p95": 5,
+                  "p99": 5, "variance": 2.0, "std": 1.414}  # fmt: skip
+    assert describe([])["count"] == 0
+    assert percentile(list(range(1, 101)), 95) == 95
+    assert pearson([1, 2, 3, 4], [2, 4, 6, 8]) == pytest.approx(1.0)
+    assert pearson([1, 1, 1], [1, 2, 3]) == 0.0
+    assert quarter_medians(list(range(8))) == [1, 3, 5, 7]
+
+
+def test_statistics_overall_and_per_route(tmp_path: Path) -> None:
+    recs = [s.sample("/a", t=s.T0 + i, growth=(i + 1) * MIB) for i in range(10)]
+    recs += [s.sample("/b", t=s.T0 + 20 + i, growth=0) for i in range(10)]
+    summary = analyze([str(_dir(tmp_path, recs))]).summary
+    assert summary["samples"] == 20
+    growth = summary["memory"]["growth"]
+    assert (growth["min"], growth["max"], growth["p50"]) == (0, 10 * MIB, 0)
+    routes = {r["route"]: r for r in summary["routes"]}
+    assert routes["/a"]["growth"]["mean"] == 5.5 * MIB
+    assert routes["/a"]["growth"]["p95"] == 10 * MIB
+    assert routes["/b"]["growth"]["max"] == 0
+    # high-memory: growth >= the overall p95 (the 19th of 20 values: 9 MiB): two /a requests
+    assert summary["high_memory"]["threshold"] == 9 * MIB
+    assert routes["/a"]["high"] == 2 and routes["/b"]["high"] == 0
+    assert summary["high_memory"]["top"][0]["ref"].endswith(".jsonl:10")
+    phases = {p["phase"]: p for p in summary["phases"]}
+    assert phases["app_start→response_start"]["high"] == 2
+    assert phases["app_start→response_start"]["max"] == 10 * MIB
+    assert summary["window"] == {"start": s.T0, "end": s.T0 + 29}
+
+
+def test_custom_checkpoint_spans_are_phases(tmp_path: Path) -> None:
+    rec = s.sample("/r", growth=0)
+    rec["checkpoints"].insert(2, {"name": "load_permissions", "ms": 1.5, "rss": 100 * MIB + 30 * MIB,
+                                  "rss_before": 100 * MIB, "duration_ms": 1.0})  # fmt: skip
+    summary = analyze([str(_dir(tmp_path, [rec]))]).summary
+    phases = {p["phase"]: p for p in summary["phases"]}
+    assert phases["load_permissions"]["max"] == 30 * MIB
+    assert summary["memory"]["growth"]["max"] == 30 * MIB  # the peak inside the request counts
+
+
+def test_bad_lines_are_counted_with_file_and_line_and_skipped(tmp_path: Path) -> None:
+    d = _dir(tmp_path, [s.sample(t=s.T0 + i) for i in range(3)])
+    path = next(d.glob("samples-*.jsonl"))
+    with path.open("a") as fh:
+        fh.write(json.dumps({**s.sample(), "version": "2.0"}) + "\n")  # line 4: unknown major
+        fh.write("[1, 2]\n")  # line 5: not an object
+        fh.write(json.dumps({"schema": "memprof.sample", "version": "1.3"}) + "\n")  # line 6: fields missing
+        fh.write(
+            json.dumps({**s.sample(), "version": "1.7", "future_field": 1}) + "\n"
+        )  # line 7: newer minor
+        fh.write('{"schema": "memprof.sample", "vers')  # line 8: truncated
+    s.write_json(d / "dumps" / "dump-20261129T100000-100-threshold.json", s.dump())
+    (d / "dumps" / "dump-20261129T100001-100-threshold.json").write_text('{"schema": "memprof.du')
+    summary = analyze([str(d)]).summary
+    inp = summary["input"]
+    assert summary["samples"] == 4
+    assert inp["records"] == {"dump": 1, "sample": 4}
+    assert inp["skipped"] == 5
+    assert inp["skipped_by_reason"] == {"invalid JSON (truncated or corrupt file)": 1, "invalid record": 1,
+                                       "not a JSON object": 1, "truncated line": 1, "unsupported": 1}  # fmt: skip
+    where = {(Path(p["file"]).name, p["line"]) for p in inp["problems"]}
+    assert where == {(path.name, 4), (path.name, 5), (path.name, 6), (path.name, 8),
+                     ("dump-20261129T100001-100-threshold.json", None)}  # fmt: skip
+    unsupported = next(p for p in inp["problems"] if p["line"] == 4)
+    assert "memprof.sample version '2.0' is not supported" in unsupported["reason"]
+
+
+def test_gzip_and_several_dirs(tmp_path: Path) -> None:
+    a = _dir(tmp_path, [s.sample(worker="a:1", t=s.T0 + i) for i in range(3)], "a")
+    b = tmp_path / "b"
+    b.mkdir()
+    with gzip.open(b / "samples-20261129T100000-2-0001.jsonl.gz", "wt") as fh:
+        for i in range(2):
+            fh.write(json.dumps(s.sample(worker="b:2", t=s.T0 + i)) + "\n")
+    summary = analyze([str(a), str(b)]).summary
+    assert summary["samples"] == 5
+    assert [w["worker"] for w in summary["workers"]] == ["a:1", "b:2"]
+
+
+def test_structlog_lines_among_other_logs(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    event = {**s.sample("/x"), "event": "memprof.request.completed", "level": "info",
+             "timestamp": "2026-11-29T10:00:00Z", "logger": "memprof"}  # fmt: skip
+    stripped = {k: v for k, v in event.items() if k not in ("schema", "version")}
+    log.write_text(
+        "INFO:     Started server process [7]\n"
+        + json.dumps({"event": "user logged in", "level": "info"}) + "\n"
+        + json.dumps(event) + "\n"
+        + "2026-11-29T10:00:01.000Z " + json.dumps(event) + "\n"  # kubectl logs --timestamps
+        + json.dumps(stripped) + "\n"
+    )  # fmt: skip
+    summary = analyze([str(log)]).summary
+    assert summary["samples"] == 3
+    assert summary["input"]["ignored_lines"] == 2
+    assert summary["input"]["skipped"] == 0
+
+
+def test_missing_and_empty_inputs_raise_one_clear_sentence(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        analyze([str(tmp_path / "nope")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no memprof data"):
+        analyze([str(tmp_path / "empty")])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "samples-1.jsonl").write_text("garbage\n")
+    with pytest.raises(InputError, match=r"no readable memprof records \(1 unreadable"):
+        analyze([str(bad)])
+
+
+def test_filters(tmp_path: Path) -> None:
+    recs = [s.sample("/admin/users", t=s.T0, worker="h:1"), s.sample("/admin/report", t=s.T0 + 60, worker="h:2"),
+            s.sample("/items", t=s.T0 + 120, worker="h:1",
+                     queries=s.queries(s.statement("SELECT secret_table.id FROM secret_table")))]  # fmt: skip
+    d = str(_dir(tmp_path, recs))
+
+    def routes(f: Filters) -> list[str]:
+        return sorted(r["route"] for r in analyze([d], f).summary["routes"])
+
+    assert routes(Filters(route="/admin/*")) == ["/admin/report", "/admin/users"]
+    assert routes(Filters(route="/items")) == ["/items"]
+    assert routes(Filters(worker="h:2")) == ["/admin/report"]
+    assert routes(Filters(worker="1")) == ["/admin/users", "/items"]
+    assert routes(Filters(since=s.T0 + 30)) == ["/admin/report", "/items"]
+    assert routes(Filters(until=s.T0 + 30)) == ["/admin/users"]
+    assert routes(Filters(pattern="SECRET_TABLE")) == ["/items"]
+    assert analyze([d], Filters(route="/nothing")).summary["filtered_out"] == 3
+
+
+def test_parse_time() -> None:
+    assert parse_time("2026-11-29T10:00:00Z") == 1795946400.0
+    assert parse_time("2026-11-29T10:00:00") == 1795946400.0
+    assert parse_time("1795946400") == 1795946400.0
+    assert parse_time("2h", now=10_000.0) == 10_000.0 - 7200
+    with pytest.raises(ValueError, match="is not a time"):
+        parse_time("yesterday")
+
+
+def test_recent_keeps_the_newest(tmp_path: Path) -> None:
+    recs = [s.sample("/r", t=s.T0 + i) for i in (5, 1, 9, 3, 7)]
+    result = analyze([str(_dir(tmp_path, recs))], recent=2)
+    assert [rec["time"] for rec, _ref in result.collector.recent_records()] == [s.T0 + 9, s.T0 + 7]
+
+
+def test_dumps_crashes_and_frames(tmp_path: Path) -> None:
+    d = _dir(tmp_path, [s.sample("/r")])
+    stack = [
+        "app/main.py:10 in handler",
+        "app/reports.py:55 in build",
+        "sqlalchemy/orm/loading.py:100 in instances",
+    ]
+    for i in range(3):
+        s.write_json(d / "dumps" / f"dump-{i}-100-threshold.json",
+                     s.dump(t=s.T0 + i, route="/reports/{id}", inflight=["/health"], stacks=[stack, stack[:1]]))  # fmt: skip
+    s.write_json(d / "crashes" / "crash-100.json", s.crash(inflight=["/reports/{id}"]))
+    summary = analyze([str(d)]).summary
+    dumps = summary["dumps"]
+    assert dumps["count"] == 3 and dumps["by_trigger"] == {"threshold": 3}
+    assert dumps["routes"] == {"/reports/{id}": 3, "/health": 3}
+    assert dumps["phases"] == {"after app_start": 3}
+    assert dumps["frames"][0] == {"frame": "app/main.py:10 in handler", "dumps": 3}  # counted once per stack
+    assert {f["frame"] for f in dumps["frames"]} == set(stack)
+    assert summary["crashes"][0]["inflight"][0]["route"] == "/reports/{id}"
+    assert Filters(pattern="reports.py").pattern
+    only = analyze([str(d)], Filters(pattern="loading.py:100")).summary
+    assert only["dumps"]["count"] == 3 and only["samples"] == 0
+
+
+def test_hand_built_records_match_the_published_schema() -> None:
+    """The records these tests are built from validate against the runtime's own record models."""
+    from memprof.schema import Crash, Dump, Sample, StateRecord
+
+    lazy = s.statement("SELECT 1", 12, n_plus_one=True, frame="a.py:1 in f")
+    Sample.model_validate(s.sample(queries=s.queries(lazy), session=s.session(10, {"k": 5}, "h")))
+    Sample.model_validate(s.sample())
+    Dump.model_validate(s.dump(route="/r", inflight=["/x"], objects={"dict": 3}, stacks=[["a.py:1 in f"]],
+                               caches=[s.cache("m.f", 3)]))  # fmt: skip
+    Crash.model_validate(s.crash(inflight=["/r"]))
+    StateRecord.model_validate(s.state([s.cache("m.f", 3), s.cache("m.g", 2, 128)]))

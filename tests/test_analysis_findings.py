@@ -1,0 +1,202 @@
+"""Findings from hand-built records: each kind with its evidence and fix, and none on a clean app."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from starlette.testclient import TestClient
+
+from memprof import MemprofMiddleware
+from memprof.analysis import analyze
+from memprof.analysis import synthetic as s
+from tests.apps import fastapi_app, starlette_app
+
+MIB = s.MIB
+SEVERE = ("warning", "critical")
+
+
+def _findings(tmp_path: Path, samples: list[dict[str, Any]], **files: dict[str, Any]) -> list[dict[str, Any]]:
+    d = tmp_path / "data"
+    s.write_jsonl(d / "samples-20261129T100000-100-0001.jsonl", samples)
+    for name, rec in files.items():
+        if rec["schema"] == "memprof.dump":
+            s.write_json(d / "dumps" / f"dump-20261129T100000-100-{name}.json", rec)
+        elif rec["schema"] == "memprof.crash":
+            s.write_json(d / "crashes" / f"crash-{name}.json", rec)
+        else:
+            s.write_jsonl(d / f"state-{name}.jsonl", [rec])
+    return list(analyze([str(d)]).summary["findings"])
+
+
+def _only(findings: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    matching = [f for f in findings if f["kind"] == kind]
+    assert len(matching) == 1, [(f["kind"], f["title"]) for f in findings]
+    f = matching[0]
+    assert f["fix"] and f["title"] and f["evidence"]["records"]
+    return f
+
+
+def _clean_samples(n: int = 400, seed: int = 7) -> list[dict[str, Any]]:
+    """A healthy service: warm-up then flat memory, small noise, small sessions, a few queries per request."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        worker = f"api-1:{100 + i % 2}"
+        base = 80 * MIB + min(i, 40) * 256 * 1024 + rng.randrange(0, 512 * 1024)
+        route = rng.choice(["/items/{item_id}", "/users/{user_id}", "/admin/dashboard", "/health"])
+        growth = rng.choice([0, 0, 0, 4096, 65536, 262144])
+        stmts = [s.statement("SELECT items.id, items.name FROM items WHERE items.id = ?", 1, rows=1, instances=1),
+                 s.statement("SELECT tags.id FROM tags WHERE tags.item_id IN (?)", 1, rows=5, instances=5)]  # fmt: skip
+        out.append(
+            s.sample(
+                route,
+                t=s.T0 + i,
+                rss=base,
+                growth=growth,
+                worker=worker,
+                queries=s.queries(*stmts),
+                session=s.session(200 + rng.randrange(100), {"user_id": 12}, id_hash=f"h{i % 20}"),
+                models={"classes": {"app.Item": {"loaded": 6}}, "identity_maps": [6]},
+            )
+        )
+    return out
+
+
+def test_clean_hand_built_app_has_no_warnings(tmp_path: Path) -> None:
+    bounded = s.state([s.cache("app.settings", 1, 1), s.cache("app.lookup", 128, 128)], t=s.T0 + 100)
+    findings = _findings(tmp_path, _clean_samples(), state_a=bounded)
+    assert [f for f in findings if f["severity"] in SEVERE] == []
+
+
+def test_clean_real_app_has_no_warnings(make_settings: Any, data_dir: Path, samples: Any) -> None:
+    for factory in (starlette_app, fastapi_app):
+        app = MemprofMiddleware(factory(), settings=make_settings())
+        with TestClient(app) as client:
+            for i in range(150):
+                client.get(f"/users/{i}")
+                client.get("/")
+                client.get(f"/api/items/{i}")
+    assert len(samples()) == 900
+    summary = analyze([str(data_dir)]).summary
+    assert summary["samples"] == 900 and summary["input"]["skipped"] == 0
+    assert {"/users/{user_id}", "/", "/api/items/{item_id:int}"} <= {r["route"] for r in summary["routes"]}
+    assert [f for f in summary["findings"] if f["severity"] in SEVERE] == []
+
+
+def test_n_plus_one(tmp_path: Path) -> None:
+    lazy = s.statement("SELECT tags.id FROM tags WHERE ? = tags.item_id", 48, rows=48, instances=48,
+                       n_plus_one=True, lazy=True, frame="app/views.py:42 in list_items")  # fmt: skip
+    recs = [s.sample("/items", t=s.T0 + i, queries=s.queries(lazy)) for i in range(3)]
+    f = _only(_findings(tmp_path, recs), "n_plus_one")
+    assert f["severity"] == "warning"
+    ev = f["evidence"]
+    assert (ev["max_per_request"], ev["requests"], ev["executions"]) == (48, 3, 144)
+    assert ev["frame"] == "app/views.py:42 in list_items" and ev["routes"] == ["/items"]
+    assert "selectinload" in f["fix"] and "app/views.py:42" in f["fix"]
+
+
+def test_cartesian_join(tmp_path: Path) -> None:
+    st = s.statement("SELECT orders.* FROM orders LEFT OUTER JOIN lines ... LEFT OUTER JOIN events ...", 1,
+                     rows=120_000, instances=151)  # fmt: skip
+    f = _only(_findings(tmp_path, [s.sample("/orders", queries=s.queries(st))]), "cartesian_join")
+    assert (f["evidence"]["rows"], f["evidence"]["instances"], f["evidence"]["ratio"]) == (
+        120_000,
+        151,
+        794.7,
+    )
+    assert "selectinload" in f["fix"]
+
+
+def test_large_result_set(tmp_path: Path) -> None:
+    st = s.statement("SELECT events.* FROM events", 1, rows=200_000, instances=200_000, rss_delta=180 * MIB)
+    f = _only(_findings(tmp_path, [s.sample("/export", growth=180 * MIB, queries=s.queries(st))]),
+              "large_result_set")  # fmt: skip
+    assert f["evidence"]["instances"] == 200_000 and f["evidence"]["rss_delta"] == 180 * MIB
+    assert "yield_per" in f["fix"]
+
+
+def test_loader_criteria_explosion(tmp_path: Path) -> None:
+    crit = {"criteria": "lambda cls: cls.tenant_id == ... (app/scopes.py:12)", "kind": "lambda",
+            "where": "app/scopes.py:12", "applied": 140, "statements": [], "duplicates": 3}  # fmt: skip
+    rec = s.sample("/reports", scopes={"classes": {"app.Order": [crit]}})
+    f = _only(_findings(tmp_path, [rec]), "loader_criteria_explosion")
+    assert f["evidence"]["max_per_request"] == 140 and f["evidence"]["duplicates"] == 3
+    assert f["evidence"]["where"] == "app/scopes.py:12" and "do_orm_execute" in f["fix"]
+
+
+def test_session_bloat(tmp_path: Path) -> None:
+    recs = [s.sample("/cart", t=s.T0 + i, session=s.session(20_000 + i * 40_000, {"cart": 15_000 + i * 40_000,
+                                                                                  "user_id": 8}, id_hash="abc"))
+            for i in range(8)]  # fmt: skip
+    f = _only(_findings(tmp_path, recs), "session_bloat")
+    ev = f["evidence"]
+    assert ev["largest_keys"][0]["key"] == "cart" and ev["largest_keys"][0]["max_size"] == 295_000
+    assert ev["growing_sessions"][0]["id_hash"] == "abc"
+    assert ev["growing_sessions"][0]["growth"] == 280_000
+    assert ev["size"]["max"] == 300_000
+
+
+def test_route_family_overhead(tmp_path: Path) -> None:
+    recs = [s.sample("/admin/orders" if i % 10 == 0 else "/api/items", t=s.T0 + i,
+                     growth=60 * MIB if i % 10 == 0 else 32 * 1024) for i in range(300)]  # fmt: skip
+    f = _only(_findings(tmp_path, recs, d1=s.dump(route="/admin/orders")), "route_family_overhead")
+    ev = f["evidence"]
+    assert ev["family"] == "/admin" and ev["high_share"] == 1.0 and ev["traffic_share"] == 0.1
+    assert ev["dumps"] == 1 and ev["routes"] == ["/admin/orders"]
+
+
+def test_leak_names_what_grows(tmp_path: Path) -> None:
+    recs = [s.sample("/r", t=s.T0 + i, rss=100 * MIB + i * 512 * 1024, worker="w:1") for i in range(120)]
+    recs += [s.sample("/r", t=s.T0 + i, rss=100 * MIB, worker="w:2") for i in range(120)]
+    states = {
+        f"s{i}": s.state([s.cache("app.by_user", 100 * i)], t=s.T0 + 30 * i, worker="w:1") for i in range(4)
+    }
+    d1 = s.dump(t=s.T0 + 10, worker="w:1", objects={"Order": 1_000, "dict": 9_000})
+    d2 = s.dump(t=s.T0 + 110, worker="w:1", objects={"Order": 61_000, "dict": 9_100})
+    findings = _findings(tmp_path, recs, d1=d1, d2=d2, **states)
+    f = _only(findings, "leak")
+    ev = f["evidence"]
+    assert ev["worker"] == "w:1" and ev["growth_per_request"] == 512 * 1024
+    assert [g["name"] for g in ev["growing"][:2]] == ["Order objects", "cache app.by_user"]
+    cache = _only(findings, "unbounded_cache")
+    assert (cache["evidence"]["first"], cache["evidence"]["last"]) == (0, 300)
+
+
+def test_unbounded_cache_only_when_it_only_grows(tmp_path: Path) -> None:
+    sizes = {"grows": [10, 300, 700, 1200], "bounded": [10, 300, 512, 512], "shrinks": [10, 900, 100, 800]}
+    states = {f"s{i}": s.state([s.cache(name, v[i], 512 if name == "bounded" else None)
+                                     for name, v in sizes.items()], t=s.T0 + 60 * i) for i in range(4)}  # fmt: skip
+    findings = _findings(tmp_path, [s.sample()], **states)
+    f = _only(findings, "unbounded_cache")
+    assert f["subject"] == "grows" and f["evidence"]["observations"] == 4
+
+
+def test_state_dependent_variance_names_the_variable(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    recs = []
+    for i in range(60):
+        n = rng.randrange(0, 3000)
+        st = s.statement("SELECT accounts.* FROM accounts WHERE accounts.org_id = ?", 1, rows=n, instances=n)
+        recs.append(s.sample("/orgs/{org_id}", t=s.T0 + i, growth=n * 8 * 1024 + rng.randrange(0, 200_000),
+                             queries=s.queries(st), session=s.session(300)))  # fmt: skip
+    f = _only(_findings(tmp_path, recs), "state_dependent_variance")
+    assert (
+        f["severity"] == "warning" and f["evidence"]["variable"] == "instances" and f["evidence"]["r"] > 0.95
+    )
+    assert "pagination" in f["fix"]
+
+
+def test_worker_killed_is_critical_and_first(tmp_path: Path) -> None:
+    crash = s.crash(
+        worker="api-3:77", last_rss=1010 * MIB, limit=1024 * MIB, inflight=["/reports/{id}", "/health"]
+    )
+    lazy = s.statement("SELECT 1", 30, n_plus_one=True)
+    findings = _findings(tmp_path, [s.sample(queries=s.queries(lazy))], crash=crash)
+    assert findings[0]["kind"] == "worker_killed" and findings[0]["severity"] == "critical"
+    assert (
+        findings[0]["title"]
+        == "Worker api-3:77 was killed at 99% of its limit with 2 request(s) in flight: /reports/{id}, /health"
+    )
+    assert findings[1]["kind"] == "n_plus_one"
