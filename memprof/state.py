@@ -274,6 +274,8 @@ class StateLog:
             "phase": phase,
             "caches": snapshot(),
         }
+        if self._pruned and not self.data_dir.is_dir():
+            return record  # the data dir was removed on purpose: do not bring it back
         ensure_private_dir(self.data_dir)
         line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
