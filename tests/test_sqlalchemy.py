@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -156,7 +158,7 @@ def test_loader_criteria_from_do_orm_execute_hook(
         assert crit["kind"] == ("lambda" if use_lambda else "expression")
         assert crit["duplicates"] == duplicates
         if use_lambda:
-            assert crit["where"].endswith("tests/sqla_apps.py:" + crit["where"].rsplit(":", 1)[1])
+            assert crit["where"] == f"tests/sqla_apps.py:{crit['where'].rsplit(':', 1)[1]}"
             assert "cls.deleted.is_(False)" in crit["criteria"]
         else:
             assert crit["where"] is None and "deleted" in crit["criteria"]
@@ -234,6 +236,26 @@ def test_secrets_never_reach_the_data_dir(
         assert SECRET_PASSWORD.encode() not in content and SECRET_TOKEN.encode() not in content, path
 
 
+def test_positional_driver_parameters_are_redacted(
+    engine: Engine, make_settings: Settings, samples: Any, data_dir: Path
+) -> None:
+    from tests.sqla_apps import SECRET_TOKEN
+
+    async def raw_sql(scope: Any, receive: Any, send: Any) -> None:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT ? || 'x'", (SECRET_TOKEN,)).scalar_one() == SECRET_TOKEN + "x"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    client = TestClient(MemprofMiddleware(raw_sql, settings=make_settings(record_sql_params=True)))
+    assert client.get("/").status_code == 200
+    stmt = statement(only(samples()), "SELECT ?")
+    assert stmt["params"] == [["<redacted>"]] and stmt["rows"] == 1
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            assert SECRET_TOKEN.encode() not in path.read_bytes()
+
+
 def test_async_session_on_aiosqlite(
     tmp_path: Path, schema: Schema, make_settings: Settings, samples: Any
 ) -> None:
@@ -255,8 +277,6 @@ def test_async_session_on_aiosqlite(
                 assert (await client.get("/books")).json() == {"books": 60}
             await engine.dispose()
 
-        import anyio
-
         anyio.run(main)
     finally:
         uninstrument_sqlalchemy()
@@ -266,6 +286,42 @@ def test_async_session_on_aiosqlite(
     assert lazy["frame"].startswith("tests/sqla_apps.py:") and lazy["frame"].endswith(" in n_plus_one")
     assert statement(books, f"FROM {schema.prefix}_book")["instances"] == 60
     assert n1["engines"][0]["name"].startswith("sqlite+aiosqlite:")
+
+
+def test_concurrent_async_requests_keep_their_own_queries(
+    tmp_path: Path, schema: Schema, make_settings: Settings, samples: Any
+) -> None:
+    db = tmp_path / "concurrent.db"
+    sync = create_engine(f"sqlite:///{db}")
+    schema.Base.metadata.create_all(sync)
+    with Session(sync) as session:
+        seed(session, schema)
+    sync.dispose()
+    engine = create_async_engine(f"sqlite+aiosqlite:///{db}")
+    instrument_sqlalchemy(engine)
+    try:
+        app = MemprofMiddleware(async_app(schema, async_sessionmaker(engine)), settings=make_settings())
+
+        async def main() -> None:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                paths = ["/n1", "/books"] * 4
+                responses = await asyncio.gather(*(client.get(p) for p in paths))
+                assert all(r.status_code == 200 for r in responses)
+            await engine.dispose()
+
+        anyio.run(main)
+    finally:
+        uninstrument_sqlalchemy()
+    records = samples()
+    assert len(records) == 8
+    for rec in records:
+        Sample.model_validate(rec)
+        if rec["request"]["path"] == "/n1":
+            assert rec["queries"]["count"] == 13 and len(rec["queries"]["statements"]) == 2
+        else:
+            assert rec["queries"]["count"] == 1 and rec["queries"]["statements"][0]["rows"] == 60
+    assert any(rec["memory"]["concurrency"]["max"] > 1 for rec in records)
 
 
 def test_every_engine_and_several_at_once(tmp_path: Path, make_settings: Settings, samples: Any) -> None:

@@ -8,29 +8,19 @@ weakly; every collection is capped.
 
 from __future__ import annotations
 
-import datetime
-import decimal
-import re
 import threading
-import uuid
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 MAX_STATEMENTS = 200  # distinct statements per request; more are counted in ``dropped_statements``
 MAX_SQL_CHARS = 2000
 MAX_PARAM_SETS = 3  # parameter sets kept per statement (only with record_sql_params)
-MAX_PARAM_CHARS = 200
 MAX_CLASSES = 200
 MAX_CRITERIA = 100
 MAX_CRITERIA_STATEMENTS = 10
 MAX_SESSIONS = 32
 MAX_UNATTRIBUTED = 200
-
-REDACTED = "<redacted>"
-_SECRET_NAME = re.compile(
-    r"pass|pwd|secret|token|key|auth|credential|cookie|session|salt|signature|otp|pin|api", re.IGNORECASE
-)
 
 
 def _ms(ns: int) -> float:
@@ -39,34 +29,6 @@ def _ms(ns: int) -> float:
 
 def _cap(sql: str) -> str:
     return sql if len(sql) <= MAX_SQL_CHARS else sql[:MAX_SQL_CHARS] + "..."
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready copy of one parameter value (strings capped, other objects by type name)."""
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, str):
-        return value if len(value) <= MAX_PARAM_CHARS else value[:MAX_PARAM_CHARS] + "..."
-    if isinstance(value, bytes | bytearray | memoryview):
-        return f"<{len(value)} bytes>"
-    if isinstance(value, datetime.date | datetime.time | decimal.Decimal | uuid.UUID):
-        return str(value)
-    return f"<{type(value).__name__}>"
-
-
-def redact_params(params: Any) -> Any:
-    """Parameters made safe to record: values whose names look secret replaced by ``<redacted>``.
-
-    Positional parameters have no names to judge by, so every value is redacted.
-    """
-    if isinstance(params, Mapping):
-        return {
-            str(name): REDACTED if _SECRET_NAME.search(str(name)) else _plain(value)
-            for name, value in params.items()
-        }
-    if isinstance(params, list | tuple):
-        return [REDACTED for _ in params]
-    return REDACTED
 
 
 class StatementStat:

@@ -22,9 +22,9 @@ from memprof.integrations._sqla_collectors import (
     QueryCollector,
     StatementStat,
     Unattributed,
-    redact_params,
 )
 from memprof.integrations._sqla_frames import application_frame
+from memprof.integrations._sqla_params import redact_params
 from memprof.isolation import internal_error
 from memprof.memory import rss_bytes
 from memprof.profile import RequestProfile, _current
@@ -173,7 +173,7 @@ def after_cursor_execute(
         if ns > stat.max_ns:
             stat.max_ns = ns
         if cursor.description is None or not _count_rows(profile, queries, stat, rss_before, context):
-            _closed(queries, stat, rss_before, rss_bytes())
+            _record_rss(queries, stat, rss_before, rss_bytes())
         profile.overhead_ns += _perf() - t1
     except Exception as exc:
         internal_error("sqlalchemy.after_cursor_execute", exc)
@@ -200,7 +200,7 @@ def handle_error(exception_context: Any) -> None:
         internal_error("sqlalchemy.handle_error", exc)
 
 
-def _closed(queries: QueryCollector, stat: StatementStat, rss_before: int, rss: int) -> None:
+def _record_rss(queries: QueryCollector, stat: StatementStat, rss_before: int, rss: int) -> None:
     stat.rss_after = rss
     queries.last_rss = rss
     if rss - rss_before > stat.rss_delta_max:
@@ -245,9 +245,11 @@ class CountingFetch(_cursor.CursorFetchStrategy):
 
     def soft_close(self, result: Any, dbapi_cursor: Any) -> None:
         self._inner.soft_close(result, dbapi_cursor)
+        self._closed()
 
     def hard_close(self, result: Any, dbapi_cursor: Any) -> None:
         self._inner.hard_close(result, dbapi_cursor)
+        self._closed()
 
     def handle_exception(self, result: Any, dbapi_cursor: Any, err: BaseException) -> Any:
         return self._inner.handle_exception(result, dbapi_cursor, err)
@@ -261,30 +263,38 @@ class CountingFetch(_cursor.CursorFetchStrategy):
 
     def fetchone(self, result: Any, dbapi_cursor: Any, hard_close: bool = False) -> Any:
         row = self._inner.fetchone(result, dbapi_cursor, hard_close)
-        self._fetched(0 if row is None else 1)
+        if row is not None:
+            self._fetched(1)
         return row
 
     def fetchmany(self, result: Any, dbapi_cursor: Any, size: int | None = None) -> Any:
         rows = self._inner.fetchmany(result, dbapi_cursor, size)
-        self._fetched(len(rows))
+        if rows:
+            self._fetched(len(rows))
         return rows
 
     def fetchall(self, result: Any, dbapi_cursor: Any) -> Any:
         rows = self._inner.fetchall(result, dbapi_cursor)
-        self._fetched(len(rows), last=True)
+        if rows:
+            self._fetched(len(rows))
         return rows
 
-    def _fetched(self, n: int, last: bool = False) -> None:
+    def _fetched(self, n: int) -> None:
         try:
-            if self._profile.finished:
-                return
-            if n:
+            if not self._profile.finished:
                 self._stat.rows += n
                 self._queries.current = self._stat
-            if (last or not n) and not self._done:
-                self._done = True
-                t0 = _perf()
-                _closed(self._queries, self._stat, self._rss, rss_bytes())
-                self._profile.overhead_ns += _perf() - t0
+        except Exception as exc:
+            internal_error("sqlalchemy.fetch", exc)
+
+    def _closed(self) -> None:
+        """The result is used up or closed (every path ends here): RSS after the statement."""
+        try:
+            if self._done or self._profile.finished:
+                return
+            self._done = True
+            t0 = _perf()
+            _record_rss(self._queries, self._stat, self._rss, rss_bytes())
+            self._profile.overhead_ns += _perf() - t0
         except Exception as exc:
             internal_error("sqlalchemy.fetch", exc)

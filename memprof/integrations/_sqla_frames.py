@@ -38,11 +38,12 @@ def _library_prefixes() -> tuple[str, ...]:
     except AttributeError:  # pragma: no cover - some embedded interpreters lack them
         pass
     paths.add(os.path.dirname(sqlalchemy.__file__))
-    paths.add(os.path.dirname(memprof.__file__))
     return tuple(sorted(os.path.normpath(p) + os.sep for p in paths if p))
 
 
 _PREFIXES = _library_prefixes()
+_MEMPROF = os.path.dirname(memprof.__file__) + os.sep
+_DEMO = _MEMPROF + "demo" + os.sep  # memprof's demo app is an application like any other
 # site-packages and dist-packages anywhere (another virtualenv, the system Python) are library code too.
 _MARKERS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 _is_app_cache: dict[str, bool] = {}
@@ -56,6 +57,7 @@ def is_application_file(filename: str) -> bool:
     app = not (
         filename.startswith("<")
         or filename.startswith(_PREFIXES)
+        or (filename.startswith(_MEMPROF) and not filename.startswith(_DEMO))
         or any(marker in filename for marker in _MARKERS)
     )
     if len(_is_app_cache) < _MAX_CACHE:
@@ -66,12 +68,14 @@ def is_application_file(filename: str) -> bool:
 _CWD = os.getcwd() + os.sep  # frames are shown relative to the directory the process started in
 
 
+def short_path(filename: str) -> str:
+    """``filename`` relative to the directory the process started in, when it is below it."""
+    return filename[len(_CWD) :] if filename.startswith(_CWD) else filename
+
+
 def _describe(frame: FrameType) -> str:
     code = frame.f_code
-    filename = code.co_filename
-    if filename.startswith(_CWD):
-        filename = filename[len(_CWD) :]
-    return f"{filename}:{frame.f_lineno} in {code.co_name}"
+    return f"{short_path(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
 
 
 def _from_stack(frame: FrameType | None) -> FrameType | None:

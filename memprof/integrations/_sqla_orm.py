@@ -20,6 +20,7 @@ from memprof.integrations._sqla_collectors import (
     QueryCollector,
     ScopeCollector,
 )
+from memprof.integrations._sqla_frames import short_path
 from memprof.isolation import internal_error
 from memprof.memory import rss_bytes
 from memprof.profile import RequestProfile, _current
@@ -147,7 +148,7 @@ def _describe_criteria(option: Any) -> tuple[tuple[Any, ...], str, str, str | No
     original = option._where_crit_orig
     code = getattr(original, "__code__", None) if option.deferred_where_criteria else None
     if code is not None:
-        where = f"{code.co_filename}:{code.co_firstlineno}"
+        where = f"{short_path(code.co_filename)}:{code.co_firstlineno}"
         key: tuple[Any, ...] = ("lambda", where)
         desc = _DESCRIPTIONS.get(key)
         if desc is None:
