@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from memprof.testing._units import format_size
-from memprof.testing.fit import Fit, growth_per_step, keeps_growing
+from memprof.testing.fit import Fit, growth_per_step, keeps_growing, robust_growth
 
 _IGNORED_FILES = (
     __file__,
@@ -161,7 +161,7 @@ class GrowthResult:
     def describe(self, top: int) -> str:
         """A report of the growth per iteration and the object types that grew."""
         fit = self.fit
-        per_iter = format_size(fit.slope, signed=True) if fit else "n/a"
+        per_iter = format_size(robust_growth(self.memory), signed=True)
         verdict = "kept growing" if self.failed else "levelled off"
         lines = [
             f"memory {verdict} over {self.iterations} iterations after {self.warmup} warm-up: "

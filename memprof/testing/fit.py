@@ -61,17 +61,29 @@ def growth_per_step(values: Sequence[float]) -> Fit:
     return linear_fit([float(i) for i in range(len(values))], values)
 
 
+def robust_growth(values: Sequence[float]) -> float:
+    """Growth per step of a series, robust to a stray reading: the Theil-Sen estimator (the median of
+    the slopes between every pair of points). A background thread that allocates at the moment of one
+    measurement moves a least-squares slope; it barely moves this one. 0.0 for fewer than two points."""
+    slopes = sorted(
+        (values[j] - values[i]) / (j - i) for i in range(len(values)) for j in range(i + 1, len(values))
+    )
+    if not slopes:
+        return 0.0
+    mid = len(slopes) // 2
+    return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2.0
+
+
 def keeps_growing(values: Sequence[float], tolerance: float) -> bool:
     """Whether a series measured after each iteration keeps growing by more than ``tolerance`` a step.
 
-    Growing means: the fitted slope is above ``tolerance`` and the series rose in most steps (a single
+    Growing means: the (robust) growth per step is above ``tolerance`` and the series rose in most steps (a single
     jump, like a cache filled once, is not a leak), as in SQLAlchemy's "does memory level off?" tests.
     """
     if len(values) < 3:
         return False
-    fit = growth_per_step(values)
     rises = sum(1 for a, b in itertools.pairwise(values) if b > a)
-    return fit.slope > tolerance and rises * 2 > len(values) - 1
+    return robust_growth(values) > tolerance and rises * 2 > len(values) - 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memprof.testing._units import format_size
-from memprof.testing.fit import Explanation, Fit, growth_per_step
+from memprof.testing.fit import Explanation, Fit, robust_growth
 
-GROWTH_NOISE = 1024
+GROWTH_NOISE = 2048
 """Retained growth per request below which repeated requests are said to level off (bytes)."""
 
 
@@ -62,13 +62,14 @@ class VariantResult:
 
     @property
     def growth_per_request(self) -> float | None:
-        """Median over runs of the retained memory's slope per request (needs >= 2 requests a run).
+        """Median over runs of the retained memory's growth per request (Theil-Sen slope; needs >= 2
+        requests a run).
 
         With 3 or more requests the first is left out of the fit: what stays after the first request
         of a client (about 1 KB of test-client and writer state) is set-up, not accumulation.
         """
         slopes = [
-            growth_per_step([float(m.retained) for m in (run[1:] if len(run) >= 3 else run)]).slope
+            robust_growth([float(m.retained) for m in (run[1:] if len(run) >= 3 else run)])
             for run in self.runs
             if len(run) >= 2
         ]
