@@ -82,7 +82,9 @@ class Checkpoint(_Model):
 class Statement(_Model):
     """One distinct SQL statement of a request (text with placeholders, never parameter values)."""
 
-    sql: str = Field(description="Statement text with placeholders, capped at 2000 characters.")
+    sql: str = Field(
+        description="Statement text with placeholders, string literals masked as '?', capped at 2000 characters."
+    )
     count: int = Field(description="Executions in this request.")
     total_ms: float = Field(description="Time in the database driver's execute, all executions.")
     max_ms: float

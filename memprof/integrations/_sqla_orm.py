@@ -21,6 +21,7 @@ from memprof.integrations._sqla_collectors import (
     ScopeCollector,
 )
 from memprof.integrations._sqla_frames import short_path
+from memprof.integrations._sqla_params import mask_literals
 from memprof.isolation import internal_error
 from memprof.memory import rss_bytes
 from memprof.profile import RequestProfile, _current
@@ -163,7 +164,7 @@ def _describe_criteria(option: Any) -> tuple[tuple[Any, ...], str, str, str | No
     key = ("expression", hash(cache_key.key) if cache_key is not None else id(original))
     desc = _DESCRIPTIONS.get(key)
     if desc is None:
-        desc = str(option.where_criteria)[:300]
+        desc = mask_literals(str(option.where_criteria))[:300]
         if len(_DESCRIPTIONS) < _MAX_DESCRIPTIONS:
             _DESCRIPTIONS[key] = desc
     return key, "expression", desc, None

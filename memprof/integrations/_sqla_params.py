@@ -2,7 +2,7 @@
 
 Values are copied to plain data at once (strings capped, other objects by type name) so nothing of the
 app's is kept; values whose names look secret, and every positional value (it has no name to judge
-by), are replaced by ``<redacted>``.
+by), are replaced by ``<redacted>``. String literals written into SQL text are always masked.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 
 MAX_PARAM_CHARS = 200
 REDACTED = "<redacted>"
+# A quoted string literal ('' escapes a quote) or a PostgreSQL dollar-quoted one ($$...$$, $tag$...$tag$).
+_LITERAL = re.compile(r"'(?:[^']|'')*'|\$(\w*)\$.*?\$\1\$", re.S)
 _SECRET_NAME = re.compile(
     r"pass|pwd|secret|token|key|auth|credential|cookie|session|salt|signature|otp|pin|api", re.IGNORECASE
 )
@@ -47,3 +49,9 @@ def redact_params(params: Any) -> Any:
     if isinstance(params, list | tuple):
         return [REDACTED for _ in params]
     return REDACTED
+
+
+def mask_literals(sql: str) -> str:
+    """SQL text with its string literals replaced by ``'?'``: a value written into the statement
+    (``text(f"... = '{token}'")``) is as secret as a bound one."""
+    return _LITERAL.sub("'?'", sql) if "'" in sql or "$" in sql else sql

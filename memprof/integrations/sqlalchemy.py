@@ -52,7 +52,13 @@ _lock = threading.RLock()
 _registry: list[tuple[Callable[[], Any], str, Callable[..., Any]]] = []
 _global = False
 _orm_installed = False
-_engine_ids: set[int] = set()  # engines with their own listeners
+# Engines with their own listeners, weakly (an id alone could be reused by a later engine).
+_own: dict[int, weakref.ref[Engine]] = {}
+
+
+def _has_own_listeners(engine: Engine) -> bool:
+    ref = _own.get(id(engine))
+    return ref is not None and ref() is engine
 
 
 def _sync_engine(engine: Any) -> Engine:
@@ -109,10 +115,10 @@ def instrument_sqlalchemy(
         else:
             sync = _sync_engine(engine)
             _sqla_events.remember_engine(sync)
-            if not _global and id(sync) not in _engine_ids:
+            if not _global and not _has_own_listeners(sync):
                 for name, fn, kw in _ENGINE_EVENTS:
                     _listen(sync, name, fn, **kw)
-                _engine_ids.add(id(sync))
+                _own[id(sync)] = weakref.ref(sync)
         _install_orm(count_instances)
         register_hooks(on_finish=_on_finish)
 
@@ -126,7 +132,7 @@ def _instrument_all() -> None:
             if event.contains(target, name, fn):
                 event.remove(target, name, fn)
             _registry.remove((ref, name, fn))
-    _engine_ids.clear()
+    _own.clear()
     for name, fn, kw in _ENGINE_EVENTS:
         _listen(Engine, name, fn, **kw)
     _listen(Engine, "engine_connect", _on_engine_connect)
@@ -158,7 +164,7 @@ def uninstrument_sqlalchemy() -> None:
             if target is not None and event.contains(target, name, fn):
                 event.remove(target, name, fn)
         _registry.clear()
-        _engine_ids.clear()
+        _own.clear()
         _global = False
         _orm_installed = False
         _sqla_events.set_settings(None)
@@ -171,7 +177,7 @@ def is_instrumented(engine: Any = None) -> bool:
     with _lock:
         if engine is None:
             return _global
-        return _global or id(_sync_engine(engine)) in _engine_ids
+        return _global or _has_own_listeners(_sync_engine(engine))
 
 
 def engine_state(engine: Engine) -> dict[str, Any]:
