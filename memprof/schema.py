@@ -106,7 +106,7 @@ class Statement(_Model):
     params: list[Any] | None = Field(
         None,
         description="Parameter sets of its first executions (at most 3), only with MEMPROF_RECORD_SQL_PARAMS; "
-        "values with secret-looking names, and every positional value, are '<redacted>'.",
+        "values with secret-looking names or shapes, and every positional value, are '[REDACTED]'.",
     )
 
 

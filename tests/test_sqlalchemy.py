@@ -258,7 +258,7 @@ def test_secrets_never_reach_the_data_dir(
     login, lookup = samples()
     stmt = statement(login, "WHERE")
     if record_params:
-        assert stmt["params"] and all(v == "<redacted>" for v in stmt["params"][0].values())
+        assert stmt["params"] and all(v == "[REDACTED]" for v in stmt["params"][0].values())
         assert statement(lookup, "WHERE")["params"] == [{"pk_1": 1}]
     else:
         assert "params" not in stmt and "params" not in statement(lookup, "WHERE")
@@ -283,7 +283,7 @@ def test_positional_driver_parameters_are_redacted(
     client = TestClient(MemprofMiddleware(raw_sql, settings=make_settings(record_sql_params=True)))
     assert client.get("/").status_code == 200
     stmt = statement(only(samples()), "SELECT ?")
-    assert stmt["params"] == [["<redacted>"]] and stmt["rows"] == 1
+    assert stmt["params"] == [["[REDACTED]"]] and stmt["rows"] == 1
     for path in data_dir.rglob("*"):
         if path.is_file():
             assert SECRET_TOKEN.encode() not in path.read_bytes()

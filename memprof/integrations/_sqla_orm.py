@@ -28,7 +28,9 @@ from memprof.profile import RequestProfile, _current
 
 _DESCRIPTIONS: dict[Any, str] = {}  # criteria key -> description, shared by requests (plain strings)
 _MAX_DESCRIPTIONS = 512
-_LOADED, _CREATED, _UPDATED, _DELETED, _RSS_LAST = 1, 2, 3, 4, 6
+# Indexes in a ModelCollector entry: [name, loaded, created, updated, deleted, rss_first, rss_last]
+# (on_load writes 1 and 6 as literals: a global lookup per instance is measurable).
+_CREATED, _UPDATED, _DELETED, _RSS_LAST = 2, 3, 4, 6
 
 
 def models_of(profile: RequestProfile) -> ModelCollector:

@@ -104,7 +104,10 @@ def instrument_sqlalchemy(
     ``settings``: the settings to use (threshold of N+1, parameter recording); by default those of
     the newest :class:`memprof.MemprofMiddleware`. ``count_instances=False`` leaves out the
     per-instance ``load`` listener (about 1 µs per ORM object on every request, profiled or not):
-    per-class ``loaded`` and per-statement ``instances`` are then 0, the rest is unchanged.
+    per-class ``loaded`` and per-statement ``instances`` are then 0, the rest is unchanged. It applies
+    to every engine (the listener is on the Mapper class): the last call decides. Call this at
+    start-up: adding or removing listeners while other threads run SQL is not something SQLAlchemy
+    guards against.
     """
     with _lock:
         if settings is not None:
@@ -150,9 +153,12 @@ def _install_orm(count_instances: bool) -> None:
         _listen(Session, "after_flush", _sqla_orm.watch_session)
         _listen(Session, "after_transaction_end", _sqla_orm.watch_session)
         _orm_installed = True
-    has_load = any(fn is _sqla_orm.on_load for _ref, _name, fn in _registry)
-    if count_instances and not has_load:
+    load = next((entry for entry in _registry if entry[2] is _sqla_orm.on_load), None)
+    if count_instances and load is None:
         _listen(Mapper, "load", _sqla_orm.on_load, raw=True)
+    elif not count_instances and load is not None:
+        event.remove(Mapper, "load", _sqla_orm.on_load)
+        _registry.remove(load)
 
 
 def uninstrument_sqlalchemy() -> None:
