@@ -222,6 +222,26 @@ def test_statements_are_capped(engine: Engine, make_settings: Settings, samples:
     assert first.startswith("SELECT 1 AS xxx") and len(first) == 2003 and first.endswith("...")
 
 
+def test_compiled_cache_growth_shows_across_identical_requests(
+    engine: Engine, make_settings: Settings, samples: Any
+) -> None:
+    calls = iter(range(1000))
+
+    async def literal_per_call(scope: Any, receive: Any, send: Any) -> None:
+        with engine.connect() as conn:
+            # A statement built with its value inline: a new compiled-cache entry on every request.
+            conn.execute(text(f"SELECT {next(calls)} AS n")).scalar_one()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    client = TestClient(MemprofMiddleware(literal_per_call, settings=make_settings()))
+    for _ in range(4):
+        assert client.get("/").status_code == 200
+    sizes = [rec["engines"][0]["compiled_cache"] for rec in samples()]
+    assert sizes == sorted(sizes) and sizes[-1] - sizes[0] == 3, sizes
+    assert {e["name"] for e in engine_states()} >= {rec["engines"][0]["name"] for rec in samples()}
+
+
 def test_light_profile_has_count_and_time_only(
     engine: Engine, schema: Schema, make_settings: Settings, samples: Any
 ) -> None:
