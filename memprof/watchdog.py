@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from memprof import profile as profile_module
+from memprof._dump_request import RequestWatch
 from memprof._dump_signal import install_dump_signal
 from memprof.dump import _count, write_dump
 from memprof.flight import FlightRecorder, collect_crashes
@@ -63,6 +64,7 @@ class _Group:
         self.state = StateLog(data_dir, host)
         self.last_state = time.monotonic()
         self.started = False
+        self.requests = RequestWatch(data_dir, self.flight.started)
 
 
 class Watchdog:
@@ -182,10 +184,17 @@ class Watchdog:
                 group.flight.update(group_runtimes, rss, peak, force=True)
                 group.state.record("startup")
             group.flight.update(group_runtimes, rss, peak)
+            asked = group.requests.poll()
+            if asked is not None:
+                from memprof.dump import pick_request
+
+                runtime = group_runtimes[0]
+                write_dump(runtime, "manual", asked["name"], pick_request(runtime))
             interval = min(r.settings.state_interval_s for r in group_runtimes)
             if interval > 0 and time.monotonic() - group.last_state >= interval:
                 group.last_state = time.monotonic()
                 group.state.record("periodic")
+        self._update_alarm()  # a cooldown may have ended
 
     def check(self, runtime: Runtime, guard: Guard, rss: int, poked: RequestProfile | None = None) -> None:
         """The memory guard and threshold dumps of one runtime for one RSS reading."""
@@ -216,10 +225,15 @@ class Watchdog:
             self._update_alarm()
 
     def _update_alarm(self) -> None:
+        """Set the checkpoint alarm to the lowest level at which some runtime would dump now.
+
+        A runtime in its cooldown raises no alarm: checkpoints would wake the thread for nothing.
+        """
         level = sys.maxsize
+        now = time.monotonic()
         with self.lock:
             for runtime, guard in self.guards.items():
-                if guard.closed:
+                if guard.closed or now - guard.last_dump < runtime.settings.dump_cooldown_s:
                     continue
                 limit = runtime.limit.bytes
                 mark = max(limit * runtime.settings.dump_threshold, guard.high_water + DUMP_STEP * limit)

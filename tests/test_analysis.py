@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 from pathlib import Path
 
 import pytest
 
 from memprof.analysis import Filters, InputError, analyze, parse_time
 from memprof.analysis import synthetic as s
-from memprof.analysis.stats import describe, pearson, percentile, quarter_medians
+from memprof.analysis.stats import describe, describe_merged, pearson, percentile, quarter_medians
 
 MIB = s.MIB
 
@@ -30,6 +31,10 @@ def test_describe_is_exact() -> None:
     assert pearson([1, 2, 3, 4], [2, 4, 6, 8]) == pytest.approx(1.0)
     assert pearson([1, 1, 1], [1, 2, 3]) == 0.0
     assert quarter_medians(list(range(8))) == [1, 3, 5, 7]
+    rng = random.Random(5)
+    for sizes in ([1], [3, 0, 7], [50, 1, 200, 13], [1000]):
+        parts = [sorted(rng.randrange(-(10**9), 10**12) for _ in range(n)) for n in sizes]
+        assert describe_merged(parts) == describe([v for p in parts for v in p])
 
 
 def test_statistics_overall_and_per_route(tmp_path: Path) -> None:
@@ -172,7 +177,7 @@ def test_dumps_crashes_and_frames(tmp_path: Path) -> None:
     stack = [
         "app/main.py:10 in handler",
         "app/reports.py:55 in build",
-        "sqlalchemy/orm/loading.py:100 in instances",
+        "/usr/lib/python3/site-packages/sqlalchemy/orm/loading.py:100 in instances",
     ]
     for i in range(3):
         s.write_json(d / "dumps" / f"dump-{i}-100-threshold.json",
@@ -183,7 +188,9 @@ def test_dumps_crashes_and_frames(tmp_path: Path) -> None:
     assert dumps["count"] == 3 and dumps["by_trigger"] == {"threshold": 3}
     assert dumps["routes"] == {"/reports/{id}": 3, "/health": 3}
     assert dumps["phases"] == {"after app_start": 3}
-    assert dumps["frames"][0] == {"frame": "app/main.py:10 in handler", "dumps": 3}  # counted once per stack
+    # counted once per dump; application frames first
+    assert dumps["frames"][0] == {"frame": "app/main.py:10 in handler", "dumps": 3, "library": False}
+    assert dumps["frames"][-1]["library"] is True
     assert {f["frame"] for f in dumps["frames"]} == set(stack)
     assert summary["crashes"][0]["inflight"][0]["route"] == "/reports/{id}"
     assert Filters(pattern="reports.py").pattern
@@ -238,3 +245,79 @@ def test_parallel_reading_equals_one_pass(tmp_path: Path) -> None:
     assert one.summary == three.summary
     assert one.collector.recent_records() == three.collector.recent_records()
     assert one.summary["samples"] == 420 and one.summary["findings"]
+
+
+def test_malformed_samples_leave_no_partial_state(tmp_path: Path) -> None:
+    good = s.sample("/r", t=s.T0)
+    bad = [
+        {**good, "time": "yesterday"},
+        {**good, "memory": {**good["memory"], "rss_start": "x"}},
+        {**good, "checkpoints": [{"name": "a", "rss": "x"}]},
+        {**good, "request": {**good["request"], "route": None}, "time": None},
+        {**good, "memory": None},
+        {**good, "request": {**good["request"], "duration_ms": "slow"}},
+        {**good, "checkpoints": [{"rss": 1}]},
+    ]
+    result = analyze([str(_dir(tmp_path, [good, *bad, good]))])
+    assert result.summary["samples"] == 2
+    assert result.summary["input"]["skipped_by_reason"] == {"invalid record": 7}
+    assert [r["count"] for r in result.summary["routes"]] == [2]
+    assert [w["samples"] for w in result.summary["workers"]] == [2]
+    assert [p["count"] for p in result.summary["phases"]] == [2, 2, 2, 2]
+
+
+def _mutations(rng: random.Random, rec: object, depth: int = 0) -> object:
+    """``rec`` with one value somewhere replaced by a value of a wrong type."""
+    junk = [None, "x", [], {}, -1, 1e308, True, [1, "a"], {"k": None}, 2**70]
+    if isinstance(rec, dict) and rec and (depth < 4 and rng.random() < 0.7):
+        key = rng.choice(list(rec))
+        return {**rec, key: _mutations(rng, rec[key], depth + 1)}
+    if isinstance(rec, list) and rec and (depth < 4 and rng.random() < 0.7):
+        i = rng.randrange(len(rec))
+        return [*rec[:i], _mutations(rng, rec[i], depth + 1), *rec[i + 1 :]]
+    return rng.choice(junk)
+
+
+@pytest.mark.parametrize("seed", [1, 11, 12, 13])
+def test_fuzzed_records_never_crash_the_analysis_or_the_renderers(tmp_path: Path, seed: int) -> None:
+    from memprof.analysis.render_json import render as render_json
+    from memprof.analysis.render_text import render_summary
+    from memprof.analysis.render_views import render_recent
+    from memprof.analysis.report_html import render as render_html
+    from memprof.analysis.summary import series
+
+    rng = random.Random(seed)
+    lazy = s.statement("SELECT b FROM b WHERE ? = b.a", 12, n_plus_one=True, frame="a.py:1 in f")
+    crit = {
+        "criteria": "c",
+        "kind": "lambda",
+        "where": "a.py:2",
+        "applied": 3,
+        "statements": [],
+        "duplicates": 1,
+    }
+    full = s.sample("/r", queries=s.queries(lazy), session=s.session(10, {"k": 5}, "h"),
+                    models={"classes": {"m.A": {"loaded": 3}}}, scopes={"classes": {"m.A": [crit]}},
+                    engines=[{"name": "sqlite:x", "compiled_cache": 3}])  # fmt: skip
+    d = tmp_path / "data"
+    recs = [_mutations(rng, full) for _ in range(400)]
+    s.write_jsonl(d / "samples-1.jsonl", [full, *recs])  # type: ignore[list-item]
+    docs = [s.dump(route="/r", objects={"A": 1}, stacks=[["a.py:1 in f"]], caches=[s.cache("c", 1)]), s.crash(inflight=["/r"]),
+            s.state([s.cache("c", 2)])]  # fmt: skip
+    for i in range(60):
+        doc = _mutations(rng, docs[i % 3])
+        if i % 3 == 2:
+            s.write_jsonl(d / f"state-{i}.jsonl", [doc])  # type: ignore[list-item]
+        else:
+            s.write_json(
+                d / ("dumps" if i % 3 == 0 else "crashes") / f"{'dump' if i % 3 == 0 else 'crash'}-{i}.json",
+                doc,
+            )  # type: ignore[arg-type]
+    result = analyze([str(d)], recent=20)
+    summary = result.summary
+    inp = summary["input"]
+    assert summary["samples"] >= 1 and inp["skipped"] > 0
+    assert sum(inp["records"].values()) + inp["skipped"] == 461
+    assert render_summary(summary) and render_json(summary)
+    assert render_recent(result.collector.recent_records(), details=True)
+    assert render_html(summary, series(result.collector))

@@ -131,7 +131,9 @@ def test_cheaper_counting_without_load_listener(
     with Session(engine) as session:
         seed(session, schema, authors=3)
     loads = listener_counts(engine)["Mapper.load"]
-    instrument_sqlalchemy(engine, count_instances=False)
+    instrument_sqlalchemy(engine)
+    assert listener_counts(engine)["Mapper.load"] == loads + 1
+    instrument_sqlalchemy(engine, count_instances=False)  # the last call decides
     try:
         assert listener_counts(engine)["Mapper.load"] == loads
         with TestClient(
@@ -217,3 +219,22 @@ def test_a_failing_listener_never_reaches_the_app(
     assert errors.counts["sqlalchemy.before_cursor_execute"] >= 1
     (rec,) = samples()
     assert rec["request"]["status"] == 200
+
+
+def test_public_surface() -> None:
+    import memprof.integrations.sqlalchemy as integration
+
+    assert memprof.instrument_sqlalchemy is integration.instrument_sqlalchemy
+    assert memprof.uninstrument_sqlalchemy is integration.uninstrument_sqlalchemy
+    assert {"instrument_sqlalchemy", "uninstrument_sqlalchemy"} <= set(memprof.__all__)
+    assert memprof.__all__ == sorted(memprof.__all__)
+    assert integration.__all__ == [
+        "engine_states",
+        "instrument_sqlalchemy",
+        "is_instrumented",
+        "reset_unattributed",
+        "unattributed",
+        "uninstrument_sqlalchemy",
+    ]
+    for name in integration.__all__:
+        assert getattr(integration, name).__doc__, name

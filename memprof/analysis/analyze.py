@@ -14,6 +14,7 @@ from memprof.analysis.collect import Collector
 from memprof.analysis.filters import Filters
 from memprof.analysis.findings import detect
 from memprof.analysis.findings_sql import Thresholds
+from memprof.analysis.flight_files import dead_worker_crashes
 from memprof.analysis.parallel import collect_parallel
 from memprof.analysis.sources import InputError, LoadReport, Progress, Source, discover
 from memprof.analysis.summary import (
@@ -64,8 +65,8 @@ def summarize(c: Collector, report: LoadReport, thresholds: Thresholds | None = 
         "filters": c.filters.to_dict(),
         "samples": c.samples,
         "filtered_out": c.filtered_out + c.events.filtered_out,
-        "window": {"start": c.first_time, "end": c.last_time},
-        "limit": max(c.limits, key=lambda k: (c.limits[k], k)) if c.limits else None,
+        "window": dict(zip(("start", "end"), c.window(), strict=True)),
+        "limit": c.limit(),
         "memory": memory_stats(c),
         "high_memory": {
             "metric": "growth",
@@ -119,6 +120,9 @@ def analyze_sources(
     """Like :func:`analyze` for already discovered sources (so a caller can size a progress bar)."""
     collector, report = collect(sources, filters, recent=recent, progress=progress, jobs=jobs)
     report.paths = inputs
+    for record, ref in dead_worker_crashes(inputs):  # killed workers not yet turned into crash records
+        collector.events.add_crash(record, ref)
+        report.records["memprof.crash"] += 1
     if not sum(report.records.values()):
         where = ", ".join("standard input" if i == "-" else i for i in inputs)
         why = f" ({report.skipped} unreadable lines or files skipped)" if report.skipped else ""

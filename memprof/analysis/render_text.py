@@ -35,7 +35,10 @@ def fmt_time(t: float | None) -> str:
     """UTC ``2026-11-29 14:03:07Z``; ``-`` for None."""
     if t is None:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))
+    except (OverflowError, ValueError, OSError, TypeError):  # a corrupt record's time
+        return str(t)
 
 
 def short_ref(ref: str | None) -> str:
@@ -225,9 +228,8 @@ def _dumps(d: dict[str, Any]) -> list[str]:
     if d["routes"]:
         lines.append("  routes in the dumps: " + ", ".join(f"{k} ({v})" for k, v in d["routes"].items()))
     if d["frames"]:
-        lines += ["  most common stack frames:"] + [
-            f"    {f['dumps']:>4}  {f['frame']}" for f in d["frames"][:10]
-        ]
+        lines += ["  most common stack frames (application code first):"]
+        lines += [f"    {f['dumps']:>4}  {f['frame']}" for f in d["frames"][:10]]
     return lines
 
 
