@@ -3,6 +3,7 @@ the fix. Process-level detectors live here; what-requests-load detectors in :mod
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 from typing import Any
 
@@ -117,7 +118,7 @@ def leak(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
         if len(w.rss) < t.leak_min_samples:
             continue
         order = w.order()
-        ys = [float(w.base[i]) for i in order]
+        ys = w.base if isinstance(order, range) else array("q", [w.base[i] for i in order])
         q = quarter_medians(ys)
         rise = q[3] - q[1]
         if not (q[0] < q[1] < q[2] < q[3]) or rise < max(t.leak_min_growth, 0.05 * q[1]):

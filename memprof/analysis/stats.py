@@ -114,15 +114,16 @@ def pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
 
 
 def slope(ys: Sequence[float]) -> float:
-    """Least-squares slope of ``ys`` against their index (units of y per step)."""
+    """Least-squares slope of ``ys`` against their index (units of y per step); sums run in C."""
     n = len(ys)
     if n < 2:
         return 0.0
-    mx = (n - 1) / 2.0
-    my = math.fsum(ys) / n
-    num = math.fsum((i - mx) * (y - my) for i, y in enumerate(ys))
-    den = math.fsum((i - mx) ** 2 for i in range(n))
-    return num / den if den else 0.0
+    sum_i = n * (n - 1) // 2
+    sum_ii = (n - 1) * n * (2 * n - 1) // 6
+    sum_y = sum(ys)
+    sum_iy = sum(map(mul, range(n), ys))
+    den = n * sum_ii - sum_i * sum_i
+    return (n * sum_iy - sum_i * sum_y) / den if den else 0.0
 
 
 def quarter_medians(ys: Sequence[float]) -> list[float]:
