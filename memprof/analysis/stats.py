@@ -80,6 +80,13 @@ def describe_merged(parts: Sequence[Sequence[int]]) -> dict[str, Any]:
     }
 
 
+def merged_percentile(parts: Sequence[Sequence[int]], q: float) -> int:
+    """The ``q``-th percentile (nearest rank) of the union of ascending integer sequences; 0 when empty."""
+    parts = [p for p in parts if len(p)]
+    n = sum(len(p) for p in parts)
+    return _select(parts, max(1, math.ceil(q / 100.0 * n))) if n else 0
+
+
 def _select(parts: Sequence[Sequence[int]], rank: int) -> int:
     """The ``rank``-th smallest (1-based) value of the union of ascending integer sequences: a binary
     search over values, counting with C-level bisects (no merged copy, no Python loop over values)."""
