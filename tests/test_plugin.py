@@ -9,49 +9,49 @@ import pytest
 pytest_plugins = ["pytester"]
 
 # The app the inner test runs talk to: real Starlette, with an endpoint whose allocation the test chooses,
-# and a collector attached to the profile the way memprof's integrations attach theirs.
-APP = '''
+# backed by a real SQLite database instrumented with memprof's SQLAlchemy integration.
+APP = """
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.pool import StaticPool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from memprof import checkpoint
+from memprof import checkpoint, instrument_sqlalchemy
 
 KEPT = []
 
 
-class Counts:
-    """A section collector, as an integration attaches one: plain numbers, turned into a record section."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def to_record(self):
-        return {"count": self.n, "total_ms": 0.0, "statements": [{"sql": "SELECT 1", "count": self.n}]}
+class Base(DeclarativeBase):
+    pass
 
 
-class Models:
-    def __init__(self, n):
-        self.n = n
-
-    def to_record(self):
-        return {"classes": {"app.Item": {"loaded": self.n}}}
+class Item(Base):
+    __tablename__ = "plugin_items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
 
 
-async def items(request: Request):
+engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+Base.metadata.create_all(engine)
+with Session(engine) as session:
+    session.add_all([Item(id=i, name=f"item-{i}") for i in range(1, 101)])
+    session.commit()
+instrument_sqlalchemy(engine)
+
+
+def items(request: Request):
+    # One query per item (an N+1 by construction): n statements, n instances.
     n = int(request.query_params.get("n", "1"))
-    with checkpoint("build"):
-        data = [{"i": i} for i in range(n)]
-    profile = request.scope.get("memprof")
-    if profile is not None:
-        profile.sections["queries"] = Counts(n)
-        profile.sections["models"] = Models(n * 2)
-    return JSONResponse({"n": len(data)})
+    with checkpoint("build"), Session(engine) as session:
+        names = [session.execute(select(Item).where(Item.id == i)).scalar_one().name for i in range(1, n + 1)]
+    return JSONResponse({"n": len(names)})
 
 
 app = Starlette(routes=[Route("/items", items)])
-'''
+"""
 
 
 @pytest.fixture
@@ -61,10 +61,14 @@ def inner(pytester: pytest.Pytester) -> pytest.Pytester:
         """
         import pytest
         import myapp
+        from memprof import uninstrument_sqlalchemy
 
         @pytest.fixture
         def memprof_app():
             return myapp.app
+
+        def pytest_unconfigure(config):
+            uninstrument_sqlalchemy()  # the inner run shares this process with the outer one
         """
     )
     return pytester
@@ -303,7 +307,8 @@ def test_memprof_client_responses_expose_their_profile(inner: pytest.Pytester) -
             ]
             assert profile.request["route"] == "/items"
             assert profile.query_count == 3
-            assert profile.instances == 6
+            assert profile.instances == 3
+            assert profile.instances_by_class == {"myapp.Item": 3}
             assert profile.session is None and profile.session_size is None
             assert memprof_client.last is profile
             assert len(memprof_client.profiles) == 1
@@ -332,7 +337,7 @@ def test_max_queries_passes_and_fails(inner: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*max_queries(5): GET /items (route /items, status 200) executed 12 SQL statements*",
-            "*12x SELECT 1*",
+            "*12x SELECT plugin_items.id, plugin_items.name*",
         ]
     )
     assert "n=2" not in result.stdout.str()
@@ -346,16 +351,16 @@ def test_max_instances_passes_and_fails(inner: pytest.Pytester) -> None:
 
         @pytest.mark.max_instances(10)
         def test_few(memprof_client):
-            memprof_client.get("/items?n=5")
+            memprof_client.get("/items?n=10")
 
         @pytest.mark.max_instances(10)
         def test_many(memprof_client):
-            memprof_client.get("/items?n=6")
+            memprof_client.get("/items?n=12")
         """,
     )
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
-        ["*max_instances(10): GET /items*loaded 12 ORM instances*", "*app.Item: 12 loaded*"]
+        ["*max_instances(10): GET /items*loaded 12 ORM instances*", "*myapp.Item: 12 loaded*"]
     )
 
 
@@ -377,6 +382,10 @@ def test_max_queries_without_requests_fails_with_an_explanation(inner: pytest.Py
 def test_app_from_ini_key(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(myapp=APP)
     pytester.makeini("[pytest]\nmemprof_app = myapp:app\n")
+    pytester.makeconftest(
+        "from memprof import uninstrument_sqlalchemy\n\n\n"
+        "def pytest_unconfigure(config):\n    uninstrument_sqlalchemy()\n"
+    )
     result = run(
         pytester,
         """

@@ -5,9 +5,13 @@ The apps and hooks live at module level so that ``isolate=True`` can import them
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.pool import StaticPool
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -15,14 +19,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from memprof import instrument_sqlalchemy, uninstrument_sqlalchemy
 from memprof.testing import ReproduceError, Variable, reproduce
 from memprof.testing.fit import explain, keeps_growing, linear_fit, robust_growth
 from memprof.testing.variables import Context, RequestSpec, variants
 
 PERMISSION_BYTES = 20_000  # what one permission costs the dashboard, by construction
-STATE: dict[str, Any] = {"permissions": 0, "hour": 0}
+STATE: dict[str, Any] = {"permissions": 0, "hour": 0, "rows": 0}
 CACHE: dict[str, bytes] = {}
 LEAK: list[bytes] = []
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Row(Base):
+    __tablename__ = "reproduce_rows"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    payload: Mapped[str]
 
 
 async def dashboard(request: Request) -> Response:
@@ -88,7 +103,7 @@ def fill(ctx: Context, size: int) -> None:
 
 @pytest.fixture(autouse=True)
 def _reset() -> None:
-    STATE.update(permissions=0, hour=0)
+    STATE.update(permissions=0, hour=0, rows=0)
     CACHE.clear()
     LEAK.clear()
 
@@ -145,6 +160,46 @@ def test_memory_that_follows_no_variable_names_none() -> None:
     peaks = [v.peak for v in result.variants]
     assert max(peaks) - min(peaks) < 64 * 1024
     assert 190_000 < min(peaks) < 400_000
+
+
+@pytest.fixture
+def sql_app() -> Iterator[Starlette]:
+    """A real SQLite database behind an endpoint that loads ``STATE["rows"]`` ORM objects in one query."""
+    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Row(id=i, payload="x" * 500) for i in range(1, 401)])
+        session.commit()
+    instrument_sqlalchemy(engine)
+
+    def rows(request: Request) -> Response:
+        with Session(engine) as session:
+            loaded = session.scalars(select(Row).where(Row.id <= STATE["rows"])).all()
+            return JSONResponse({"rows": len(loaded)})
+
+    yield Starlette(routes=[Route("/rows", rows)])
+    uninstrument_sqlalchemy()
+    engine.dispose()
+
+
+def set_rows(ctx: Context, value: int) -> None:
+    STATE["rows"] = value
+
+
+def test_queries_instances_and_session_size_come_from_the_records(sql_app: Starlette) -> None:
+    result = reproduce(
+        sql_app, "GET /rows", [Variable.param("rows", [10, 100, 400], set_rows, unit="row")], runs=1
+    )
+    assert [v.queries for v in result.variants] == [1, 1, 1]
+    assert [v.instances for v in result.variants] == [10, 100, 400]
+    assert result.explained_by is not None and result.explained_by.variable == "rows"
+    fit = result.effects["rows"].fit
+    assert fit is not None and fit.slope > 500  # at least the 500-byte payload of each row
+    sessions = reproduce(perm_app, "GET /flat", [Variable.session_size([0, 3_000, 9_000], fill)], runs=1)
+    sizes = [v.session_size for v in sessions.variants]
+    assert sizes[0] is not None and sizes[0] < 100
+    assert sizes[1] is not None and 3_000 < sizes[1] < 3_200
+    assert sizes[2] is not None and 9_000 < sizes[2] < 9_200
 
 
 def test_cache_states_through_hooks() -> None:

@@ -132,11 +132,14 @@ class VariableEffect:
     def describe(self) -> str:
         """``permissions: +1.2 MB per permission, R² 0.98`` or the spread of a non-numeric variable."""
         if self.fit is not None:
+            per = self.unit or f"unit of {self.variable}"
+            few = ", too few values to name it (3 or more are needed)" if self.fit.n < 3 else ""
             return (
-                f"{self.variable}: {format_size(self.fit.slope, signed=True)} per {self.unit or self.variable}, "
+                f"{self.variable}: {format_size(self.fit.slope, signed=True)} per {per}, "
                 f"R² {self.fit.r2:.2f} ({format_size(self.fit.effect)} across the range, noise "
-                f"{format_size(self.noise)})"
+                f"{format_size(self.noise)}{few})"
             )
+
         return (
             f"{self.variable}: peaks differ by {format_size(self.spread)} (noise {format_size(self.noise)})"
         )
