@@ -44,6 +44,9 @@ STATUS_EVERY_S = 2.0
 STATUS_TTL_S = 15
 REDIS_TIMEOUT_S = 0.25
 OFF = "off"
+# An aggressive override that names no end (a hand-written file or Redis key) ends this long after it
+# was first seen: an aggressive window always expires by itself.
+AGGRESSIVE_DEFAULT_S = 30 * 60
 
 
 def control_path(data_dir: Path) -> Path:
@@ -207,6 +210,8 @@ class Controller:
             except (OSError, ValueError):
                 override = None  # being rewritten, or broken: the next tick reads it again
                 self._control_mtime = None
+            if override is not None and override.mode == Mode.AGGRESSIVE and override.until is None:
+                override = Override(override.mode, mtime + AGGRESSIVE_DEFAULT_S, override.source)
         self.file_override = override
 
     def _read_redis(self) -> None:
@@ -232,7 +237,14 @@ class Controller:
         self.redis_ok, self.redis_error = True, None
         self.redis_disable = disable is not None and disable not in ("0", "false", "")
         until = time.time() + pttl / 1000 if isinstance(pttl, int) and pttl > 0 else None
-        self.redis_override = parse_override({"mode": mode, "until": until}, "redis") if mode else None
+        override = parse_override({"mode": mode, "until": until}, "redis") if mode else None
+        if override is not None and override.mode == Mode.AGGRESSIVE and override.until is None:
+            previous = self.redis_override
+            if previous is not None and previous.mode == Mode.AGGRESSIVE and previous.until is not None:
+                override = previous  # the window started when this key was first seen
+            else:
+                override = Override(override.mode, time.time() + AGGRESSIVE_DEFAULT_S, "redis")
+        self.redis_override = override
 
     # -- status -----------------------------------------------------------------------------------
     def publish(self, status: dict[str, Any]) -> None:

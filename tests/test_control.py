@@ -168,3 +168,16 @@ def test_a_broken_control_file_is_ignored(
     with TestClient(mw) as client:
         assert detail(client) == "full"
     assert mw.runtime.control.override() is None
+
+
+def test_a_hand_written_aggressive_override_still_expires(
+    make_settings: Callable[..., Any], data_dir: Path
+) -> None:
+    data_dir.mkdir(parents=True)
+    (data_dir / "control.json").write_text(json.dumps({"mode": "aggressive"}))  # no "until"
+    settings = make_settings(mode="light", control_max_mode="aggressive")
+    rt = MemprofMiddleware(starlette_app(), settings=settings).runtime
+    override = rt.control.override()
+    assert override is not None and override.mode == "aggressive" and rt.mode.value == "aggressive"
+    assert override.until is not None and 29 * 60 < override.until - time.time() <= 30 * 60
+    assert not override.live(time.time() + 31 * 60)

@@ -97,6 +97,21 @@ def test_redis_cannot_widen_local_settings(make_settings: Callable[..., Any], re
     redis_client(REDIS_URL).set(redis_prefix + "mode", "aggressive", ex=60)
     assert wait_for(lambda: rt.control.refused is not None)
     assert rt.mode.value == "light" and rt.sample_rate == 0.01
+    redis_client(REDIS_URL).set(redis_prefix + "mode", "aggressive")  # no TTL: still a window
+    wide = make_settings(
+        mode="light",
+        control_max_mode="aggressive",
+        redis_url=REDIS_URL,
+        redis_prefix=redis_prefix,
+        control_poll_interval_s=0.05,
+    )
+    rt_wide = MemprofMiddleware(starlette_app(), settings=wide).runtime
+    assert wait_for(lambda: rt_wide.mode.value == "aggressive")
+    until = rt_wide.control.redis_override.until  # type: ignore[union-attr]
+    assert until is not None and 29 * 60 < until - time.time() <= 30 * 60
+    poll_now()
+    time.sleep(0.2)
+    assert rt_wide.control.redis_override.until == until  # type: ignore[union-attr]  # not pushed back
     off = make_settings(
         enabled=False, redis_url=REDIS_URL, redis_prefix=redis_prefix, control_poll_interval_s=0.05
     )
