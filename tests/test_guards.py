@@ -151,3 +151,39 @@ def test_overhead_guard_ignores_rare_slow_requests() -> None:
         guard.observe(5_000_000 if i % 10 == 0 else 1000)  # one in ten over the limit
     assert guard.steps == 0
     assert len(guard.window) == OVERHEAD_WINDOW and guard.over == OVERHEAD_WINDOW // 10
+
+
+def test_trips_are_counted_in_opentelemetry(make_settings: Callable[..., Any], data_dir: Any) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from memprof.integrations import opentelemetry as otel
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    otel.instrument_opentelemetry(meter_provider=provider)
+    try:
+        breaker = CircuitBreaker(2)
+        breaker.failure(), breaker.failure(), breaker.failure()  # one trip, not two
+        guard = OverheadGuard(limit_ms=1.0)
+        for _ in range(OVERHEAD_TRIP_COUNT):
+            guard.observe(5_000_000)
+        mw = MemprofMiddleware(starlette_app(), settings=make_settings(control_poll_interval_s=0.05))
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / "DISABLED").touch()
+        deadline = time.monotonic() + 3
+        while mw.runtime.paused != "kill_switch_file" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        data = reader.get_metrics_data()
+        trips = {
+            p.attributes["memprof.guard"]: p.value
+            for rm in (data.resource_metrics if data else [])
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == "memprof.guard.trips"
+            for p in m.data.data_points
+        }
+        assert trips == {"circuit_breaker": 1, "overhead": 1, "kill_switch": 1}
+    finally:
+        otel.uninstrument_opentelemetry()
+        provider.shutdown()
