@@ -3,6 +3,7 @@ the fix. Process-level detectors live here; what-requests-load detectors in :mod
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 from typing import Any
 
@@ -17,7 +18,15 @@ from memprof.analysis.findings_sql import (
     n_plus_one,
     session_bloat,
 )
-from memprof.analysis.stats import describe, describe_sorted, pearson, percentile, quarter_medians, slope
+from memprof.analysis.stats import (
+    describe_merged,
+    describe_sorted,
+    merged_percentile,
+    pearson,
+    percentile,
+    quarter_medians,
+    slope,
+)
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 KINDS = ("session_bloat", "n_plus_one", "cartesian_join", "large_result_set", "loader_criteria_explosion",
@@ -53,14 +62,14 @@ def route_family_overhead(c: Collector, t: Thresholds, threshold: int) -> list[d
             continue
         # RSS growth undercounts a heavy route once the heap has grown: freed memory is reused, so the
         # ORM objects a request loads are the other signal
-        objects = percentile(sorted(x for _r, a in rs for x in a.instances), 50)
+        objects = merged_percentile([a.sorted_column("instances") for _r, a in rs], 50)
         by_memory = highs[fam] >= 5 and (holds_most or mostly_high)
         if not by_memory and objects < t.route_family_min_objects:
             continue  # cheap checks first: the statistics below sort every sample
         others = [a for f, other in fams.items() if f != fam for _r, a in other]
-        mine = describe([g for _r, a in rs for g in a.growth])
-        rest = describe([g for a in others for g in a.growth])
-        rest_objects = percentile(sorted(x for a in others for x in a.instances), 50)
+        mine = describe_merged([a.sorted_column("growth") for _r, a in rs])
+        rest = describe_merged([a.sorted_column("growth") for a in others])
+        rest_objects = merged_percentile([a.sorted_column("instances") for a in others], 50)
         by_memory = by_memory and mine["p95"] - rest["p95"] >= t.route_family_min_growth
         by_memory = by_memory and mine["p50"] >= 2 * max(rest["p50"], 1)
         by_objects = objects >= t.route_family_min_objects and objects >= 10 * max(rest_objects, 1)
@@ -117,7 +126,7 @@ def leak(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
         if len(w.rss) < t.leak_min_samples:
             continue
         order = w.order()
-        ys = [float(w.base[i]) for i in order]
+        ys = w.base if isinstance(order, range) else array("q", [w.base[i] for i in order])
         q = quarter_medians(ys)
         rise = q[3] - q[1]
         if not (q[0] < q[1] < q[2] < q[3]) or rise < max(t.leak_min_growth, 0.05 * q[1]):
