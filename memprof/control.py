@@ -40,8 +40,8 @@ CONTROL_FILE = "control.json"
 # Not DATA_DIR/workers/: that holds the flight recorder's <host>-<pid>.json files (memprof.flight).
 STATUS_DIR = "status"
 STATUS_SUFFIX = ".json"
-STATUS_EVERY_S = 2.0
-STATUS_TTL_S = 15
+STATUS_EVERY_S = 5.0
+STATUS_TTL_S = 30
 REDIS_TIMEOUT_S = 0.25
 OFF = "off"
 # An aggressive override that names no end (a hand-written file or Redis key) ends this long after it

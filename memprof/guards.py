@@ -32,6 +32,15 @@ OVERHEAD_TRIP_COUNT = 20
 MODE_RANK: dict[Mode | None, int] = {Mode.AGGRESSIVE: 3, Mode.LIGHT: 2, Mode.TARGETED: 1, None: 0}
 
 
+def _weak(callback: Callable[[], None] | None) -> Callable[[], Callable[[], None] | None] | None:
+    """A weak reference to ``callback`` (a bound method is referenced weakly: no cycle keeps a runtime)."""
+    if callback is None:
+        return None
+    if hasattr(callback, "__self__"):
+        return weakref.WeakMethod(callback)
+    return lambda: callback
+
+
 def count_trip(kind: str) -> None:
     """Count a guard trip in OpenTelemetry (a no-op until it is instrumented; never raises)."""
     try:
@@ -101,7 +110,7 @@ class CircuitBreaker:
         self.trial_ns = 0
         self.baseline = 0  # the process's internal error total when success was last checked
         self.backoff = _Backoff()
-        self.on_change = on_change
+        self._on_change = _weak(on_change)
         self._lock = threading.Lock()
         BREAKERS.add(self)
 
@@ -183,8 +192,9 @@ class CircuitBreaker:
         self.half_open = state == self.HALF_OPEN
 
     def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
+        callback = self._on_change() if self._on_change is not None else None
+        if callback is not None:
+            callback()
 
     def status(self) -> dict[str, Any]:
         """Plain data for ``memprof status``."""
@@ -215,7 +225,7 @@ class OverheadGuard:
         self.steps = 0  # read on the request path (through the runtime's effective mode)
         self.backoff = _Backoff()
         self.last_overhead_ms = 0.0
-        self.on_change = on_change
+        self._on_change = _weak(on_change)
         self._lock = threading.Lock()
 
     def reinit_after_fork(self) -> None:
@@ -266,8 +276,9 @@ class OverheadGuard:
         self._changed()
 
     def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
+        callback = self._on_change() if self._on_change is not None else None
+        if callback is not None:
+            callback()
 
     def status(self) -> dict[str, Any]:
         """Plain data for ``memprof status``."""

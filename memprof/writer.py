@@ -166,6 +166,9 @@ class RecordWriter:
                 except Exception:
                     pass  # the test switch re-raises; the thread must live on to drain the queue
             finally:
+                # Drop this item before waiting for the next: its profile (and the runtime behind
+                # ``build``) must not stay alive as long as the queue is idle.
+                entry = item = build = record = None
                 with self._idle:
                     self._pending -= 1
                     if self._pending <= 0:

@@ -1,6 +1,6 @@
 """``memprof status``: what every worker is doing now (mode, breaker, guard, last dump, errors).
 
-Workers publish their status about every two seconds to ``DATA_DIR/status/<host>-<pid>.json``
+Workers publish their status about every five seconds to ``DATA_DIR/status/<host>-<pid>.json``
 and, with Redis, to ``memprof:worker:<host>-<pid>`` (expiring). A status older than
 :data:`STALE_AFTER_S` belongs to a worker that stopped or hangs.
 """
@@ -20,7 +20,7 @@ from memprof.commands.control import DataDir, cli_settings
 from memprof.control import STATUS_DIR, STATUS_SUFFIX, redis_client
 from memprof.settings import MemprofSettings
 
-STALE_AFTER_S = 10.0
+STALE_AFTER_S = 20.0
 
 
 def _alive(pid: int) -> bool:
