@@ -30,6 +30,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_middleware $(BENCH_ARGS)
 
+bench-sql: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_sqlalchemy $(BENCH_ARGS)
+
 # The peers (OpenTelemetry, Sentry, uvicorn[standard]) come with the bench extra.
 $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -76,10 +76,21 @@ def generate(directory: Path, n: int, seed: int = 1) -> int:
     return total
 
 
+def calibrate() -> float:
+    """Milliseconds of a fixed pure-Python loop: how loaded the shared machine is right now."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        sum(range(10**7))
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, default=1_000_000)
     parser.add_argument("--keep", help="generate into this dir (reused when it exists)")
+    parser.add_argument("--jobs", type=int, help="passed to memprof analyze --jobs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="memprof-bench-") as tmp:
         directory = Path(args.keep or tmp)
@@ -90,10 +101,20 @@ def main() -> None:
             print(
                 f"generated {args.samples:,} samples, {size / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s"
             )
+        reference = calibrate()
+        cmd = [
+            sys.executable,
+            "-c",
+            "from memprof.cli import main; main()",
+            "analyze",
+            str(directory),
+            "--json",
+        ]
+        if args.jobs:
+            cmd += ["--jobs", str(args.jobs)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", "from memprof.cli import main; main()", "analyze", str(directory), "--json"],
-                              capture_output=True, check=False)  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, check=False)
         wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
@@ -103,6 +124,8 @@ def main() -> None:
         print(f"analyzed {summary['samples']:,} samples: wall {wall:.2f} s, cpu {cpu:.2f} s, "
               f"peak RSS {after.ru_maxrss / 1024:.0f} MB, {len(summary['findings'])} findings, "
               f"{summary['samples'] / wall:,.0f} samples/s")  # fmt: skip
+        print(f"machine speed: sum(range(10**7)) took {reference:.0f} ms before and {calibrate():.0f} ms after "
+              "(about 90 ms on an idle core of this kind): divide the figures above by the ratio to compare")  # fmt: skip
 
 
 if __name__ == "__main__":

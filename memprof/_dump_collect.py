@@ -79,12 +79,15 @@ def _frames(frame: FrameType | None, limit: int = MAX_FRAMES) -> list[str]:
 
 
 def thread_stacks() -> list[dict[str, Any]]:
-    """The stack of every thread (no local variables), the current thread marked."""
+    """The stack of every thread (no local variables), the current thread marked; memprof's own
+    background threads (``memprof-*``) are left out: they are in every dump and say nothing of the app."""
     names = {t.ident: t for t in threading.enumerate()}
     me = threading.get_ident()
     out = []
     for ident, frame in sys._current_frames().items():
         thread = names.get(ident)
+        if thread is not None and thread.name.startswith("memprof-"):
+            continue
         out.append(
             {
                 "name": thread.name if thread is not None else f"thread-{ident}",

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memprof import _dump_collect as collect
+from memprof._dump_files import apply_retention, dump_filename, write_atomic
 from memprof.isolation import internal_error
 from memprof.memory import cgroup_memory, peak_rss_bytes, rss_bytes
 from memprof.profile import RequestProfile, current_profile
@@ -37,7 +36,6 @@ DUMP_VERSION = "1.0"
 TRIGGERS = ("threshold", "custom", "manual", "memory_error", "signal")
 DUMPS_DIR = "dumps"
 MAX_INFLIGHT = 100
-_NAME_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 _lock = threading.Lock()  # never two dumps at once in one process
 _MB = 1024 * 1024
@@ -161,76 +159,6 @@ def _encode(record: dict[str, Any], cap: int) -> bytes:
         record["objects"]["top"] = record["objects"]["top"][:20]
         data = json.dumps(record, separators=(",", ":"), default=str).encode()
     return data
-
-
-def dump_filename(when: float, pid: int, trigger: str, name: str | None) -> str:
-    """``dump-<UTC YYYYmmddTHHMMSSffffff>-<pid>-<trigger>[-<name>].json``: sorts by time."""
-    stamp = datetime.fromtimestamp(when, UTC).strftime("%Y%m%dT%H%M%S%f")
-    suffix = ""
-    if name:
-        clean = _NAME_RE.sub("_", name).strip("_.")[:64]
-        suffix = f"-{clean}" if clean else ""
-    return f"dump-{stamp}-{pid}-{trigger}{suffix}.json"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` as a 0600 file: temporary file, fsync, rename, fsync the directory."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def apply_retention(
-    directory: Path, *, keep: int, max_age_s: float, max_total_bytes: int, protect: Path | None = None
-) -> list[Path]:
-    """Remove dumps past ``keep`` files, older than ``max_age_s`` or over ``max_total_bytes``, oldest
-    first; ``protect`` (the dump just written) is never removed. Returns the removed paths."""
-    files = []
-    for path in directory.glob("dump-*.json"):
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        files.append((path.name, path, st.st_size, st.st_mtime))
-    files.sort(reverse=True)  # newest first: names sort by time
-    now = time.time()
-    removed = []
-    total = 0
-    for index, (_name, path, size, mtime) in enumerate(files):
-        total += size
-        too_many = index >= keep
-        too_old = now - mtime > max_age_s
-        too_big = total > max_total_bytes
-        if path != protect and (too_many or too_old or too_big):
-            try:
-                path.unlink()
-                removed.append(path)
-                total -= size
-            except OSError:
-                pass
-    for stale in directory.glob(".dump-*.tmp"):  # left by a process killed mid-write
-        try:
-            if now - stale.stat().st_mtime > 300:
-                stale.unlink()
-        except OSError:
-            pass
-    return removed
 
 
 def write_dump(

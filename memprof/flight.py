@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from memprof._dump_files import write_atomic
 from memprof.writer import ensure_private_dir
 
 if TYPE_CHECKING:
@@ -32,7 +33,8 @@ CRASH_VERSION = "1.0"
 WORKERS_DIR = "workers"
 CRASHES_DIR = "crashes"
 MAX_INFLIGHT = 50
-REFRESH_S = 1.0  # last_seen is refreshed at least this often even when nothing changed
+REFRESH_S = 1.0  # the file is rewritten at most this often (and at least this often: last_seen)
+RSS_JUMP = 0.02  # ... unless RSS rose by this fraction of the limit since the last write
 _MB = 1024 * 1024
 
 
@@ -52,29 +54,35 @@ class FlightRecorder:
         self.pid = os.getpid()
         self.started = _process_started()
         self.path = data_dir / WORKERS_DIR / f"{host}-{self.pid}.json"
-        self._key: tuple[Any, ...] | None = None
         self._written = 0.0
+        self._rss_written = 0
         self.writes = 0
 
     def update(self, runtimes: Iterable[Runtime], rss: int, peak: int, *, force: bool = False) -> bool:
-        """Rewrite the file when the in-flight set or RSS (by MiB) changed, or every second. True if written."""
+        """Rewrite the file about once a second (sooner when RSS jumps); True if written.
+
+        Under load the in-flight set changes on every tick, so changes alone do not force a write: a
+        request killed mid-flight that ran for more than a second is in the file, and a fast climb of
+        memory is written at once. A data dir removed after the first write is not recreated.
+        """
         from memprof.dump import request_summary
 
+        runtimes = list(runtimes)
+        total = sum(r.inflight for r in runtimes)
+        limit = max((r.limit.bytes for r in runtimes), default=0)
+        now = time.time()
+        jumped = rss - self._rss_written >= RSS_JUMP * limit
+        if not force and not jumped and now - self._written < REFRESH_S:
+            return False
+        if self.writes and not self.path.parent.is_dir():
+            return False  # the data dir was removed on purpose: do not bring it back
         inflight: list[dict[str, Any]] = []
-        total = 0
-        limit = 0
         for runtime in runtimes:
-            total += runtime.inflight
-            limit = max(limit, runtime.limit.bytes)
             for profile in list(runtime.active.values())[: MAX_INFLIGHT - len(inflight)]:
                 summary = request_summary(runtime, profile)
                 inflight.append(
                     {k: summary[k] for k in ("id", "method", "path", "route", "started", "rss_start")}
                 )
-        now = time.time()
-        key = (total, rss // _MB, tuple((r["id"], r["route"]) for r in inflight))
-        if not force and key == self._key and now - self._written < REFRESH_S:
-            return False
         doc = {
             "schema": WORKER_SCHEMA,
             "version": CRASH_VERSION,
@@ -97,8 +105,8 @@ class FlightRecorder:
         finally:
             os.close(fd)
         os.rename(tmp, self.path)  # no fsync: a SIGKILL keeps the page cache, only a host crash loses it
-        self._key = key
         self._written = now
+        self._rss_written = rss
         self.writes += 1
         return True
 
@@ -195,8 +203,6 @@ def collect_crashes(data_dir: Path, detected_by: str, host: str | None = None) -
         stamp = datetime.fromtimestamp(record["last_seen"], UTC).strftime("%Y%m%dT%H%M%S%f")
         out_dir = ensure_private_dir(data_dir / CRASHES_DIR)
         out = out_dir / f"crash-{stamp}-{pid}.json"
-        from memprof.dump import write_atomic
-
         write_atomic(out, json.dumps(record, indent=1).encode())
         claim.unlink(missing_ok=True)
         made.append(out)

@@ -82,22 +82,29 @@ class Checkpoint(_Model):
 class Statement(_Model):
     """One distinct SQL statement of a request (text with placeholders, never parameter values)."""
 
-    sql: str = Field(description="Statement text with placeholders, capped in length.")
-    count: int
-    total_ms: float
+    sql: str = Field(description="Statement text with placeholders, capped at 2000 characters.")
+    count: int = Field(description="Executions in this request.")
+    total_ms: float = Field(description="Time in the database driver's execute, all executions.")
     max_ms: float
     rss_before: int | None = Field(None, description="RSS before the first execution.")
     rss_after: int | None = Field(None, description="RSS after the last execution (rows fetched).")
     rss_delta_max: int = Field(0, description="Largest RSS growth over one execution and its fetch.")
     rows: int = Field(0, description="Rows fetched (counted as fetched; SQLite's rowcount is -1).")
-    instances: int = Field(0, description="ORM instances built from its rows.")
-    n_plus_one: bool = False
+    instances: int = Field(
+        0,
+        description="ORM instances built from its rows (0 with instrument_sqlalchemy(count_instances=False)).",
+    )
+    n_plus_one: bool = Field(False, description="Executed at least MEMPROF_N_PLUS_ONE_THRESHOLD times.")
     lazy: bool = Field(False, description="Whether executions came from a lazy relationship load.")
     frame: str | None = Field(
-        None, description="First application frame that executed it: file:line in func."
+        None,
+        description="First application frame that executed it (file:line in func): at its first "
+        "execution, and again when it reached the N+1 threshold.",
     )
     params: list[Any] | None = Field(
-        None, description="Redacted parameters, only with MEMPROF_RECORD_SQL_PARAMS."
+        None,
+        description="Parameter sets of its first executions (at most 3), only with MEMPROF_RECORD_SQL_PARAMS; "
+        "values with secret-looking names, and every positional value, are '<redacted>'.",
     )
 
 
@@ -106,27 +113,33 @@ class Queries(_Model):
 
     count: int
     total_ms: float
-    statements: list[Statement] | None = None
-    dropped_statements: int = 0
+    statements: list[Statement] | None = Field(None, description="Distinct statements, first executed first.")
+    dropped_statements: int = Field(0, description="Executions of statements past the cap of 200 distinct.")
     n_plus_one: list[Statement] | None = Field(None, description="Statements repeated past the threshold.")
 
 
 class ModelCounts(_Model):
     """ORM activity of one mapped class in one request."""
 
-    loaded: int = 0
-    created: int = 0
-    updated: int = 0
-    deleted: int = 0
-    rss_first: int | None = None
-    rss_last: int | None = None
+    loaded: int = Field(0, description="Instances built from rows (the `load` event).")
+    created: int = Field(0, description="Instances inserted (pending to persistent).")
+    updated: int = Field(0, description="Instances an UPDATE was emitted for.")
+    deleted: int = Field(0, description="Instances a DELETE was emitted for.")
+    rss_first: int | None = Field(None, description="RSS at the first event for this class.")
+    rss_last: int | None = Field(None, description="RSS at the last event for this class.")
 
 
 class Models(_Model):
     """Per mapped class (``module.Class`` name) counts, and identity-map sizes of Sessions used."""
 
     classes: dict[str, ModelCounts]
-    identity_maps: list[int] = Field(default_factory=list)
+    identity_maps: list[int] = Field(
+        default_factory=list,
+        description="Per Session used: the largest identity-map size seen (before each statement, at "
+        "flushes, transaction ends and request end). A Session closed right after its last query shows "
+        "its size before that query.",
+    )
+    dropped_classes: int = Field(0, description="Events of classes past the cap of 200.")
 
 
 class LoaderCriteria(_Model):
@@ -134,8 +147,8 @@ class LoaderCriteria(_Model):
 
     criteria: str = Field(description="A short description: lambda or expression, and where it was defined.")
     kind: Literal["lambda", "expression"]
-    where: str | None = Field(None, description="file:line where the criteria was defined.")
-    applied: int
+    where: str | None = Field(None, description="file:line where a lambda criteria was defined.")
+    applied: int = Field(description="Times it was applied to an executed statement.")
     statements: list[str] = Field(default_factory=list, description="Statements it applied to (capped).")
     duplicates: int = Field(0, description="Times it was applied twice to one statement.")
 
@@ -144,16 +157,17 @@ class Scopes(_Model):
     """Loader criteria ("global scopes") per mapped class."""
 
     classes: dict[str, list[LoaderCriteria]]
+    dropped_criteria: int = Field(0, description="Applications of criteria past the cap of 100.")
 
 
 class EngineState(_Model):
-    """One engine's state when the request ended."""
+    """One engine's state when the request ended (or when a dump was taken)."""
 
-    name: str = Field(description="Dialect and database name; never the password.")
-    compiled_cache: int | None = None
-    compiled_cache_max: int | None = None
-    pool_checked_out: int | None = None
-    pool_size: int | None = None
+    name: str = Field(description="Driver name and database (driver:database); never the password.")
+    compiled_cache: int | None = Field(None, description="Entries in the compiled-statement cache.")
+    compiled_cache_max: int | None = Field(None, description="Its capacity.")
+    pool_checked_out: int | None = Field(None, description="Connections checked out of the pool.")
+    pool_size: int | None = Field(None, description="Pool size (QueuePool); null for other pools.")
 
 
 class SessionKey(_Model):

@@ -185,20 +185,21 @@ MAX_IDENTITY_MAPS = 50
 
 
 def _identity_maps() -> list[dict[str, Any]]:
-    """Identity maps of live ORM Sessions (SQLAlchemy keeps a weak registry of them), the largest first."""
+    """Identity maps of live ORM Sessions (SQLAlchemy keeps a weak registry of them), largest first."""
     module = sys.modules.get("sqlalchemy.orm.session")
     registry_ = getattr(module, "_sessions", None)
     if registry_ is None:
         return []
     sizes = []
-    for key, session in list(registry_.items()):
+    for session in list(registry_.values()):
         size = len(session.identity_map)
         if size:
-            sizes.append((size, key, type(session).__name__))
+            sizes.append((size, type(session).__name__))
     sizes.sort(reverse=True)
+    # Named by rank, not by session: sessions come and go, "the largest identity map" is a series.
     return [
-        _entry(f"{cls} {key} identity map", "identity_map", size, None)
-        for size, key, cls in sizes[:MAX_IDENTITY_MAPS]
+        _entry(f"{cls} identity map #{rank}", "identity_map", size, None)
+        for rank, (size, cls) in enumerate(sizes[:MAX_IDENTITY_MAPS], start=1)
     ]
 
 
@@ -273,6 +274,8 @@ class StateLog:
             "phase": phase,
             "caches": snapshot(),
         }
+        if self._pruned and not self.data_dir.is_dir():
+            return record  # the data dir was removed on purpose: do not bring it back
         ensure_private_dir(self.data_dir)
         line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -1,6 +1,8 @@
 """The memory watchdog: one daemon thread per process that watches RSS against each runtime's limit.
 
-Every ``MEMPROF_WATCHDOG_INTERVAL_MS`` it reads RSS (one ``pread``), and for each runtime:
+Every ``MEMPROF_WATCHDOG_INTERVAL_MS`` it reads RSS (one ``pread``; when the limit is a cgroup's, the
+larger of RSS and the cgroup's anonymous memory, since a container's workers share its limit), and for
+each runtime:
 
 - past ``MEMPROF_DUMP_THRESHOLD`` of the limit it raises ``runtime.memory_guard`` (profiles drop to
   checkpoints only) and takes a ``threshold`` dump for each new high-water mark (at least
@@ -20,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
-import signal
 import sys
 import threading
 import time
@@ -30,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from memprof import profile as profile_module
+from memprof._dump_signal import install_dump_signal
 from memprof.dump import _count, write_dump
 from memprof.flight import FlightRecorder, collect_crashes
 from memprof.isolation import internal_error
-from memprof.memory import peak_rss_bytes, rss_bytes
+from memprof.memory import cgroup_memory, peak_rss_bytes, rss_bytes
 from memprof.profile import RequestProfile
 from memprof.runtime import Runtime, route_template
 from memprof.state import StateLog
@@ -89,24 +91,9 @@ class Watchdog:
         with self.lock:
             self.guards[runtime] = Guard()
         if runtime.settings.dump_signal and threading.current_thread() is threading.main_thread():
-            self._install_signal(runtime.settings.dump_signal)
+            install_dump_signal(runtime.settings.dump_signal, self._on_signal)
         self._update_alarm()
         self.start()
-
-    def _install_signal(self, name: str) -> None:
-        signum = getattr(signal, name)
-        previous = signal.getsignal(signum)
-        if getattr(previous, "_memprof_watchdog", False):
-            return
-
-        def on_signal(sig: int, frame: Any) -> None:
-            # A signal handler takes no lock (the main thread may hold one): a flag the thread reads.
-            self.signalled = True
-            if callable(previous):
-                previous(sig, frame)
-
-        on_signal._memprof_watchdog = True  # type: ignore[attr-defined]
-        signal.signal(signum, on_signal)
 
     def start(self) -> None:
         """Start the thread unless it runs."""
@@ -115,6 +102,10 @@ class Watchdog:
                 return
             self.thread = threading.Thread(target=self._run, name="memprof-watchdog", daemon=True)
             self.thread.start()
+
+    def _on_signal(self) -> None:
+        # Runs in a signal handler: no lock (the main thread may hold it), only a flag the thread reads.
+        self.signalled = True
 
     def _open(self) -> list[tuple[Runtime, Guard]]:
         with self.lock:
@@ -157,8 +148,17 @@ class Watchdog:
     def _tick(self, watched: list[tuple[Runtime, Guard]]) -> None:
         self.ticks += 1
         poked, self.poked = self.poked, None
+        anon: int | None = None
+        if any(r.limit.source.startswith("cgroup") for r, _ in watched):
+            # A container's limit covers all its processes (several workers): judge by the cgroup's
+            # anonymous memory too, not by page cache (memory.current counts reclaimable cache).
+            value = cgroup_memory().get("anon")
+            anon = value if isinstance(value, int) else None
         for runtime, guard in watched:
-            self.check(runtime, guard, rss_bytes(), poked)
+            level = rss_bytes()
+            if anon is not None and runtime.limit.source.startswith("cgroup"):
+                level = max(level, anon)
+            self.check(runtime, guard, level, poked)
         self._serve_pending()
         if self.signalled:
             self.signalled = False

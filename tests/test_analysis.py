@@ -202,3 +202,39 @@ def test_hand_built_records_match_the_published_schema() -> None:
                                caches=[s.cache("m.f", 3)]))  # fmt: skip
     Crash.model_validate(s.crash(inflight=["/r"]))
     StateRecord.model_validate(s.state([s.cache("m.f", 3), s.cache("m.g", 2, 128)]))
+
+
+def test_parallel_reading_equals_one_pass(tmp_path: Path) -> None:
+    """Several processes over shards of the files give exactly the summary of one sequential pass."""
+    d = tmp_path / "data"
+    lazy = s.statement("SELECT b.id FROM b WHERE ? = b.a_id", 15, n_plus_one=True, frame="app.py:3 in f")
+    for f in range(7):
+        recs = []
+        for i in range(60):
+            n = f * 60 + i
+            sections = {}
+            if n % 3 == 0:
+                sections = {"queries": s.queries(lazy, s.statement(f"SELECT {n % 5}", 1, rows=n, instances=n)),
+                            "session": s.session(100 + n, {"k": n}, f"h{n % 4}"),
+                            "models": {"classes": {"m.A": {"loaded": n}}}}  # fmt: skip
+            recs.append(s.sample(f"/r{n % 4}", t=s.T0 + n, rss=100 * MIB + n * 300_000, growth=(n % 9) * MIB,
+                                 worker=f"w:{n % 2}", **sections))  # fmt: skip
+        s.write_jsonl(d / f"samples-{f}.jsonl", recs)
+        s.write_jsonl(d / f"state-{f}.jsonl", [s.state([s.cache("c", f * 50)], t=s.T0 + f * 60)])
+        s.write_json(
+            d / "dumps" / f"dump-{f}.json", s.dump(t=s.T0 + f * 60, route="/r1", stacks=[[f"a.py:{f} in g"]])
+        )
+    s.write_json(d / "crashes" / "crash-1.json", s.crash())
+    from memprof.analysis import discover
+    from memprof.analysis.parallel import shards
+
+    assert [len(part) for part in shards(discover([str(d)]), 3)] == [
+        3,
+        2,
+        17,
+    ]  # by size: samples files are big
+    one = analyze([str(d)], recent=5, jobs=1)
+    three = analyze([str(d)], recent=5, jobs=3)
+    assert one.summary == three.summary
+    assert one.collector.recent_records() == three.collector.recent_records()
+    assert one.summary["samples"] == 420 and one.summary["findings"]

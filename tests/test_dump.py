@@ -184,3 +184,64 @@ def test_memory_guard_drops_to_checkpoints_and_resumes(
 def test_hysteresis_must_stay_below_the_threshold(make_settings: Callable[..., Any]) -> None:
     with pytest.raises(memprof.MemprofConfigError, match="MEMPROF_DUMP_HYSTERESIS must be below"):
         make_settings(dump_threshold=0.5, dump_hysteresis=0.6)
+
+
+def test_dumps_and_memory_guard_trips_are_counted_in_opentelemetry(
+    make_settings: Callable[..., Any], data_dir: Path
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from memprof.integrations import opentelemetry as otel
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    otel.instrument_opentelemetry(meter_provider=provider)
+    try:
+        limit_mb = rss_bytes() / 0.95 / 2**20
+        app = _app(make_settings(memory_limit_mb=limit_mb, watchdog_interval_ms=20))
+        wait_for(lambda: _dumps(data_dir))
+        memprof.dump("counted")
+
+        def points(name: str) -> dict[str, int]:
+            data = reader.get_metrics_data()
+            out: dict[str, int] = {}
+            for rm in data.resource_metrics if data else []:
+                for sm in rm.scope_metrics:
+                    for metric in sm.metrics:
+                        if metric.name == name:
+                            out.update(
+                                {
+                                    str(next(iter(p.attributes.values()))): p.value
+                                    for p in metric.data.data_points
+                                }
+                            )
+            return out
+
+        dumps = points("memprof.dumps")
+        assert dumps["custom"] == 1 and dumps["threshold"] >= 1  # >=: other tests' runtimes may linger
+        assert points("memprof.guard.trips")["memory"] >= 1
+        assert app.runtime.memory_guard
+    finally:
+        otel.uninstrument_opentelemetry()
+        provider.shutdown()
+
+
+def test_tracemalloc_sites_only_when_tracing_was_turned_on(
+    make_settings: Callable[..., Any], data_dir: Path
+) -> None:
+    import tracemalloc
+
+    app = MemprofMiddleware(Starlette(), settings=make_settings(tracemalloc=1))
+    off = json.loads(Path(memprof.dump("not-tracing") or "").read_text())
+    assert off["memory"]["tracemalloc"] is None, "no snapshot unless tracing runs"
+    tracemalloc.start(1)
+    try:
+        held = [bytes(1000) for _ in range(2000)]
+        on = json.loads(Path(memprof.dump("tracing") or "").read_text())
+    finally:
+        tracemalloc.stop()
+    sites = on["memory"]["tracemalloc"]
+    assert sites["traced"] > 2_000_000 and sites["top"][0]["size"] > 0
+    assert any("test_dump.py" in s["site"] for s in sites["top"])
+    assert len(held) == 2000 and app.runtime.enabled

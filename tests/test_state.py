@@ -172,6 +172,6 @@ def test_identity_maps_of_live_orm_sessions(tmp_path: Path) -> None:
         maps = [c for c in snapshot() if c["kind"] == "identity_map"]
         assert len(items) == 120
     assert [(c["size"], c["unbounded"]) for c in maps] == [(120, True)]
-    assert maps[0]["name"].startswith("Session ")
+    assert maps[0]["name"] == "Session identity map #1"
     assert not [c for c in snapshot() if c["kind"] == "identity_map"], "closed sessions are gone"
     engine.dispose()

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import heapq
 from array import array
+from collections.abc import Sequence
+from itertools import islice
+from operator import le
 from typing import Any
 
 from memprof.analysis.events import EventCollector
 from memprof.analysis.filters import Filters, sample_haystack
 from memprof.analysis.phases import PhaseAcc
+from memprof.analysis.sources import LoadReport, Progress, Source, VersionCheck, read_source
 from memprof.analysis.sqlagg import SqlAggregates
 
 MAX_ROUTES = 5000
@@ -24,26 +28,34 @@ TOP_HIGH = 25
 class RouteAcc:
     """Columns of one route template's samples."""
 
-    __slots__ = ("duration", "errors", "growth", "instances", "max_ref", "queries", "rss", "session", "statuses",
-                 "time")  # fmt: skip
+    __slots__ = ("_sorted", "duration", "errors", "growth", "instances", "max_ref", "queries", "rss", "session",
+                 "statuses")  # fmt: skip
 
     def __init__(self) -> None:
         self.rss = array("q")
         self.growth = array("q")
-        self.duration = array("d")
-        self.queries = array("l")
-        self.instances = array("l")
-        self.session = array("q")
-        self.time = array("d")
+        self.duration = array("f")
+        self.queries = array("i")
+        self.instances = array("i")
+        self.session = array("i")  # -1: no session recorded
         self.statuses: dict[int, int] = {}
         self.errors = 0
         self.max_ref: tuple[int, str] | None = None
+        self._sorted: dict[str, array[Any]] = {}
+
+    def sorted_column(self, name: str) -> array[Any]:
+        """A column in ascending order (computed once; read it only after the last sample)."""
+        cached = self._sorted.get(name)
+        if cached is None:
+            column = getattr(self, name)
+            cached = self._sorted[name] = array(column.typecode, sorted(column))
+        return cached
 
 
 class WorkerAcc:
     """Columns of one worker's samples (for memory over time and leak detection)."""
 
-    __slots__ = ("base", "first", "host", "last", "limit", "pid", "rss", "time")
+    __slots__ = ("_order", "base", "first", "host", "last", "limit", "pid", "rss", "time")
 
     def __init__(self, pid: Any, host: Any) -> None:
         self.pid = pid
@@ -54,12 +66,23 @@ class WorkerAcc:
         self.first: tuple[float, int, int] = (float("inf"), 0, 0)  # (time, file id, line)
         self.last: tuple[float, int, int] = (float("-inf"), 0, 0)
         self.limit: int | None = None
+        self._order: Sequence[int] | None = None
+
+    def order(self) -> Sequence[int]:
+        """Indexes of the samples in time order (computed once; read it only after the last sample)."""
+        if self._order is None:
+            t = self.time
+            in_order = all(map(le, t, islice(t, 1, None)))
+            self._order = range(len(t)) if in_order else sorted(range(len(t)), key=t.__getitem__)
+        return self._order
 
 
 class Collector:
     """Feed it records with :meth:`add`; read the accumulated state afterwards."""
 
-    def __init__(self, filters: Filters | None = None, *, recent: int = 0) -> None:
+    def __init__(
+        self, filters: Filters | None = None, *, recent: int = 0, files: list[str] | None = None
+    ) -> None:
         self.filters = filters or Filters()
         self._filtering = self.filters.active
         self._pattern = self.filters.pattern.lower() if self.filters.pattern else None
@@ -78,8 +101,19 @@ class Collector:
         self.first_time: float | None = None
         self.last_time: float | None = None
         self.limits: dict[int, int] = {}
-        self.files: list[str] = []
-        self._file_ids: dict[str, int] = {}
+        self._overall: dict[str, array[Any]] = {}
+        self.files: list[str] = list(files or ())  # file ids: shared by collectors that will be merged
+        self._file_ids: dict[str, int] = {f: i for i, f in enumerate(self.files)}
+
+    def overall_sorted(self, name: str) -> array[Any]:
+        """A column of every route together, in ascending order (computed once, after the last sample)."""
+        cached = self._overall.get(name)
+        if cached is None:
+            column: array[Any] = array("q")
+            for acc in self.routes.values():
+                column.extend(acc.sorted_column(name))
+            cached = self._overall[name] = array("q", sorted(column))  # timsort merges the sorted runs
+        return cached
 
     def ref(self, file: int, line: int) -> str:
         """The record reference ``path:line`` of a file id and line."""
@@ -137,14 +171,13 @@ class Collector:
         if "queries" in rec or "session" in rec or "models" in rec or "scopes" in rec or "engines" in rec:
             queries, instances, session = self._details(rec, route, self.ref(fid, line))
         if rss:
-            self.phases.add(checkpoints, rss, growth, fid, line)
+            self.phases.add(checkpoints, rss, fid, line)
         acc.rss.append(peak)
         acc.growth.append(growth)
         acc.duration.append(float(req.get("duration_ms") or 0.0))
         acc.queries.append(queries)
         acc.instances.append(instances)
         acc.session.append(session)
-        acc.time.append(t)
         status = req.get("status")
         status = status if type(status) is int else 0
         acc.statuses[status] = acc.statuses.get(status, 0) + 1
@@ -175,7 +208,8 @@ class Collector:
             self.last_time = t
         high = self.high
         if len(high) < TOP_HIGH or growth > high[0][0]:
-            entry = (growth, self.samples, self.ref(fid, line), route, worker, t)
+            # (growth, -sequence): among equal growths the earliest sample is kept and listed first
+            entry = (growth, -self.samples, self.ref(fid, line), route, worker, t)
             if len(high) < TOP_HIGH:
                 heapq.heappush(high, entry)
             else:
@@ -222,3 +256,38 @@ class Collector:
     def high_samples(self) -> list[tuple[int, int, str, str, str, float]]:
         """The largest memory growths seen, largest first."""
         return sorted(self.high, reverse=True)
+
+
+def collect_sources(
+    sources: list[Source],
+    filters: Filters | None = None,
+    *,
+    recent: int = 0,
+    progress: Progress | None = None,
+    files: list[str] | None = None,
+) -> tuple[Collector, LoadReport]:
+    """Stream every record of ``sources`` into a new Collector; problems go into the LoadReport.
+
+    (:func:`memprof.analysis.sources.iter_records` unrolled: one generator level less per record.)
+    """
+    collector = Collector(filters, recent=recent, files=files)
+    report = LoadReport()
+    check = VersionCheck()
+    add = collector.add
+    counts = report.records
+    for source in sources:
+        report.files += 1
+        path = source.path
+        try:
+            for tag, rec, line in read_source(source, report, check):
+                if add(tag, rec, path, line):
+                    counts[tag] += 1
+                else:
+                    report.problem(
+                        path, line or None, f"invalid record: {tag} with missing or malformed fields"
+                    )
+        except (OSError, EOFError) as exc:  # EOFError: a truncated .gz file
+            report.problem(path, None, f"unreadable: {exc}")
+        if progress is not None:
+            progress(source.size)
+    return collector, report

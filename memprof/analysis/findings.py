@@ -3,6 +3,7 @@ the fix. Process-level detectors live here; what-requests-load detectors in :mod
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 from memprof.analysis.collect import Collector
@@ -16,7 +17,7 @@ from memprof.analysis.findings_sql import (
     n_plus_one,
     session_bloat,
 )
-from memprof.analysis.stats import describe, pearson, quarter_medians, slope
+from memprof.analysis.stats import describe, describe_sorted, pearson, percentile, quarter_medians, slope
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 KINDS = ("session_bloat", "n_plus_one", "cartesian_join", "large_result_set", "loader_criteria_explosion",
@@ -36,21 +37,22 @@ def route_family_overhead(c: Collector, t: Thresholds, threshold: int) -> list[d
     if len(fams) < 2:
         return []
     total = sum(len(a.growth) for rs in fams.values() for _r, a in rs)
-    highs = {f: sum(1 for _r, a in rs for g in a.growth if g >= threshold) for f, rs in fams.items()}
+    highs = {f: sum(len(a.growth) - bisect_left(a.sorted_column("growth"), threshold) for _r, a in rs)
+             for f, rs in fams.items()}  # fmt: skip
     all_high = sum(highs.values())
     out = []
     for fam, rs in fams.items():
         n = sum(len(a.growth) for _r, a in rs)
         share, traffic = highs[fam] / max(all_high, 1), n / max(total, 1)
         if highs[fam] < 5 or share < 0.5 or traffic > 0.5 or share < 2 * traffic:
-            continue
+            continue  # cheap checks first: the statistics below sort every sample
         mine = describe([g for _r, a in rs for g in a.growth])
         rest = describe([g for f, other in fams.items() if f != fam for _r, a in other for g in a.growth])
         if mine["p95"] - rest["p95"] < t.route_family_min_growth or mine["p50"] < 2 * max(rest["p50"], 1):
             continue
         refs = [ref for _g, _s, ref, route, _w, _t in c.high_samples() if family(route) == fam]
         dumps = sum(1 for d in c.events.dumps if d["route"] and family(str(d["route"])) == fam)
-        routes = sorted(rs, key=lambda ra: -describe(ra[1].growth)["p95"])[:5]
+        routes = sorted(rs, key=lambda ra: -percentile(ra[1].sorted_column("growth"), 95))[:5]
         out.append(
             finding(
                 "route_family_overhead",
@@ -86,7 +88,7 @@ def leak(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
     for name, w in sorted(c.workers.items()):
         if len(w.rss) < t.leak_min_samples:
             continue
-        order = sorted(range(len(w.time)), key=w.time.__getitem__)
+        order = w.order()
         ys = [float(w.base[i]) for i in order]
         q = quarter_medians(ys)
         rise = q[3] - q[1]
@@ -200,7 +202,7 @@ def state_dependent_variance(c: Collector, t: Thresholds) -> list[dict[str, Any]
     for route, acc in sorted(c.routes.items()):
         if len(acc.growth) < t.variance_min_samples:
             continue
-        g = describe(acc.growth)
+        g = describe_sorted(acc.sorted_column("growth"))
         if g["std"] < t.variance_min_std or g["std"] < t.variance_min_cv * g["mean"]:
             continue
         columns = {"session_size": acc.session, "instances": acc.instances, "query_count": acc.queries}

@@ -57,8 +57,9 @@ def _short(sql: str, n: int = 80) -> str:
 def n_plus_one(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
     out = []
     for sql, a in c.sql.statements.items():
-        flagged = a.n_plus_one > 0 or (a.max_count >= t.n_plus_one and sql.lstrip()[:6].upper() == "SELECT")
-        if not flagged:
+        # a SELECT repeated per row; an INSERT/UPDATE repeated in a loop is another pattern (executemany)
+        is_select = sql.lstrip()[:6].upper().startswith(("SELECT", "WITH"))
+        if not is_select or not (a.n_plus_one > 0 or a.max_count >= t.n_plus_one):
             continue
         frame = a.frames.most_common(1)[0][0] if a.frames else None
         at = f" at {frame}" if frame else ""

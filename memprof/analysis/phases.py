@@ -12,21 +12,30 @@ from collections.abc import Callable
 from operator import sub
 from typing import Any
 
+INT32 = 2**31 - 1
+
+
+def _offsets(values: list[int], base: int) -> list[int]:
+    out = list(map(base.__rsub__, values))  # v - base, in C
+    if max(out) > INT32 or min(out) < -INT32:  # over 2 GiB away from the request's start
+        out = [max(-INT32, min(INT32, v)) for v in out]
+    return out
+
 
 class Plan:
-    """Samples sharing one sequence of checkpoint names: their RSS readings as a flat column."""
+    """Samples sharing one sequence of checkpoint names: their RSS readings, relative to the RSS at the
+    first checkpoint (4 bytes each), as one flat column."""
 
-    __slots__ = ("before", "files", "growth", "intervals", "k", "lines", "rss", "spans")
+    __slots__ = ("before", "files", "intervals", "k", "lines", "rss", "spans")
 
     def __init__(self, k: int, intervals: list[tuple[int, int, int]], spans: list[int]) -> None:
         self.k = k
         self.intervals = intervals  # (checkpoint index, phase id, span index or -1)
         self.spans = spans  # checkpoint indexes that are spans (carry rss_before)
-        self.rss = array("q")
-        self.before = array("q")
-        self.growth = array("q")
-        self.files = array("l")
-        self.lines = array("l")
+        self.rss = array("i")
+        self.before = array("i")
+        self.files = array("I")
+        self.lines = array("I")
 
 
 class PhaseAcc:
@@ -56,18 +65,17 @@ class PhaseAcc:
         plan = self._plans[names] = Plan(len(names), intervals, spans)
         return plan
 
-    def add(
-        self, checkpoints: list[dict[str, Any]], rss: list[int], growth: int, file: int, line: int
-    ) -> None:
-        """One sample: its checkpoints, their RSS values, its growth and where it came from."""
+    def add(self, checkpoints: list[dict[str, Any]], rss: list[int], file: int, line: int) -> None:
+        """One sample: its checkpoints, their RSS values and where it came from."""
         names = tuple([cp["name"] for cp in checkpoints])
         plan = self._plans.get(names)
         if plan is None:
             plan = self._plan(names, checkpoints)
+        base = rss[0]
         if plan.spans:
-            plan.before.extend([checkpoints[i].get("rss_before") or rss[i] for i in plan.spans])
-        plan.rss.extend(rss)
-        plan.growth.append(growth)
+            before = [checkpoints[i].get("rss_before") or rss[i] for i in plan.spans]
+            plan.before.extend(_offsets(before, base))
+        plan.rss.extend(_offsets(rss, base))
         plan.files.append(file)
         plan.lines.append(line)
 
@@ -79,11 +87,13 @@ class PhaseAcc:
         best: list[int | None] = [None] * n_phases
         best_ref: list[str | None] = [None] * n_phases
         for plan in self._plans.values():
-            n = len(plan.growth)
+            n = len(plan.files)
             if not n:
                 continue
             k, s = plan.k, max(len(plan.spans), 1)
-            hot = [x for x, g in enumerate(plan.growth) if g >= threshold]
+            # a sample's growth: its highest checkpoint above the first (columns maxed in C)
+            peaks = map(max, *[plan.rss[j::k] for j in range(k)]) if k > 1 else plan.rss
+            hot = [x for x, g in enumerate(peaks) if g >= threshold]
             hot_best = [0] * len(hot)
             hot_pid = [-1] * len(hot)
             for i, pid, span in plan.intervals:

@@ -259,6 +259,12 @@ def _document(source: Source, report: LoadReport, check: VersionCheck) -> Iterat
     yield tag, rec, 0
 
 
+def read_source(source: Source, report: LoadReport, check: VersionCheck) -> Iterator[tuple[str, Record, int]]:
+    """Yield ``(tag, record, line)`` of one source (line 0 for a document); problems go into ``report``."""
+    reader = _document if source.kind == "document" else _lines
+    return reader(source, report, check)
+
+
 def iter_records(
     sources: list[Source], report: LoadReport, progress: Progress | None = None
 ) -> Iterator[tuple[str, Record, str, int]]:
@@ -267,8 +273,7 @@ def iter_records(
     for source in sources:
         report.files += 1
         try:
-            reader = _document if source.kind == "document" else _lines
-            for tag, rec, line in reader(source, report, check):
+            for tag, rec, line in read_source(source, report, check):
                 report.records[tag] += 1
                 yield tag, rec, source.path, line
         except (OSError, EOFError) as exc:  # EOFError: a truncated .gz file

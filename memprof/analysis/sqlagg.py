@@ -59,14 +59,14 @@ class SqlAggregates:
         self.max_session: tuple[int, str] | None = None
 
     def add_statement(self, st: dict[str, Any], route: str, ref: str, *, flagged_only: bool = False) -> None:
-        sql = str(st["sql"])
+        sql = st["sql"]
         agg = self.statements.get(sql)
         if agg is None:
             if len(self.statements) >= MAX_STATEMENTS:
                 self.dropped_statements += 1
                 return
-            agg = self.statements[sql] = StatementAgg()
-        count = int(st.get("count") or 0)
+            agg = self.statements[str(sql)] = StatementAgg()
+        count = st.get("count") or 0
         if st.get("n_plus_one") or flagged_only:
             if agg.n1_last_ref != ref:
                 agg.n1_last_ref = ref
@@ -80,12 +80,15 @@ class SqlAggregates:
                 return
         agg.executions += count
         agg.requests += 1
-        agg.total_ms += float(st.get("total_ms") or 0.0)
-        agg.max_ms = max(agg.max_ms, float(st.get("max_ms") or 0.0))
-        agg.max_count = max(agg.max_count, count)
-        rows = int(st.get("rows") or 0)
-        instances = int(st.get("instances") or 0)
-        delta = int(st.get("rss_delta_max") or 0)
+        agg.total_ms += st.get("total_ms") or 0.0
+        max_ms = st.get("max_ms") or 0.0
+        if max_ms > agg.max_ms:
+            agg.max_ms = max_ms
+        if count > agg.max_count:
+            agg.max_count = count
+        rows = st.get("rows") or 0
+        instances = st.get("instances") or 0
+        delta = st.get("rss_delta_max") or 0
         agg.rows += rows
         agg.instances += instances
         if delta > agg.max_rss_delta or agg.worst_ref is None:
@@ -93,18 +96,24 @@ class SqlAggregates:
             agg.worst_ref = ref
         if st.get("lazy"):
             agg.lazy = True
-        if len(agg.routes) < MAX_ROUTES_PER_KEY or route in agg.routes:
-            agg.routes[route] += 1
+        routes = agg.routes
+        if route in routes:
+            routes[route] += 1
+        elif len(routes) < MAX_ROUTES_PER_KEY:
+            routes[route] = 1
         frame = st.get("frame")
-        if frame and (len(agg.frames) < MAX_ROUTES_PER_KEY or frame in agg.frames):
-            agg.frames[str(frame)] += 1
-        if (
-            instances
-            and rows > instances
-            and (agg.cartesian is None or rows / instances > agg.cartesian[0] / max(agg.cartesian[1], 1))
-        ):
-            agg.cartesian = (rows, instances, ref)
-        if agg.large is None or (instances, delta) > agg.large[:2]:
+        if frame:
+            frames = agg.frames
+            if frame in frames:
+                frames[frame] += 1
+            elif len(frames) < MAX_ROUTES_PER_KEY:
+                frames[str(frame)] = 1
+        if instances and rows > instances:
+            worst = agg.cartesian
+            if worst is None or rows / instances > worst[0] / max(worst[1], 1):
+                agg.cartesian = (rows, instances, ref)
+        large = agg.large
+        if large is None or instances > large[0] or (instances == large[0] and delta > large[1]):
             agg.large = (instances, delta, ref)
 
     def add_models(self, models: dict[str, Any], route: str, ref: str) -> int:

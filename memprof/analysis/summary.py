@@ -4,12 +4,13 @@ SQL and model hot spots, dumps, crashes and caches. Pure: a Collector in, plain 
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left
 from collections import Counter
 from typing import Any
 
 from memprof.analysis.collect import Collector
 from memprof.analysis.sqlagg import StatementAgg
-from memprof.analysis.stats import describe, downsample, percentile
+from memprof.analysis.stats import describe, describe_sorted, downsample, percentile
 
 HIGH_PERCENTILE = 95
 TOP = 10
@@ -17,18 +18,15 @@ TOP = 10
 
 def high_threshold(c: Collector) -> int:
     """Growth (bytes) at and above which a sample counts as high-memory: the overall p95, at least 1 byte."""
-    growth = array("q")
-    for acc in c.routes.values():
-        growth.extend(acc.growth)
-    return max(int(percentile(sorted(growth), HIGH_PERCENTILE)), 1) if growth else 1
+    growth = c.overall_sorted("growth")
+    return max(int(percentile(growth, HIGH_PERCENTILE)), 1) if growth else 1
 
 
 def memory_stats(c: Collector) -> dict[str, Any]:
-    rss, growth = array("q"), array("q")
-    for acc in c.routes.values():
-        rss.extend(acc.rss)
-        growth.extend(acc.growth)
-    return {"rss": describe(rss), "growth": describe(growth)}
+    return {
+        "rss": describe_sorted(c.overall_sorted("rss")),
+        "growth": describe_sorted(c.overall_sorted("growth")),
+    }
 
 
 def _dump_routes(c: Collector) -> Counter[str]:
@@ -43,16 +41,17 @@ def route_rows(c: Collector, threshold: int) -> list[dict[str, Any]]:
     dumps = _dump_routes(c)
     rows: list[dict[str, Any]] = []
     for route, acc in c.routes.items():
-        high = sum(1 for g in acc.growth if g >= threshold)
+        growth = acc.sorted_column("growth")
+        high = len(growth) - bisect_left(growth, threshold)
         rows.append(
             {
                 "route": route,
                 "count": len(acc.growth),
-                "rss": describe(acc.rss),
-                "growth": describe(acc.growth),
+                "rss": describe_sorted(acc.sorted_column("rss")),
+                "growth": describe_sorted(growth),
                 "duration_ms": {
                     k: round(float(v), 3)
-                    for k, v in describe(acc.duration).items()
+                    for k, v in describe_sorted(acc.sorted_column("duration")).items()
                     if k in ("p50", "p95", "max")
                 },
                 "high": high,
@@ -76,7 +75,7 @@ def phase_rows(c: Collector, threshold: int) -> list[dict[str, Any]]:
 def worker_rows(c: Collector) -> list[dict[str, Any]]:
     rows = []
     for name, w in sorted(c.workers.items()):
-        order = sorted(range(len(w.time)), key=w.time.__getitem__)
+        order = w.order()
         rows.append(
             {
                 "worker": name,
@@ -96,7 +95,7 @@ def series(c: Collector, points: int = 600) -> dict[str, list[tuple[float, float
     """RSS over time per worker, at most ``points`` points each (peaks kept), for charts."""
     out = {}
     for name, w in sorted(c.workers.items()):
-        order = sorted(range(len(w.time)), key=w.time.__getitem__)
+        order = w.order()
         xs = [w.time[i] for i in order]
         ys = [float(w.rss[i]) for i in order]
         out[name] = downsample(xs, ys, points)

@@ -31,6 +31,12 @@ Until = Annotated[
 ]
 Route = Annotated[str | None, typer.Option(help="Only this route template; a glob works too (/admin/*).")]
 Worker = Annotated[str | None, typer.Option(help="Only this worker: host:pid, a pid, or a host.")]
+Jobs = Annotated[
+    int | None,
+    typer.Option(
+        help="Processes reading files at once (default: one per core, up to 4, for inputs over 32 MB).", min=1
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON (stable, documented in docs/analyzer.md).")]
 
 

@@ -14,6 +14,7 @@ from memprof.analysis.render_text import render_summary
 from memprof.analysis.render_views import render_recent
 from memprof.cli import CliError
 from memprof.commands._analysis_options import (
+    Jobs,
     Json,
     Paths,
     Route,
@@ -58,6 +59,7 @@ def run(
         FailOn, typer.Option(help="Exit with code 3 when a finding of this severity or worse is found.")
     ] = FailOn.never,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on a terminal.")] = True,
+    jobs: Jobs = None,
 ) -> None:
     """Diagnose memory: statistics per route and phase, SQL/model/session hot spots, dumps, crashes, findings."""
     inputs = default_paths(paths)
@@ -65,7 +67,7 @@ def run(
     with input_errors():
         sources = discover(inputs)
         with progress_bar(sources, progress and not json) as advance:
-            result = analyze_sources(sources, inputs, filters, recent=recent, progress=advance)
+            result = analyze_sources(sources, inputs, filters, recent=recent, progress=advance, jobs=jobs)
     show_summary = summary if summary is not None else not recent
     recent_records = result.collector.recent_records()
     if json:

@@ -13,6 +13,7 @@ from memprof.analysis.report_html import render
 from memprof.analysis.summary import series
 from memprof.cli import CliError
 from memprof.commands._analysis_options import (
+    Jobs,
     Paths,
     Route,
     Since,
@@ -36,6 +37,7 @@ def run(
     route: Route = None,
     worker: Worker = None,
     points: Annotated[int, typer.Option(help="Most points per worker in the memory chart.", min=10)] = 800,
+    jobs: Jobs = None,
 ) -> None:
     """Write an HTML report: memory over time per worker with dumps marked, per-route distributions, phases, findings."""
     inputs = default_paths(paths)
@@ -43,7 +45,7 @@ def run(
     with input_errors():
         sources = discover(inputs)
         with progress_bar(sources, True) as advance:
-            result = analyze_sources(sources, inputs, filters, progress=advance)
+            result = analyze_sources(sources, inputs, filters, progress=advance, jobs=jobs)
     page = render(result.summary, series(result.collector, points), title=title)
     try:
         html.write_text(page, encoding="utf-8")

@@ -1,0 +1,300 @@
+"""Engine listeners: time, memory, rows and parameters of each SQL execution.
+
+The state of one execution lives on its execution context (``context._memprof``), set in
+``before_cursor_execute`` and closed in ``after_cursor_execute`` or ``handle_error``. Rows are counted
+as they are fetched (SQLite's ``cursor.rowcount`` is -1 for a SELECT) by a fetch strategy that
+delegates every call to the one SQLAlchemy would have used and only counts what comes back.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from typing import Any, cast
+
+from sqlalchemy.engine import cursor as _cursor
+
+from memprof.integrations import _sqla_orm
+from memprof.integrations._sqla_collectors import (
+    MAX_PARAM_SETS,
+    MAX_STATEMENTS,
+    ModelCollector,
+    QueryCollector,
+    StatementStat,
+    Unattributed,
+)
+from memprof.integrations._sqla_frames import application_frame
+from memprof.integrations._sqla_params import redact_params
+from memprof.isolation import internal_error
+from memprof.memory import rss_bytes
+from memprof.profile import RequestProfile, _current
+from memprof.runtime import current_runtime
+from memprof.settings import MemprofSettings, load_settings
+
+UNATTRIBUTED = Unattributed()
+MAX_ENGINES = 64
+# Every engine known (instrumented, seen connecting, or used in a full profile), weakly: id -> ref.
+ENGINES: dict[int, weakref.ref[Any]] = {}
+_ATTR = "_memprof"
+_perf = time.perf_counter_ns
+
+_settings_override: MemprofSettings | None = None
+_default_settings: MemprofSettings | None = None
+
+
+def set_settings(settings: MemprofSettings | None) -> None:
+    """Settings given to ``instrument_sqlalchemy`` (None: the current runtime's)."""
+    global _settings_override
+    _settings_override = settings
+
+
+def current_settings() -> MemprofSettings:
+    """The settings in force: given to ``instrument_sqlalchemy``, else the newest middleware's."""
+    global _default_settings
+    if _settings_override is not None:
+        return _settings_override
+    runtime = current_runtime()
+    if runtime is not None:
+        return runtime.settings
+    if _default_settings is None:
+        _default_settings = load_settings()
+    return _default_settings
+
+
+def remember_engine(engine: Any) -> int:
+    """Add an engine to :data:`ENGINES` (an ``OptionEngine`` counts as the engine it wraps); its id."""
+    engine = getattr(engine, "_proxied", engine)
+    key = id(engine)
+    if key not in ENGINES:
+        if len(ENGINES) >= MAX_ENGINES:
+            for dead in [k for k, ref in ENGINES.items() if ref() is None]:
+                del ENGINES[dead]
+        if len(ENGINES) < MAX_ENGINES:
+            ENGINES[key] = weakref.ref(engine)
+    return key
+
+
+def _queries(profile: RequestProfile) -> QueryCollector:
+    found = profile.sections.get("queries")
+    if found is None:
+        settings = current_settings()
+        found = profile.sections["queries"] = QueryCollector(
+            profile.full, settings.n_plus_one_threshold, settings.record_sql_params
+        )
+    return cast(QueryCollector, found)
+
+
+def before_cursor_execute(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> tuple[str, Any]:
+    """Start timing; in full profiles also read RSS, find the statement's counters and note its
+    frame (first execution and at the N+1 threshold), lazy origin, parameters and loader criteria."""
+    try:
+        profile = _current.get()
+        if profile is None or profile.finished:
+            setattr(context, _ATTR, (None, None, None, 0, _perf()))
+            return statement, parameters
+        queries = _queries(profile)
+        queries.count += 1
+        if not queries.full:
+            setattr(context, _ATTR, (profile, queries, None, 0, _perf()))
+            return statement, parameters
+        t0 = _perf()
+        rss = rss_bytes()
+        queries.last_rss = rss
+        engine = conn.engine
+        if id(engine) not in queries.engines:
+            queries.engines.add(remember_engine(engine))
+        stat = queries.statements.get(statement)
+        if stat is None:
+            if len(queries.statements) >= MAX_STATEMENTS:
+                queries.dropped += 1
+            else:
+                stat = queries.statements[statement] = StatementStat(statement, rss)
+                stat.frame = application_frame()
+        if stat is not None:
+            _observe(profile, queries, stat, statement, parameters, context)
+        models = profile.sections.get("models")
+        if models is not None:
+            cast(ModelCollector, models).sample_connection(conn)
+        profile.overhead_ns += _perf() - t0
+        setattr(context, _ATTR, (profile, queries, stat, rss, _perf()))
+    except Exception as exc:
+        internal_error("sqlalchemy.before_cursor_execute", exc)
+    return statement, parameters
+
+
+def _observe(
+    profile: RequestProfile,
+    queries: QueryCollector,
+    stat: StatementStat,
+    statement: str,
+    parameters: Any,
+    context: Any,
+) -> None:
+    stat.count += 1
+    if stat.count == queries.threshold:
+        stat.frame = application_frame()  # the frame of the repetition, usually the N+1 loop
+    load_options = context.execution_options.get("_sa_orm_load_options")
+    if load_options is not None and getattr(load_options, "_lazy_loaded_from", None) is not None:
+        stat.lazy += 1
+    if queries.record_params and (stat.params is None or len(stat.params) < MAX_PARAM_SETS):
+        compiled_params = getattr(context, "compiled_parameters", None)
+        if context.compiled is not None and compiled_params:
+            params = redact_params(compiled_params[0])
+        else:
+            params = redact_params(parameters[0] if context.executemany and parameters else parameters)
+        if stat.params is None:
+            stat.params = []
+        stat.params.append(params)
+    options = getattr(context.invoked_statement, "_with_options", None)
+    if options:
+        _sqla_orm.observe_criteria(profile, options, statement)
+
+
+def after_cursor_execute(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> None:
+    """Close the execution's timing; arrange for its rows to be counted as they are fetched."""
+    try:
+        state = context.__dict__.pop(_ATTR, None)
+        if state is None:
+            return
+        profile, queries, stat, rss_before, t0 = state
+        ns = _perf() - t0
+        if queries is None:
+            UNATTRIBUTED.add(statement, ns)
+            return
+        queries.total_ns += ns
+        if stat is None:
+            return
+        t1 = _perf()
+        stat.total_ns += ns
+        if ns > stat.max_ns:
+            stat.max_ns = ns
+        if cursor.description is None or not _count_rows(profile, queries, stat, rss_before, context):
+            _record_rss(queries, stat, rss_before, rss_bytes())
+        profile.overhead_ns += _perf() - t1
+    except Exception as exc:
+        internal_error("sqlalchemy.after_cursor_execute", exc)
+
+
+def handle_error(exception_context: Any) -> None:
+    """Close the state of an execution that failed (its time is counted; the error is untouched)."""
+    try:
+        context = exception_context.execution_context
+        state = context.__dict__.pop(_ATTR, None) if context is not None else None
+        if state is None:
+            return
+        _profile, queries, stat, _rss, t0 = state
+        ns = _perf() - t0
+        statement = exception_context.statement or ""
+        if queries is None:
+            UNATTRIBUTED.add(statement, ns)
+            return
+        queries.total_ns += ns
+        if stat is not None:
+            stat.total_ns += ns
+            stat.max_ns = max(stat.max_ns, ns)
+    except Exception as exc:
+        internal_error("sqlalchemy.handle_error", exc)
+
+
+def _record_rss(queries: QueryCollector, stat: StatementStat, rss_before: int, rss: int) -> None:
+    stat.rss_after = rss
+    queries.last_rss = rss
+    if rss - rss_before > stat.rss_delta_max:
+        stat.rss_delta_max = rss - rss_before
+
+
+def _count_rows(
+    profile: RequestProfile, queries: QueryCollector, stat: StatementStat, rss_before: int, context: Any
+) -> bool:
+    """Install a counting fetch strategy where SQLAlchemy would use its default one."""
+    if getattr(context, "cursor_fetch_strategy", None) is not _cursor._DEFAULT_FETCH:
+        return False  # a dialect's own strategy: left alone, rows not counted
+    if context.is_crud or context.is_text:
+        streamed = context._is_server_side
+    else:
+        streamed = context._is_server_side or context.execution_options.get("stream_results", False)
+    inner: Any = _cursor._DEFAULT_FETCH
+    if streamed:
+        inner = _cursor.BufferedRowCursorFetchStrategy(context.cursor, context.execution_options)
+    context.cursor_fetch_strategy = CountingFetch(inner, profile, queries, stat, rss_before)
+    return True
+
+
+class CountingFetch(_cursor.CursorFetchStrategy):
+    """Delegates to SQLAlchemy's fetch strategy; counts rows and reads RSS when the result is used up."""
+
+    __slots__ = ("_done", "_inner", "_profile", "_queries", "_rss", "_stat")
+
+    def __init__(
+        self, inner: Any, profile: RequestProfile, queries: QueryCollector, stat: StatementStat, rss: int
+    ) -> None:
+        self._inner = inner
+        self._profile = profile
+        self._queries = queries
+        self._stat = stat
+        self._rss = rss
+        self._done = False
+
+    @property
+    def alternate_cursor_description(self) -> Any:  # type: ignore[override]
+        return self._inner.alternate_cursor_description
+
+    def soft_close(self, result: Any, dbapi_cursor: Any) -> None:
+        self._inner.soft_close(result, dbapi_cursor)
+        self._closed()
+
+    def hard_close(self, result: Any, dbapi_cursor: Any) -> None:
+        self._inner.hard_close(result, dbapi_cursor)
+        self._closed()
+
+    def handle_exception(self, result: Any, dbapi_cursor: Any, err: BaseException) -> Any:
+        return self._inner.handle_exception(result, dbapi_cursor, err)
+
+    def yield_per(self, result: Any, dbapi_cursor: Any, num: int) -> None:
+        self._inner.yield_per(result, dbapi_cursor, num)
+        replaced = result.cursor_strategy
+        if replaced is not self:  # the default strategy swaps in a buffered one: keep counting it
+            self._inner = replaced
+            result.cursor_strategy = self
+
+    def fetchone(self, result: Any, dbapi_cursor: Any, hard_close: bool = False) -> Any:
+        row = self._inner.fetchone(result, dbapi_cursor, hard_close)
+        if row is not None:
+            self._fetched(1)
+        return row
+
+    def fetchmany(self, result: Any, dbapi_cursor: Any, size: int | None = None) -> Any:
+        rows = self._inner.fetchmany(result, dbapi_cursor, size)
+        if rows:
+            self._fetched(len(rows))
+        return rows
+
+    def fetchall(self, result: Any, dbapi_cursor: Any) -> Any:
+        rows = self._inner.fetchall(result, dbapi_cursor)
+        if rows:
+            self._fetched(len(rows))
+        return rows
+
+    def _fetched(self, n: int) -> None:
+        try:
+            if not self._profile.finished:
+                self._stat.rows += n
+                self._queries.current = self._stat
+        except Exception as exc:
+            internal_error("sqlalchemy.fetch", exc)
+
+    def _closed(self) -> None:
+        """The result is used up or closed (every path ends here): RSS after the statement."""
+        try:
+            if self._done or self._profile.finished:
+                return
+            self._done = True
+            t0 = _perf()
+            _record_rss(self._queries, self._stat, self._rss, rss_bytes())
+            self._profile.overhead_ns += _perf() - t0
+        except Exception as exc:
+            internal_error("sqlalchemy.fetch", exc)

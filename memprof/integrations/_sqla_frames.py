@@ -1,0 +1,116 @@
+"""The first application frame behind a SQL execution: outside SQLAlchemy, memprof, the standard
+library and installed packages.
+
+Under an ``AsyncSession`` the statement runs in a greenlet whose stack ends where SQLAlchemy's
+``greenlet_spawn`` started it: the application's ``await`` is in the parent greenlet, suspended in
+``greenlet_spawn``, so the parents' frames are searched when the current stack has no application frame.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import site
+import sys
+import sysconfig
+from types import FrameType
+from typing import Any
+
+import sqlalchemy
+
+import memprof
+
+_greenlet: Any
+try:
+    _greenlet = importlib.import_module("greenlet")  # untyped; only needed for asyncio SQLAlchemy
+except ImportError:  # pragma: no cover
+    _greenlet = None
+
+_MAX_DEPTH = 200
+_MAX_CACHE = 4096
+
+
+def _library_prefixes() -> tuple[str, ...]:
+    paths = {sysconfig.get_paths().get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    try:
+        paths.update(site.getsitepackages())
+        paths.add(site.getusersitepackages())
+    except AttributeError:  # pragma: no cover - some embedded interpreters lack them
+        pass
+    paths.add(os.path.dirname(sqlalchemy.__file__))
+    return tuple(sorted(os.path.normpath(p) + os.sep for p in paths if p))
+
+
+_PREFIXES = _library_prefixes()
+_MEMPROF = os.path.dirname(memprof.__file__) + os.sep
+_DEMO = _MEMPROF + "demo" + os.sep  # memprof's demo app is an application like any other
+# site-packages and dist-packages anywhere (another virtualenv, the system Python) are library code too.
+_MARKERS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
+_is_app_cache: dict[str, bool] = {}
+
+
+def is_application_file(filename: str) -> bool:
+    """Whether code in ``filename`` belongs to the application (cached per file name)."""
+    known = _is_app_cache.get(filename)
+    if known is not None:
+        return known
+    app = not (
+        filename.startswith("<")
+        or filename.startswith(_PREFIXES)
+        or (filename.startswith(_MEMPROF) and not filename.startswith(_DEMO))
+        or any(marker in filename for marker in _MARKERS)
+    )
+    if len(_is_app_cache) < _MAX_CACHE:
+        _is_app_cache[filename] = app
+    return app
+
+
+_CWD = os.getcwd() + os.sep  # frames are shown relative to the directory the process started in
+
+
+def short_path(filename: str) -> str:
+    """``filename`` relative to the directory the process started in, when it is below it."""
+    return filename[len(_CWD) :] if filename.startswith(_CWD) else filename
+
+
+def _describe(frame: FrameType) -> str:
+    code = frame.f_code
+    return f"{short_path(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
+
+
+def _from_stack(frame: FrameType | None) -> FrameType | None:
+    cache = _is_app_cache
+    depth = 0
+    while frame is not None and depth < _MAX_DEPTH:
+        filename = frame.f_code.co_filename
+        app = cache.get(filename)
+        if app is None:
+            app = is_application_file(filename)
+        if app:
+            return frame
+        frame = frame.f_back
+        depth += 1
+    return None
+
+
+def _from_parent_greenlets() -> FrameType | None:
+    """The first application frame in the suspended greenlets above this one (AsyncSession)."""
+    if _greenlet is None:
+        return None
+    parent = _greenlet.getcurrent().parent
+    depth = 0
+    while parent is not None and depth < 8:
+        frame = _from_stack(parent.gr_frame)
+        if frame is not None:
+            return frame
+        parent = parent.parent
+        depth += 1
+    return None
+
+
+def application_frame() -> str | None:
+    """``file:line in function`` of the code that led to the current SQL execution, or None."""
+    frame = _from_stack(sys._getframe(1))
+    if frame is None:
+        frame = _from_parent_greenlets()
+    return None if frame is None else _describe(frame)

@@ -1,0 +1,229 @@
+"""SQLAlchemy instrumentation: what each profiled request did with the database.
+
+    from memprof import instrument_sqlalchemy
+
+    instrument_sqlalchemy(engine)      # an Engine or AsyncEngine; no argument: every engine
+
+Listeners are registered once, through a registry that :func:`uninstrument_sqlalchemy` empties. They
+only observe: statements are never rewritten and no attribute that could trigger a load is read. What
+they learn goes into the current request's profile (``profile.sections``: ``queries``, ``models``,
+``scopes``, ``engines``); SQL run outside any profiled request is counted per process
+(:func:`unattributed`). See README "SQLAlchemy" for the record fields.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Mapper, Session
+
+from memprof.integrations import _sqla_events, _sqla_orm
+from memprof.integrations._sqla_collectors import EngineCollector, QueryCollector
+from memprof.isolation import internal_error
+from memprof.profile import RequestProfile
+from memprof.runtime import FINISH_HOOKS, Scope, register_hooks
+from memprof.settings import MemprofSettings
+
+__all__ = [
+    "engine_states",
+    "instrument_sqlalchemy",
+    "is_instrumented",
+    "reset_unattributed",
+    "unattributed",
+    "uninstrument_sqlalchemy",
+]
+
+# (event, listener, keywords): before_cursor_execute returns its arguments itself (retval=True), which
+# spares SQLAlchemy's wrapper function on every execution.
+_ENGINE_EVENTS: tuple[tuple[str, Callable[..., Any], dict[str, Any]], ...] = (
+    ("before_cursor_execute", _sqla_events.before_cursor_execute, {"retval": True}),
+    ("after_cursor_execute", _sqla_events.after_cursor_execute, {}),
+    ("handle_error", _sqla_events.handle_error, {}),
+)
+
+_lock = threading.RLock()
+# Every listener added: (weak reference to its target, event name, function). Targets are weak so the
+# registry never keeps an engine alive; a dead engine took its listeners with it.
+_registry: list[tuple[Callable[[], Any], str, Callable[..., Any]]] = []
+_global = False
+_orm_installed = False
+_engine_ids: set[int] = set()  # engines with their own listeners
+
+
+def _sync_engine(engine: Any) -> Engine:
+    sync = getattr(engine, "sync_engine", engine)  # AsyncEngine wraps a sync Engine
+    if not isinstance(sync, Engine):
+        raise TypeError(
+            f"instrument_sqlalchemy() needs an Engine or AsyncEngine, not {type(engine).__name__}"
+        )
+    return sync
+
+
+class _Strong:
+    """A 'reference' to a class-level target (Engine, Mapper, Session): those live forever anyway."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def __call__(self) -> Any:
+        return self.target
+
+
+def _listen(target: Any, name: str, fn: Callable[..., Any], **kw: Any) -> None:
+    event.listen(target, name, fn, **kw)
+    ref: Callable[[], Any] = weakref.ref(target) if isinstance(target, Engine) else _Strong(target)
+    _registry.append((ref, name, fn))
+
+
+def _on_engine_connect(conn: Any) -> None:
+    try:
+        _sqla_events.remember_engine(conn.engine)
+    except Exception as exc:
+        internal_error("sqlalchemy.engine_connect", exc)
+
+
+def instrument_sqlalchemy(
+    engine: Any = None, *, settings: MemprofSettings | None = None, count_instances: bool = True
+) -> None:
+    """Record SQL, ORM and engine activity into profiled requests. Idempotent.
+
+    ``engine``: an ``Engine`` or ``AsyncEngine``; None instruments every engine, present and future.
+    ``settings``: the settings to use (threshold of N+1, parameter recording); by default those of
+    the newest :class:`memprof.MemprofMiddleware`. ``count_instances=False`` leaves out the
+    per-instance ``load`` listener (about 1 µs per ORM object on every request, profiled or not):
+    per-class ``loaded`` and per-statement ``instances`` are then 0, the rest is unchanged.
+    """
+    with _lock:
+        if settings is not None:
+            _sqla_events.set_settings(settings)
+        if engine is None:
+            if not _global:
+                _instrument_all()
+        else:
+            sync = _sync_engine(engine)
+            _sqla_events.remember_engine(sync)
+            if not _global and id(sync) not in _engine_ids:
+                for name, fn, kw in _ENGINE_EVENTS:
+                    _listen(sync, name, fn, **kw)
+                _engine_ids.add(id(sync))
+        _install_orm(count_instances)
+        register_hooks(on_finish=_on_finish)
+
+
+def _instrument_all() -> None:
+    global _global
+    # Engine-level listeners would run a second time under class-level ones: drop them first.
+    for ref, name, fn in list(_registry):
+        target = ref()
+        if isinstance(target, Engine):
+            if event.contains(target, name, fn):
+                event.remove(target, name, fn)
+            _registry.remove((ref, name, fn))
+    _engine_ids.clear()
+    for name, fn, kw in _ENGINE_EVENTS:
+        _listen(Engine, name, fn, **kw)
+    _listen(Engine, "engine_connect", _on_engine_connect)
+    _global = True
+
+
+def _install_orm(count_instances: bool) -> None:
+    global _orm_installed
+    if not _orm_installed:
+        # Listening on the Mapper class (without propagate) covers every mapped class, even later ones.
+        _listen(Mapper, "after_insert", _sqla_orm.after_insert)
+        _listen(Mapper, "after_update", _sqla_orm.after_update)
+        _listen(Mapper, "after_delete", _sqla_orm.after_delete)
+        _listen(Session, "after_begin", _sqla_orm.on_begin)
+        _listen(Session, "after_flush", _sqla_orm.watch_session)
+        _listen(Session, "after_transaction_end", _sqla_orm.watch_session)
+        _orm_installed = True
+    has_load = any(fn is _sqla_orm.on_load for _ref, _name, fn in _registry)
+    if count_instances and not has_load:
+        _listen(Mapper, "load", _sqla_orm.on_load, raw=True)
+
+
+def uninstrument_sqlalchemy() -> None:
+    """Remove every listener :func:`instrument_sqlalchemy` added (engines, mappers, sessions, hooks)."""
+    global _global, _orm_installed
+    with _lock:
+        for ref, name, fn in reversed(_registry):
+            target = ref()
+            if target is not None and event.contains(target, name, fn):
+                event.remove(target, name, fn)
+        _registry.clear()
+        _engine_ids.clear()
+        _global = False
+        _orm_installed = False
+        _sqla_events.set_settings(None)
+        if _on_finish in FINISH_HOOKS:
+            FINISH_HOOKS.remove(_on_finish)
+
+
+def is_instrumented(engine: Any = None) -> bool:
+    """Whether ``engine`` (or, with no argument, every engine) is instrumented."""
+    with _lock:
+        if engine is None:
+            return _global
+        return _global or id(_sync_engine(engine)) in _engine_ids
+
+
+def engine_state(engine: Engine) -> dict[str, Any]:
+    """One engine's state as an ``EngineState`` dict: compiled-statement cache and pool use."""
+    cache = engine._compiled_cache
+    pool = engine.pool
+    checked_out = getattr(pool, "checkedout", None)
+    size = getattr(pool, "size", None)
+    url = engine.url
+    return {
+        "name": f"{url.drivername}:{url.database or ''}",
+        "compiled_cache": len(cache) if cache is not None else None,
+        "compiled_cache_max": getattr(cache, "capacity", None),
+        "pool_checked_out": checked_out() if callable(checked_out) else None,
+        "pool_size": size() if callable(size) else None,
+    }
+
+
+def engine_states() -> list[dict[str, Any]]:
+    """The state of every engine memprof knows (instrumented, or seen connecting), for dumps."""
+    out = []
+    for ref in list(_sqla_events.ENGINES.values()):
+        engine = ref()
+        if engine is not None:
+            try:
+                out.append(engine_state(engine))
+            except Exception as exc:
+                internal_error("sqlalchemy.engine_state", exc)
+    return out
+
+
+def _on_finish(profile: RequestProfile, scope: Scope) -> None:
+    """Request end (full profiles): identity-map sizes of the Sessions used, state of the engines."""
+    models = profile.sections.get("models")
+    if models is not None:
+        models.sample_sessions()  # type: ignore[attr-defined]
+    queries = profile.sections.get("queries")
+    if isinstance(queries, QueryCollector) and queries.engines:
+        states = []
+        for engine_id in queries.engines:
+            ref = _sqla_events.ENGINES.get(engine_id)
+            engine = ref() if ref is not None else None
+            if engine is not None:
+                states.append(engine_state(engine))
+        profile.sections["engines"] = EngineCollector(states)
+
+
+def unattributed() -> dict[str, Any]:
+    """SQL executed in this process outside any profiled request: count, time, top statements."""
+    return _sqla_events.UNATTRIBUTED.snapshot()
+
+
+def reset_unattributed() -> None:
+    """Forget the unattributed counts (tests, or after reading them)."""
+    _sqla_events.UNATTRIBUTED.reset()

@@ -1,0 +1,219 @@
+"""The SQLAlchemy listeners' life cycle and isolation: idempotent, removable, never hurting the app."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import Mapper, Session, sessionmaker
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+import memprof
+from memprof import MemprofMiddleware, instrument_sqlalchemy, uninstrument_sqlalchemy
+from memprof.integrations import _sqla_events, _sqla_frames, _sqla_orm
+from memprof.integrations.sqlalchemy import is_instrumented
+from memprof.isolation import errors
+from memprof.runtime import FINISH_HOOKS
+from tests.sqla_apps import make_schema, seed, sync_app
+
+ENGINE_EVENTS = ("before_cursor_execute", "after_cursor_execute", "engine_connect", "handle_error")
+MAPPER_EVENTS = ("load", "after_insert", "after_update", "after_delete")
+SESSION_EVENTS = ("after_begin", "after_flush", "after_transaction_end")
+
+
+def listener_counts(engine: Engine) -> dict[str, int]:
+    """How many listeners every event we use has: on the engine, and (through fresh instances, which
+    inherit class-level listeners) on Engine, Mapper and Session."""
+    probe = create_engine("sqlite://")
+    mapper = sa_inspect(make_schema().Author)
+    counts = {}
+    for label, target in (("engine", engine), ("Engine", probe)):
+        for name in ENGINE_EVENTS[:3]:
+            counts[f"{label}.{name}"] = len(getattr(target.dispatch, name))
+        # handle_error is a dialect event: listening on an engine (or Engine) lands on its dialect
+        counts[f"{label}.handle_error"] = len(target.dialect.dispatch.handle_error)
+    counts.update({f"Mapper.{n}": len(getattr(mapper.dispatch, n)) for n in MAPPER_EVENTS[1:]})
+    # load is an instance event: it lands on each mapped class's manager
+    counts["Mapper.load"] = len(mapper.class_manager.dispatch.load)
+    counts.update({f"Session.{n}": len(getattr(Session().dispatch, n)) for n in SESSION_EVENTS})
+    return counts
+
+
+def our_functions() -> list[Callable[..., Any]]:
+    return [
+        _sqla_events.before_cursor_execute,
+        _sqla_events.after_cursor_execute,
+        _sqla_events.handle_error,
+        _sqla_orm.on_load,
+        _sqla_orm.after_insert,
+        _sqla_orm.after_update,
+        _sqla_orm.after_delete,
+        _sqla_orm.on_begin,
+        _sqla_orm.watch_session,
+    ]
+
+
+def test_uninstrument_leaves_no_listener(
+    tmp_path: Path, make_settings: Callable[..., Any], samples: Any
+) -> None:
+    schema = make_schema()
+    engine = create_engine(f"sqlite:///{tmp_path / 'u.db'}")
+    schema.Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        seed(session, schema, authors=2)
+    before = listener_counts(engine)
+    instrument_sqlalchemy(engine)
+    instrument_sqlalchemy(create_async_engine("sqlite+aiosqlite://"))
+    instrument_sqlalchemy()  # every engine on top: engine-level listeners are replaced
+    assert is_instrumented() and is_instrumented(engine)
+    assert listener_counts(engine) != before
+    uninstrument_sqlalchemy()
+    assert listener_counts(engine) == before
+    assert not is_instrumented() and not is_instrumented(engine)
+    for fn in our_functions():
+        for target, names in (
+            (engine, ENGINE_EVENTS[:3]),
+            (Engine, ENGINE_EVENTS[:3]),
+            (Mapper, MAPPER_EVENTS),
+        ):
+            for name in names:
+                assert not event.contains(target, name, fn)
+    assert all(getattr(hook, "__module__", "") != "memprof.integrations.sqlalchemy" for hook in FINISH_HOOKS)
+    with TestClient(MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=make_settings())) as c:
+        assert c.get("/n1").status_code == 200
+    (rec,) = samples()
+    assert rec.get("queries") is None and rec.get("models") is None
+    engine.dispose()
+
+
+def test_instrument_is_idempotent(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'i.db'}")
+    before = listener_counts(engine)
+    try:
+        instrument_sqlalchemy(engine)
+        once = listener_counts(engine)
+        instrument_sqlalchemy(engine)
+        instrument_sqlalchemy(engine, count_instances=True)
+        assert listener_counts(engine) == once
+        assert once["engine.before_cursor_execute"] == before["engine.before_cursor_execute"] + 1
+        instrument_sqlalchemy()
+        instrument_sqlalchemy()
+        every = listener_counts(engine)
+        # class-level now (an engine's dispatch includes those): still exactly one for the engine
+        assert every["engine.before_cursor_execute"] == before["engine.before_cursor_execute"] + 1
+        assert every["Engine.before_cursor_execute"] == before["Engine.before_cursor_execute"] + 1
+        instrument_sqlalchemy(engine)  # already covered by the class-level listeners
+        assert listener_counts(engine) == every
+    finally:
+        uninstrument_sqlalchemy()
+    assert listener_counts(engine) == before
+    with pytest.raises(TypeError, match="Engine or AsyncEngine"):
+        instrument_sqlalchemy("sqlite://")
+
+
+def test_cheaper_counting_without_load_listener(
+    tmp_path: Path, make_settings: Callable[..., Any], samples: Any
+) -> None:
+    schema = make_schema()
+    engine = create_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    schema.Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        seed(session, schema, authors=3)
+    loads = listener_counts(engine)["Mapper.load"]
+    instrument_sqlalchemy(engine, count_instances=False)
+    try:
+        assert listener_counts(engine)["Mapper.load"] == loads
+        with TestClient(
+            MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=make_settings())
+        ) as c:
+            assert c.get("/joined").status_code == 200
+    finally:
+        uninstrument_sqlalchemy()
+        engine.dispose()
+    (rec,) = samples()
+    (stmt,) = rec["queries"]["statements"]
+    assert stmt["rows"] == 3 * 5 * 4 and stmt["instances"] == 0
+
+
+def _serve_once(tmp_path: Path, settings: Any) -> tuple[weakref.ref[Any], list[weakref.ref[Any]]]:
+    schema = make_schema()
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    schema.Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        seed(session, schema, authors=2)
+    del session
+    instrument_sqlalchemy(engine)
+    refs: list[weakref.ref[Any]] = []
+
+    class TrackedSession(Session):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            refs.append(weakref.ref(self))
+
+    factory = sessionmaker(engine, class_=TrackedSession)
+
+    def n_plus_one(request: Request) -> Response:
+        with factory() as session:
+            authors = session.scalars(select(schema.Author)).all()
+            return JSONResponse({"books": sum(len(a.books) for a in authors)})
+
+    # A plain Starlette app: FastAPI keeps its endpoint functions (and so the engine) in a cache.
+    app = MemprofMiddleware(Starlette(routes=[Route("/n1", n_plus_one)]), settings=settings)
+    with TestClient(app) as client:
+        assert client.get("/n1").json() == {"books": 10}
+    assert memprof.flush(10.0)
+    engine.dispose()
+    return weakref.ref(engine), refs
+
+
+def test_nothing_keeps_sessions_or_engines_alive(tmp_path: Path, make_settings: Callable[..., Any]) -> None:
+    try:
+        engine_ref, session_refs = _serve_once(tmp_path, make_settings())
+        gc.collect()
+        assert session_refs and all(ref() is None for ref in session_refs)
+        assert engine_ref() is None
+    finally:
+        uninstrument_sqlalchemy()
+
+
+@pytest.mark.internal_errors_expected
+def test_a_failing_listener_never_reaches_the_app(
+    tmp_path: Path, make_settings: Callable[..., Any], samples: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = make_schema()
+    engine = create_engine(f"sqlite:///{tmp_path / 'f.db'}")
+    schema.Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        seed(session, schema, authors=2)
+
+    def broken() -> str:
+        raise RuntimeError("memprof bug")
+
+    monkeypatch.setattr(errors, "raise_errors", False)
+    monkeypatch.setattr(_sqla_events, "application_frame", broken)
+    monkeypatch.setattr(_sqla_frames, "application_frame", broken)
+    instrument_sqlalchemy(engine)
+    try:
+        with TestClient(
+            MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=make_settings())
+        ) as c:
+            assert c.get("/n1").json() == {"authors": 2, "books": 10}
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT 41 + 1")).scalar_one() == 42
+    finally:
+        uninstrument_sqlalchemy()
+        engine.dispose()
+    assert errors.counts["sqlalchemy.before_cursor_execute"] >= 1
+    (rec,) = samples()
+    assert rec["request"]["status"] == 200
