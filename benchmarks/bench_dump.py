@@ -111,14 +111,15 @@ def main() -> None:
         )
         memprof.dump("warm-up")
 
-        totals, extras, sizes = [], [], []
+        totals, cpus, extras, sizes = [], [], [], []
         for i in range(args.runs):
             gc.collect()
             can_reset = _reset_peak()
             before = _status_kb("VmRSS")
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             path = memprof.dump(f"bench{i}")
             totals.append((time.perf_counter() - t0) * 1000)
+            cpus.append((time.thread_time() - c0) * 1000)
             if can_reset:
                 extras.append((_status_kb("VmHWM") - before) / 1024)
             sizes.append(os.path.getsize(path or ""))
@@ -131,6 +132,10 @@ def main() -> None:
         }
         print(
             f"dump: median {statistics.median(totals):.1f} ms (min {min(totals):.1f}, max {max(totals):.1f})"
+        )
+        cpu = statistics.median(cpus)
+        print(
+            f"dump CPU time (the dumping thread): median {cpu:.1f} ms; load average {os.getloadavg()[0]:.1f}"
         )
         if extras:
             print(f"extra peak memory: median {statistics.median(extras):.1f} MiB (max {max(extras):.1f})")

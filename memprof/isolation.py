@@ -1,7 +1,9 @@
 """Isolation: memprof's own failures are counted and logged, never passed to the app.
 
 Every hook point catches ``Exception`` (never ``BaseException``: cancellation and KeyboardInterrupt
-pass) and hands it to :func:`internal_error`. With ``MEMPROF_RAISE_INTERNAL_ERRORS=1`` (memprof's own
+pass) and hands it to :func:`internal_error`, which counts it by place, logs it at most once a minute per
+place (the message redacted: an exception's text may quote SQL parameters or headers) and tells the
+listeners (the circuit breaker in :mod:`memprof.guards`). With ``MEMPROF_RAISE_INTERNAL_ERRORS=1`` (memprof's own
 test suite) the error is re-raised instead, so a bug hidden in production still fails the tests.
 """
 
@@ -14,6 +16,8 @@ from collections import Counter
 from collections.abc import Callable
 
 import structlog
+
+from memprof.redaction import redact_text
 
 log = structlog.get_logger("memprof")
 
@@ -39,14 +43,16 @@ class InternalErrors:
         """Count one failure, log it (at most once a minute per place) and tell the listeners."""
         with self._lock:
             self.counts[where] += 1
-            self.last = (where, f"{type(exc).__name__}: {exc}")
+            self.last = (where, f"{type(exc).__name__}: {_safe_detail(exc)}")
             now = time.monotonic()
             should_log = now - self._last_logged.get(where, -_LOG_INTERVAL_S) >= _LOG_INTERVAL_S
             if should_log:
                 self._last_logged[where] = now
         if should_log:
             try:
-                log.warning("memprof.internal_error", where=where, error=type(exc).__name__, detail=str(exc))
+                log.warning(
+                    "memprof.internal_error", where=where, error=type(exc).__name__, detail=_safe_detail(exc)
+                )
             except Exception:  # pragma: no cover - logging must never hurt the app either
                 pass
         for listener in list(self.listeners):
@@ -60,12 +66,27 @@ class InternalErrors:
         """All failures counted so far."""
         return sum(self.counts.values())
 
+    def reinit_after_fork(self) -> None:
+        """A forked child gets a fresh lock (another thread may have held the parent's)."""
+        self._lock = threading.Lock()
+
+    def status(self) -> dict[str, object]:
+        """Counts by place and the last failure, for ``memprof status``."""
+        return {"total": self.total, "by_place": dict(self.counts), "last": self.last}
+
     def reset(self) -> None:
         """Forget the counts (tests)."""
         with self._lock:
             self.counts.clear()
             self.last = None
             self._last_logged.clear()
+
+
+def _safe_detail(exc: BaseException) -> str:
+    try:
+        return redact_text(str(exc))
+    except Exception:
+        return "<unprintable>"
 
 
 errors = InternalErrors()

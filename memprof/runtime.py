@@ -10,16 +10,21 @@ from __future__ import annotations
 import os
 import random
 import socket
+import threading
 import time
 import weakref
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from memprof.isolation import internal_error
+from memprof import forksafe  # noqa: F401  (registers the at-fork handler)
+from memprof.control import POLLER, Controller
+from memprof.guards import CircuitBreaker, OverheadGuard
+from memprof.isolation import errors, internal_error
 from memprof.memory import MemoryLimit, detect_limit, peak_rss_bytes, rss_bytes
 from memprof.profile import RequestProfile
 from memprof.schema import SAMPLE_SCHEMA, SAMPLE_VERSION
-from memprof.settings import MemprofSettings, Mode
+from memprof.settings import DEFAULT_SAMPLE_RATES, MemprofSettings, Mode
+from memprof.tokens import TokenVerifier
 from memprof.writer import RecordWriter
 
 Scope = MutableMapping[str, Any]
@@ -36,6 +41,7 @@ RESPONSE_END_HOOKS: list[EndHook] = []
 COMPLETE_HOOKS: list[EndHook] = []
 
 _MB = 1024 * 1024
+OFF_MODE = "off"
 
 
 def register_hooks(
@@ -84,19 +90,98 @@ class Runtime:
         # Scopes of in-flight profiled requests (their route, for dumps and the flight recorder); popped in end().
         self.scopes: dict[str, Scope] = {}
         self.loop_ref: weakref.ref[Any] | None = None  # the serving event loop, for dumps' task stacks
+        # Safety: why nothing is profiled right now (None: profiling per self.mode), the guards, the
+        # token verifier and the control plane. The request path reads only these cached attributes.
+        self.paused: str | None = None
+        self.breaker = CircuitBreaker(settings.circuit_breaker_failures, on_change=self.refresh)
+        self.guard = OverheadGuard(settings.overhead_limit_ms, on_change=self.refresh)
+        secret = settings.targeted_secret
+        self.verifier = (
+            None
+            if secret is None
+            else TokenVerifier(
+                secret.get_secret_value(),
+                rate_per_s=settings.targeted_rate_limit,
+                max_skew_s=settings.targeted_max_skew_s,
+            )
+        )
+        self._refresh_lock = threading.Lock()
+        self.control = Controller(settings, self)
+        self.control.read_local()  # a kill-switch file present at start-up counts from the first request
+        self.refresh()
         _RUNTIMES.append(weakref.ref(self))
+        POLLER.add(self.control)
         _background("attach", self)
 
     # -- sampling ---------------------------------------------------------------------------------
     def decide(self, scope: Scope) -> bool | None:
-        """None: do not profile. Otherwise whether to collect full detail (True) or checkpoints only."""
+        """None: do not profile. Otherwise whether to collect full detail (True) or checkpoints only.
+
+        An unprofiled request costs a flag read, a random draw and a branch; targeted mode checks the
+        signed header. A half-open circuit breaker lets exactly one trial request through.
+        """
+        if self.paused is not None:
+            return None
         mode = self.mode
         if mode is Mode.TARGETED:
-            return None  # signed tokens arrive with the safety layer
-        rate = self.sample_rate
-        if rate <= 0.0 or (rate < 1.0 and random.random() >= rate):
+            verifier = self.verifier
+            if verifier is None or not verifier.check_scope(scope):
+                return None
+            full = True
+        else:
+            rate = self.sample_rate
+            if rate <= 0.0 or (rate < 1.0 and random.random() >= rate):
+                return None
+            full = mode is Mode.AGGRESSIVE
+        if self.breaker.half_open and not self.breaker.claim_trial():
             return None
-        return mode is Mode.AGGRESSIVE
+        return full
+
+    def refresh(self) -> None:
+        """Recompute the mode in force from local settings, runtime control and the guards."""
+        with self._refresh_lock:
+            mode, reason = self.control.resolve(self.breaker.open, self.guard.steps)
+            if mode is None:
+                self.paused = reason
+                return
+            settings = self.settings
+            self.sample_rate = (
+                settings.effective_sample_rate if mode is settings.mode else DEFAULT_SAMPLE_RATES[mode]
+            )
+            self.mode = mode
+            self.paused = None
+
+    def status(self) -> dict[str, Any]:
+        """This runtime's state as plain data (published for ``memprof status``)."""
+        return {
+            "schema": "memprof.worker_status",
+            "version": "1.0",
+            "worker": f"{self.host}-{os.getpid()}",
+            "host": self.host,
+            "pid": os.getpid(),
+            "time": time.time(),
+            "started": self.started,
+            "configured_mode": self.settings.mode.value,
+            "mode": OFF_MODE if self.paused is not None else self.mode.value,
+            "paused": self.paused,
+            "sample_rate": self.sample_rate,
+            "profiled": self.profiled,
+            "inflight": self.inflight,
+            "breaker": self.breaker.status(),
+            "overhead_guard": self.guard.status(),
+            "targeted": None if self.verifier is None else self.verifier.status(),
+            "internal_errors": errors.status(),
+            "writer": {"written": self.writer.written, "dropped": self.writer.dropped},
+            "control": self.control.status(),
+        }
+
+    def reinit_after_fork(self) -> None:
+        """Fresh locks in a forked child (see :mod:`memprof.forksafe`)."""
+        self._refresh_lock = threading.Lock()
+        self.breaker.reinit_after_fork()
+        self.guard.reinit_after_fork()
+        if self.verifier is not None:
+            self.verifier.reinit_after_fork()
 
     # -- a profiled request -----------------------------------------------------------------------
     def begin(self, scope: Scope, full: bool) -> RequestProfile:
@@ -169,7 +254,14 @@ class Runtime:
         finally:
             profile.finished = True
             profile.overhead_ns += time.perf_counter_ns() - t0
-        self.writer.submit(profile, self.build_record)
+        self.guard.observe(profile.overhead_ns)
+        self.writer.submit(profile, self._build_checked)
+
+    def _build_checked(self, profile: RequestProfile) -> dict[str, Any]:
+        # A record built with no internal failure since the last one is a success for the breaker.
+        record = self.build_record(profile)
+        self.breaker.check(errors.total, profile.start_ns)
+        return record
 
     def memory_error(self, scope: Scope) -> None:
         """A ``MemoryError`` passed through the middleware: the watchdog writes a dump naming the request."""

@@ -110,7 +110,27 @@ class MemprofSettings(BaseSettings):
         None, description="Optional shared control plane (kill switch, mode override) for many workers."
     )
     targeted_secret: SecretStr | None = Field(
-        None, description="Key that signs targeted-profiling tokens; targeted mode is refused without it."
+        None,
+        min_length=16,
+        description="Key that signs targeted-profiling tokens (16+ characters); targeted mode is refused "
+        "without it.",
+    )
+    targeted_rate_limit: float = Field(
+        5.0, gt=0, description="Targeted (signed) requests profiled per second at most, per worker."
+    )
+    targeted_max_skew_s: int = Field(
+        30, ge=0, le=600, description="Clock skew tolerated when checking a token's expiry, in seconds."
+    )
+    control_max_mode: Mode | None = Field(
+        None,
+        description="The widest mode a runtime override (`memprof enable`, Redis) may switch to. Default: "
+        "MEMPROF_MODE, so runtime control can only narrow or disable profiling.",
+    )
+    redis_prefix: str = Field(
+        "memprof:", min_length=1, description="Prefix of the Redis control keys (`<prefix>disable`, ...)."
+    )
+    control_poll_interval_s: float = Field(
+        1.0, ge=0.05, le=60, description="How often the control thread reads the kill switch and overrides."
     )
     record_sql_params: bool = Field(
         False, description="Record SQL bound parameters (values with secret-looking names are redacted)."
@@ -154,6 +174,12 @@ class MemprofSettings(BaseSettings):
             raise ValueError(
                 "MEMPROF_SAMPLE_RATE must be 0 or unset in targeted mode: only signed requests are profiled"
             )
+        if self.mode is Mode.TARGETED and self.targeted_secret is None:
+            raise ValueError(
+                "targeted mode needs MEMPROF_TARGETED_SECRET (16+ characters) to verify signed tokens"
+            )
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("MEMPROF_REDIS_URL must start with redis://, rediss:// or unix://")
         if self.dump_hysteresis >= self.dump_threshold:
             raise ValueError(
                 "MEMPROF_DUMP_HYSTERESIS must be below MEMPROF_DUMP_THRESHOLD: full profiling resumes "
@@ -179,6 +205,9 @@ class MemprofSettings(BaseSettings):
         return None if self.memory_limit_mb is None else int(self.memory_limit_mb * 1024 * 1024)
 
 
+_SECRET_FIELDS = frozenset({"targeted_secret", "redis_url"})
+
+
 def _describe(error: Any) -> str:
     loc = [str(part) for part in error.get("loc", ()) if part != "__root__"]
     name = f"{ENV_PREFIX}{loc[0].upper()}" if loc else "MEMPROF settings"
@@ -188,6 +217,8 @@ def _describe(error: Any) -> str:
         accepted = f"expected {ctx['expected']}"
     else:
         accepted = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if loc and loc[0] in _SECRET_FIELDS:
+        return f"{name} is not valid: {accepted}"  # never echo a secret into logs
     if loc and not isinstance(value, dict):
         return f"{name}={value!r} is not valid: {accepted}"
     return f"{name}: {accepted}"

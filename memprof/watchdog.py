@@ -186,6 +186,7 @@ class Watchdog:
             if interval > 0 and time.monotonic() - group.last_state >= interval:
                 group.last_state = time.monotonic()
                 group.state.record("periodic")
+        self._update_alarm()  # a cooldown may have ended
 
     def check(self, runtime: Runtime, guard: Guard, rss: int, poked: RequestProfile | None = None) -> None:
         """The memory guard and threshold dumps of one runtime for one RSS reading."""
@@ -216,10 +217,15 @@ class Watchdog:
             self._update_alarm()
 
     def _update_alarm(self) -> None:
+        """Set the checkpoint alarm to the lowest level at which some runtime would dump now.
+
+        A runtime in its cooldown raises no alarm: checkpoints would wake the thread for nothing.
+        """
         level = sys.maxsize
+        now = time.monotonic()
         with self.lock:
             for runtime, guard in self.guards.items():
-                if guard.closed:
+                if guard.closed or now - guard.last_dump < runtime.settings.dump_cooldown_s:
                     continue
                 limit = runtime.limit.bytes
                 mark = max(limit * runtime.settings.dump_threshold, guard.high_water + DUMP_STEP * limit)

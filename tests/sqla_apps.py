@@ -209,4 +209,10 @@ def async_app(schema: Schema, factory: async_sessionmaker[AsyncSession]) -> Fast
         async with factory() as session:
             return {"books": len((await session.scalars(select(Book))).all())}
 
+    @app.get("/books/streamed")
+    async def books_streamed() -> dict[str, int]:
+        async with factory() as session:
+            stream = await session.stream_scalars(select(Book).execution_options(yield_per=7))
+            return {"books": len([book async for book in stream])}
+
     return app

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 from pathlib import Path
 
 import pytest
 
 from memprof.analysis import Filters, InputError, analyze, parse_time
 from memprof.analysis import synthetic as s
-from memprof.analysis.stats import describe, pearson, percentile, quarter_medians
+from memprof.analysis.stats import describe, describe_merged, pearson, percentile, quarter_medians
 
 MIB = s.MIB
 
@@ -30,6 +31,10 @@ def test_describe_is_exact() -> None:
     assert pearson([1, 2, 3, 4], [2, 4, 6, 8]) == pytest.approx(1.0)
     assert pearson([1, 1, 1], [1, 2, 3]) == 0.0
     assert quarter_medians(list(range(8))) == [1, 3, 5, 7]
+    rng = random.Random(5)
+    for sizes in ([1], [3, 0, 7], [50, 1, 200, 13], [1000]):
+        parts = [sorted(rng.randrange(-(10**9), 10**12) for _ in range(n)) for n in sizes]
+        assert describe_merged(parts) == describe([v for p in parts for v in p])
 
 
 def test_statistics_overall_and_per_route(tmp_path: Path) -> None:
@@ -238,3 +243,20 @@ def test_parallel_reading_equals_one_pass(tmp_path: Path) -> None:
     assert one.summary == three.summary
     assert one.collector.recent_records() == three.collector.recent_records()
     assert one.summary["samples"] == 420 and one.summary["findings"]
+
+
+def test_malformed_samples_leave_no_partial_state(tmp_path: Path) -> None:
+    good = s.sample("/r", t=s.T0)
+    bad = [
+        {**good, "time": "yesterday"},
+        {**good, "memory": {**good["memory"], "rss_start": "x"}},
+        {**good, "checkpoints": [{"name": "a", "rss": "x"}]},
+        {**good, "request": {**good["request"], "route": None}, "time": None},
+        {**good, "memory": None},
+    ]
+    result = analyze([str(_dir(tmp_path, [good, *bad, good]))])
+    assert result.summary["samples"] == 2
+    assert result.summary["input"]["skipped_by_reason"] == {"invalid record": 5}
+    assert [r["count"] for r in result.summary["routes"]] == [2]
+    assert [w["samples"] for w in result.summary["workers"]] == [2]
+    assert [p["count"] for p in result.summary["phases"]] == [2, 2, 2, 2]

@@ -175,7 +175,7 @@ def test_light_mode_samples_about_one_percent(make_settings: Callable[..., Any],
 
 
 def test_disabled_and_targeted_profile_nothing(make_settings: Callable[..., Any], samples: Any) -> None:
-    for settings in (make_settings(enabled=False), make_settings(mode="targeted")):
+    for settings in (make_settings(enabled=False), make_settings(mode="targeted", targeted_secret="s" * 32)):
         with TestClient(MemprofMiddleware(starlette_app(), settings=settings)) as client:
             assert client.get("/").text == "hello"
     assert samples() == []

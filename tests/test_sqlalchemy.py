@@ -275,12 +275,15 @@ def test_async_session_on_aiosqlite(
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
                 assert (await client.get("/n1")).json() == {"authors": 12, "books": 60}
                 assert (await client.get("/books")).json() == {"books": 60}
+                assert (await client.get("/books/streamed")).json() == {"books": 60}
             await engine.dispose()
 
         anyio.run(main)
     finally:
         uninstrument_sqlalchemy()
-    n1, books = samples()
+    n1, books, streamed = samples()
+    assert statement(streamed, f"FROM {schema.prefix}_book")["rows"] == 60
+    assert statement(streamed, f"FROM {schema.prefix}_book")["instances"] == 60
     lazy = statement(n1, f"FROM {schema.prefix}_book")
     assert lazy["count"] == 12 and lazy["n_plus_one"] and lazy["lazy"] and lazy["rows"] == 60
     assert lazy["frame"].startswith("tests/sqla_apps.py:") and lazy["frame"].endswith(" in n_plus_one")

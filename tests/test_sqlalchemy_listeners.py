@@ -217,3 +217,22 @@ def test_a_failing_listener_never_reaches_the_app(
     assert errors.counts["sqlalchemy.before_cursor_execute"] >= 1
     (rec,) = samples()
     assert rec["request"]["status"] == 200
+
+
+def test_public_surface() -> None:
+    import memprof.integrations.sqlalchemy as integration
+
+    assert memprof.instrument_sqlalchemy is integration.instrument_sqlalchemy
+    assert memprof.uninstrument_sqlalchemy is integration.uninstrument_sqlalchemy
+    assert {"instrument_sqlalchemy", "uninstrument_sqlalchemy"} <= set(memprof.__all__)
+    assert memprof.__all__ == sorted(memprof.__all__)
+    assert integration.__all__ == [
+        "engine_states",
+        "instrument_sqlalchemy",
+        "is_instrumented",
+        "reset_unattributed",
+        "unattributed",
+        "uninstrument_sqlalchemy",
+    ]
+    for name in integration.__all__:
+        assert getattr(integration, name).__doc__, name

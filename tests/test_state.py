@@ -175,3 +175,20 @@ def test_identity_maps_of_live_orm_sessions(tmp_path: Path) -> None:
     assert maps[0]["name"] == "Session identity map #1"
     assert not [c for c in snapshot() if c["kind"] == "identity_map"], "closed sessions are gone"
     engine.dispose()
+
+
+def test_compiled_caches_of_instrumented_engines(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    memprof.instrument_sqlalchemy(engine)
+    try:
+        with engine.connect() as conn:
+            for i in range(5):
+                conn.execute(text(f"select {i}"))
+        compiled = [c for c in snapshot() if c["kind"] == "sqlalchemy_compiled"]
+    finally:
+        memprof.uninstrument_sqlalchemy()
+        engine.dispose()
+    (cache,) = [c for c in compiled if "c.sqlite" in c["name"]]
+    assert cache["size"] >= 1 and cache["maxsize"] and cache["unbounded"] is False

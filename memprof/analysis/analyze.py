@@ -64,8 +64,8 @@ def summarize(c: Collector, report: LoadReport, thresholds: Thresholds | None = 
         "filters": c.filters.to_dict(),
         "samples": c.samples,
         "filtered_out": c.filtered_out + c.events.filtered_out,
-        "window": {"start": c.first_time, "end": c.last_time},
-        "limit": max(c.limits, key=lambda k: (c.limits[k], k)) if c.limits else None,
+        "window": dict(zip(("start", "end"), c.window(), strict=True)),
+        "limit": c.limit(),
         "memory": memory_stats(c),
         "high_memory": {
             "metric": "growth",

@@ -20,6 +20,7 @@ from memprof.analysis.filters import Filters, sample_haystack
 from memprof.analysis.phases import PhaseAcc
 from memprof.analysis.sources import LoadReport, Progress, Source, VersionCheck, read_source
 from memprof.analysis.sqlagg import SqlAggregates
+from memprof.analysis.stats import describe_merged
 
 MAX_ROUTES = 5000
 TOP_HIGH = 25
@@ -43,12 +44,15 @@ class RouteAcc:
         self.max_ref: tuple[int, str] | None = None
         self._sorted: dict[str, array[Any]] = {}
 
-    def sorted_column(self, name: str) -> array[Any]:
-        """A column in ascending order (computed once; read it only after the last sample)."""
+    def sorted_column(self, name: str, *, keep: bool = True) -> array[Any]:
+        """A column in ascending order (read it only after the last sample); kept for the next call
+        unless ``keep`` is False."""
         cached = self._sorted.get(name)
         if cached is None:
             column = getattr(self, name)
-            cached = self._sorted[name] = array(column.typecode, sorted(column))
+            cached = array(column.typecode, sorted(column))
+            if keep:
+                self._sorted[name] = cached
         return cached
 
 
@@ -98,22 +102,32 @@ class Collector:
         self.samples = 0
         self.filtered_out = 0
         self.invalid = 0
-        self.first_time: float | None = None
-        self.last_time: float | None = None
-        self.limits: dict[int, int] = {}
-        self._overall: dict[str, array[Any]] = {}
+        self._overall: dict[str, dict[str, Any]] = {}
         self.files: list[str] = list(files or ())  # file ids: shared by collectors that will be merged
         self._file_ids: dict[str, int] = {f: i for i, f in enumerate(self.files)}
 
-    def overall_sorted(self, name: str) -> array[Any]:
-        """A column of every route together, in ascending order (computed once, after the last sample)."""
+    def overall(self, name: str) -> dict[str, Any]:
+        """Statistics of a column over every route (computed once, after the last sample)."""
         cached = self._overall.get(name)
         if cached is None:
-            column: array[Any] = array("q")
-            for acc in self.routes.values():
-                column.extend(acc.sorted_column(name))
-            cached = self._overall[name] = array("q", sorted(column))  # timsort merges the sorted runs
+            parts = [acc.sorted_column(name, keep=name == "growth") for acc in self.routes.values()]
+            cached = self._overall[name] = describe_merged(parts)
         return cached
+
+    def window(self) -> tuple[float | None, float | None]:
+        """Time of the first and the last sample."""
+        times = [(min(w.time), max(w.time)) for w in self.workers.values() if w.time]
+        if not times:
+            return None, None
+        return min(t[0] for t in times), max(t[1] for t in times)
+
+    def limit(self) -> int | None:
+        """The memory limit most samples reported."""
+        weights: dict[int, int] = {}
+        for w in self.workers.values():
+            if w.limit:
+                weights[int(w.limit)] = weights.get(int(w.limit), 0) + len(w.time)
+        return max(weights, key=lambda k: (weights[k], k)) if weights else None
 
     def ref(self, file: int, line: int) -> str:
         """The record reference ``path:line`` of a file id and line."""
@@ -141,8 +155,12 @@ class Collector:
         """Accumulate one sample record (raises KeyError/TypeError/ValueError when malformed)."""
         req = rec["request"]
         mem = rec["memory"]
-        route = str(req["route"])
-        t = float(rec["time"])
+        route = req["route"]
+        if type(route) is not str:
+            route = str(route)
+        t = rec["time"]
+        if type(t) is not float and type(t) is not int:  # checked before anything is appended
+            raise TypeError("time")
         worker = rec.get("worker") or f"{rec.get('host')}:{rec.get('pid')}"
         if self._filtering:
             f = self.filters
@@ -154,11 +172,13 @@ class Collector:
             ):
                 self.filtered_out += 1
                 return
-        rss_start = int(mem["rss_start"])
-        rss_end = int(mem["rss_end"])
+        rss_start = mem["rss_start"]
+        rss_end = mem["rss_end"]
         checkpoints = rec.get("checkpoints") or []
         rss = [cp["rss"] for cp in checkpoints]
-        peak = max(rss_end, *rss) if rss else rss_end
+        peak = max(rss) if rss else rss_end
+        if rss_end > peak:
+            peak = rss_end
         growth = peak - rss_start
         acc = self.routes.get(route)
         if acc is None:
@@ -198,14 +218,9 @@ class Collector:
             w.last = (t, fid, line)
         limit = mem.get("limit")
         if limit:
-            w.limit = limit = int(limit)
-            self.limits[limit] = self.limits.get(limit, 0) + 1
+            w.limit = limit
 
         self.samples += 1
-        if self.first_time is None or t < self.first_time:
-            self.first_time = t
-        if self.last_time is None or t > self.last_time:
-            self.last_time = t
         high = self.high
         if len(high) < TOP_HIGH or growth > high[0][0]:
             # (growth, -sequence): among equal growths the earliest sample is kept and listed first

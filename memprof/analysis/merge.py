@@ -73,12 +73,6 @@ def merge_collectors(a: Collector, b: Collector) -> Collector:
     a.filtered_out += b.filtered_out
     a.invalid += b.invalid
     a.other_routes += b.other_routes
-    times = [t for t in (a.first_time, b.first_time) if t is not None]
-    a.first_time = min(times) if times else None
-    times = [t for t in (a.last_time, b.last_time) if t is not None]
-    a.last_time = max(times) if times else None
-    for limit, n in b.limits.items():
-        a.limits[limit] = a.limits.get(limit, 0) + n
     return a
 
 

@@ -90,9 +90,22 @@ def collect_parallel(
                 merge_collectors(merged[0], result[0])
                 merge_reports(merged[1], result[1])
             del result
+            _trim_heap()
             if progress is not None:
                 progress(sum(s.size for s in part))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     assert merged is not None
+    _trim_heap()
     return merged
+
+
+def _trim_heap() -> None:
+    """Give the memory freed while merging back to the system (glibc keeps it in per-thread arenas:
+    the shards' results were received on the pool's thread)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

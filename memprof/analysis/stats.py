@@ -5,6 +5,7 @@ Pure functions, no numpy: the analyzer keeps its columns in :mod:`array` arrays 
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from operator import mul
@@ -51,6 +52,41 @@ def describe_sorted(ordered: Sequence[float]) -> dict[str, Any]:
         "p75": percentile(ordered, 75),
         "p95": percentile(ordered, 95),
         "p99": percentile(ordered, 99),
+        "variance": round(variance, 3),
+        "std": round(math.sqrt(variance), 3),
+    }
+
+
+def describe_merged(parts: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """:func:`describe` of the union of several ascending integer sequences, without building it (the
+    percentiles come from one streaming merge; sums per part run in C)."""
+    parts = [p for p in parts if len(p)]
+    n = sum(len(p) for p in parts)
+    if n == 0:
+        return describe_sorted([])
+    s1 = sum(sum(p) for p in parts)
+    s2 = sum(sum(map(mul, p, p)) for p in parts)
+    ranks = {q: max(1, math.ceil(q / 100.0 * n)) for q in (25, 50, 75, 95, 99)}
+    wanted = sorted(set(ranks.values()))
+    at: dict[int, int] = {}
+    if len(parts) == 1:
+        at = {r: parts[0][r - 1] for r in wanted}
+    else:
+        targets = iter(wanted)
+        target = next(targets)
+        for i, v in enumerate(heapq.merge(*parts), 1):
+            while i == target:
+                at[target] = v
+                target = next(targets, 0)
+            if not target:
+                break
+    variance = (n * s2 - s1 * s1) / (n * n)
+    return {
+        "count": n,
+        "mean": round(s1 / n, 3),
+        "min": min(p[0] for p in parts),
+        "max": max(p[-1] for p in parts),
+        **{f"p{q}": at[r] for q, r in ranks.items()},
         "variance": round(variance, 3),
         "std": round(math.sqrt(variance), 3),
     }

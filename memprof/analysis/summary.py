@@ -10,7 +10,7 @@ from typing import Any
 
 from memprof.analysis.collect import Collector
 from memprof.analysis.sqlagg import StatementAgg
-from memprof.analysis.stats import describe, describe_sorted, downsample, percentile
+from memprof.analysis.stats import describe, describe_sorted, downsample
 
 HIGH_PERCENTILE = 95
 TOP = 10
@@ -18,15 +18,11 @@ TOP = 10
 
 def high_threshold(c: Collector) -> int:
     """Growth (bytes) at and above which a sample counts as high-memory: the overall p95, at least 1 byte."""
-    growth = c.overall_sorted("growth")
-    return max(int(percentile(growth, HIGH_PERCENTILE)), 1) if growth else 1
+    return max(int(c.overall("growth")[f"p{HIGH_PERCENTILE}"]), 1)
 
 
 def memory_stats(c: Collector) -> dict[str, Any]:
-    return {
-        "rss": describe_sorted(c.overall_sorted("rss")),
-        "growth": describe_sorted(c.overall_sorted("growth")),
-    }
+    return {"rss": c.overall("rss"), "growth": c.overall("growth")}
 
 
 def _dump_routes(c: Collector) -> Counter[str]:
@@ -47,11 +43,11 @@ def route_rows(c: Collector, threshold: int) -> list[dict[str, Any]]:
             {
                 "route": route,
                 "count": len(acc.growth),
-                "rss": describe_sorted(acc.sorted_column("rss")),
+                "rss": describe_sorted(acc.sorted_column("rss", keep=False)),
                 "growth": describe_sorted(growth),
                 "duration_ms": {
                     k: round(float(v), 3)
-                    for k, v in describe_sorted(acc.sorted_column("duration")).items()
+                    for k, v in describe_sorted(acc.sorted_column("duration", keep=False)).items()
                     if k in ("p50", "p95", "max")
                 },
                 "high": high,

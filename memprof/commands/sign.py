@@ -1,0 +1,42 @@
+"""``memprof sign``: print a signed ``X-Memprof-Profile`` header value for targeted mode.
+
+``curl -H "X-Memprof-Profile: $(memprof sign --ttl 300 --path /reports)" https://api/reports/7``
+profiles that one request with everything, on a worker running in targeted mode with the same
+``MEMPROF_TARGETED_SECRET``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from memprof.tokens import MAX_TTL_S, TokenError, sign_token
+
+
+def make_token(secret: str | None, ttl: int, path: str) -> str:
+    """The token, or a :class:`memprof.cli.CliError` naming what is missing or wrong."""
+    from memprof.cli import CliError
+
+    if not secret:
+        raise CliError("MEMPROF_TARGETED_SECRET is not set: export the same secret the workers use")
+    if len(secret) < 16:
+        raise CliError("MEMPROF_TARGETED_SECRET is too short: use 16 characters or more")
+    try:
+        return sign_token(secret, ttl=ttl, path=path)
+    except TokenError as exc:
+        raise CliError(str(exc)) from None
+
+
+def sign(
+    ttl: Annotated[int, typer.Option(help=f"Seconds the token stays valid (1..{MAX_TTL_S}).")] = 300,
+    path: Annotated[str, typer.Option(help="Only requests whose path starts with this are profiled.")] = "/",
+) -> None:
+    """Print a one-use token for the X-Memprof-Profile header (reads MEMPROF_TARGETED_SECRET)."""
+    typer.echo(make_token(os.environ.get("MEMPROF_TARGETED_SECRET"), ttl, path))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``sign``."""
+    app.command("sign")(sign)

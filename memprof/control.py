@@ -1,0 +1,335 @@
+"""Runtime control: the kill switch, mode overrides, and the status each worker publishes.
+
+One daemon thread per process (the poller) visits every live runtime's :class:`Controller` about once
+a second. A tick reads the kill-switch file (``MEMPROF_KILL_SWITCH_FILE``, default ``DATA_DIR/DISABLED``),
+the control file ``DATA_DIR/control.json`` written by ``memprof enable``, and, with ``MEMPROF_REDIS_URL``,
+the Redis keys ``memprof:disable`` and ``memprof:mode`` (one round trip, short socket timeouts). It
+caches the result on the controller, lets the guards' cooldowns run out, asks the runtime to recompute
+its effective mode, and publishes the worker's status (``DATA_DIR/status/<host>-<pid>.json``,
+and ``memprof:worker:<host>-<pid>`` in Redis) for ``memprof status``. The request path only reads the
+runtime's cached attributes.
+
+A runtime override can only narrow what the local settings allow: never above
+``MEMPROF_CONTROL_MAX_MODE`` (default: ``MEMPROF_MODE``), never on when ``MEMPROF_ENABLED`` is false,
+never targeted without a secret. When Redis is unreachable the last values it gave stay in force (a
+mode override only until its TTL runs out), so a disabled fleet stays disabled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from memprof.guards import MODE_RANK, count_trip, narrow, narrowest
+from memprof.isolation import internal_error
+from memprof.redaction import redact_text
+from memprof.settings import MemprofSettings, Mode
+
+log = structlog.get_logger("memprof")
+
+CONTROL_FILE = "control.json"
+# Not DATA_DIR/workers/: that holds the flight recorder's <host>-<pid>.json files (memprof.flight).
+STATUS_DIR = "status"
+STATUS_SUFFIX = ".json"
+STATUS_EVERY_S = 2.0
+STATUS_TTL_S = 15
+REDIS_TIMEOUT_S = 0.25
+OFF = "off"
+
+
+def control_path(data_dir: Path) -> Path:
+    """Where ``memprof enable`` writes the mode override for the workers sharing ``data_dir``."""
+    return data_dir / CONTROL_FILE
+
+
+def worker_id() -> str:
+    """``<host>-<pid>``: names this worker's status file and Redis key."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Override:
+    """A runtime mode override: ``mode`` is a mode name or ``off``; ``until`` a wall-clock expiry."""
+
+    mode: str
+    until: float | None
+    source: str
+
+    def live(self, now: float) -> bool:
+        """Still in force at ``now``."""
+        return self.until is None or now < self.until
+
+
+def parse_override(data: Any, source: str) -> Override | None:
+    """An :class:`Override` from the control file's JSON (None when absent or unusable)."""
+    if not isinstance(data, dict) or data.get("mode") in (None, ""):
+        return None
+    mode = str(data["mode"])
+    if mode != OFF and mode not in {m.value for m in Mode}:
+        return None
+    until = data.get("until")
+    return Override(mode, float(until) if isinstance(until, int | float) else None, source)
+
+
+def redis_client(url: str) -> Any:
+    """A Redis client for the control plane: short timeouts, no retries (callers run in the background)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+        decode_responses=True,
+    )
+
+
+class Controller:
+    """One runtime's view of the control plane, refreshed by the poller thread."""
+
+    def __init__(self, settings: MemprofSettings, runtime: Any) -> None:
+        self.settings = settings
+        self.prefix = settings.redis_prefix
+        self._runtime = weakref.ref(runtime)
+        self.interval = settings.control_poll_interval_s
+        # Cached results (read by resolve(); written only by the poller thread).
+        self.kill_file = False
+        self.file_override: Override | None = None
+        self.redis_disable = False
+        self.redis_override: Override | None = None
+        self.redis_ok: bool | None = None
+        self.redis_error: str | None = None
+        self.refused: str | None = None
+        self.ticks = 0
+        self._killed = False
+        self._control_mtime: float | None = None
+        self._redis: Any = None
+        self._next_status = 0.0
+        self._next_due = 0.0
+        self._lock = threading.Lock()
+
+    # -- the effective mode -----------------------------------------------------------------------
+    def resolve(self, breaker_open: bool, guard_steps: int) -> tuple[Mode | None, str | None]:
+        """The mode in force and, when nothing is profiled, why. Pure over the cached values."""
+        settings = self.settings
+        if not settings.enabled:
+            return None, "disabled_by_settings"
+        if self.kill_file:
+            return None, "kill_switch_file"
+        if self.redis_disable:
+            return None, "redis_disable"
+        if breaker_open:
+            return None, "circuit_breaker"
+        mode: Mode | None = settings.mode
+        override = self.override()
+        self.refused = None
+        if override is not None:
+            if override.mode == OFF:
+                return None, f"override_off:{override.source}"
+            wanted = Mode(override.mode)
+            ceiling = settings.control_max_mode or settings.mode
+            if MODE_RANK[wanted] > MODE_RANK[ceiling]:
+                self.refused = f"{wanted.value} is above MEMPROF_CONTROL_MAX_MODE={ceiling.value}"
+            if wanted is Mode.TARGETED and settings.targeted_secret is None:
+                self.refused = "targeted needs MEMPROF_TARGETED_SECRET"
+                return None, "override_targeted_without_secret"
+            mode = narrowest(wanted, ceiling)
+        mode = narrow(mode, guard_steps)
+        if mode is None:
+            return None, "overhead_guard"
+        return mode, None
+
+    def override(self, now: float | None = None) -> Override | None:
+        """The narrowest live override (control file or Redis), if any."""
+        now = time.time() if now is None else now
+        live = [o for o in (self.file_override, self.redis_override) if o is not None and o.live(now)]
+        if not live:
+            return None
+        return min(live, key=lambda o: -1 if o.mode == OFF else MODE_RANK[Mode(o.mode)])
+
+    # -- one poll ---------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Read every source, run the guards' clocks, refresh the runtime, publish status when due."""
+        runtime = self._runtime()
+        if runtime is None:
+            return
+        with self._lock:
+            self.ticks += 1
+            self._read_files()
+            if self.settings.redis_url:
+                self._read_redis()
+            runtime.breaker.tick()
+            runtime.guard.tick()
+            killed = self.kill_file or self.redis_disable
+            if killed and not self._killed:
+                log.warning("memprof.kill_switch.on", file=self.kill_file, redis=self.redis_disable)
+                count_trip("kill_switch")
+            elif self._killed and not killed:
+                log.info("memprof.kill_switch.off")
+            self._killed = killed
+            runtime.refresh()
+            now = time.monotonic()
+            if now >= self._next_status:
+                self._next_status = now + STATUS_EVERY_S
+                self.publish(runtime.status())
+
+    def read_local(self) -> None:
+        """Read the kill-switch and control files now (a stat and, when changed, a small read)."""
+        with self._lock:
+            self._read_files()
+
+    def _read_files(self) -> None:
+        self.kill_file = os.path.exists(self.settings.effective_kill_switch_file)
+        path = control_path(self.settings.data_dir)
+        try:
+            mtime: float | None = path.stat().st_mtime
+        except OSError:
+            mtime = None
+        if mtime == self._control_mtime:
+            return
+        self._control_mtime = mtime
+        override = None
+        if mtime is not None:
+            try:
+                override = parse_override(json.loads(path.read_text()), "control_file")
+            except (OSError, ValueError):
+                override = None  # being rewritten, or broken: the next tick reads it again
+                self._control_mtime = None
+        self.file_override = override
+
+    def _read_redis(self) -> None:
+        try:
+            if self._redis is None:
+                self._redis = redis_client(str(self.settings.redis_url))
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(self.prefix + "disable")
+            pipe.get(self.prefix + "mode")
+            pipe.pttl(self.prefix + "mode")
+            disable, mode, pttl = pipe.execute()
+        except Exception as exc:  # any client or network failure: keep the last known values
+            if self.redis_ok is not False:
+                log.warning("memprof.control.redis_unreachable", error=type(exc).__name__)
+            self.redis_ok = False
+            self.redis_error = type(exc).__name__
+            now = time.time()
+            if self.redis_override is not None and not self.redis_override.live(now):
+                self.redis_override = None
+            return
+        if self.redis_ok is False:
+            log.info("memprof.control.redis_reachable")
+        self.redis_ok, self.redis_error = True, None
+        self.redis_disable = disable is not None and disable not in ("0", "false", "")
+        until = time.time() + pttl / 1000 if isinstance(pttl, int) and pttl > 0 else None
+        self.redis_override = parse_override({"mode": mode, "until": until}, "redis") if mode else None
+
+    # -- status -----------------------------------------------------------------------------------
+    def publish(self, status: dict[str, Any]) -> None:
+        """Write this worker's status file (and Redis key); failures only show up in the status."""
+        text = json.dumps(status, default=str, separators=(",", ":"))
+        wid = worker_id()
+        directory = self.settings.data_dir / STATUS_DIR
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = directory / f".{wid}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, directory / f"{wid}{STATUS_SUFFIX}")
+        except OSError:
+            pass
+        if self.settings.redis_url and self._redis is not None and self.redis_ok:
+            try:
+                self._redis.set(f"{self.prefix}worker:{wid}", text, ex=STATUS_TTL_S)
+            except Exception:
+                self.redis_ok = False
+
+    def status(self) -> dict[str, Any]:
+        """The control part of the worker status."""
+        override = self.override()
+        url = self.settings.redis_url
+        return {
+            "kill_switch_file": str(self.settings.effective_kill_switch_file),
+            "kill_switch_active": self.kill_file or self.redis_disable,
+            "override": None if override is None else vars(override),
+            "override_refused": self.refused,
+            "redis": None
+            if not url
+            else {"url": redact_text(url), "ok": self.redis_ok, "error": self.redis_error},
+            "ticks": self.ticks,
+        }
+
+    def reinit_after_fork(self) -> None:
+        """A forked child: new lock, new Redis client, status under the child's pid at once."""
+        self._lock = threading.Lock()
+        self._redis = None
+        self._next_status = 0.0
+        self._next_due = 0.0
+
+
+class _Poller:
+    """The process's one control thread; it visits every live controller when it is due."""
+
+    def __init__(self) -> None:
+        self.controllers: weakref.WeakSet[Controller] = weakref.WeakSet()
+        self.thread: threading.Thread | None = None
+        self.wakeup = threading.Event()
+        self.lock = threading.Lock()
+
+    def add(self, controller: Controller) -> None:
+        self.controllers.add(controller)
+        self.ensure_started()
+
+    def ensure_started(self) -> None:
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="memprof-control", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            wait = 1.0
+            for controller in list(self.controllers):
+                if now >= controller._next_due:
+                    controller._next_due = now + controller.interval
+                    try:
+                        controller.tick()
+                    except Exception as exc:
+                        try:
+                            internal_error("control_poll", exc)
+                        except Exception:
+                            pass  # the test switch re-raises; the poller must keep running
+                wait = min(wait, max(0.01, controller._next_due - time.monotonic()))
+            self.wakeup.wait(wait)
+            self.wakeup.clear()
+
+    def reinit_after_fork(self) -> None:
+        self.thread = None
+        self.lock = threading.Lock()
+        self.wakeup = threading.Event()
+        for controller in list(self.controllers):
+            controller.reinit_after_fork()
+        if len(self.controllers):
+            self.ensure_started()
+
+
+POLLER = _Poller()
+
+
+def poll_now() -> None:
+    """Make the poller visit every controller at once (tests, and right after a CLI change)."""
+    for controller in list(POLLER.controllers):
+        controller._next_due = 0.0
+    POLLER.wakeup.set()

@@ -1,0 +1,177 @@
+"""Fault injection: each internal step of memprof fails in turn; the app's responses do not change.
+
+With ``MEMPROF_RAISE_INTERNAL_ERRORS`` off (production behaviour), every step in :data:`FAULTS` is
+made to raise, then real Starlette and FastAPI apps serve the same requests with and without memprof:
+status, headers and body must be byte-identical, the app's own exception must come out unchanged,
+background tasks must run, and memprof must have counted the failure (so the fault really fired).
+
+A new internal step is one line in :data:`FAULTS`: a name and a function that installs the fault
+with ``monkeypatch``. Integrations that register through ``register_hooks`` (SQLAlchemy, sessions) are
+covered by the ``integration_hooks`` entries, which make every registered hook fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from memprof import MemprofMiddleware
+from memprof import profile as profile_mod
+from memprof import runtime as runtime_mod
+from memprof.control import Controller, poll_now
+from memprof.guards import CircuitBreaker, OverheadGuard
+from memprof.isolation import errors
+from memprof.profile import RequestProfile
+from memprof.runtime import Runtime
+from memprof.tokens import TokenVerifier, sign_token
+from memprof.writer import RecordWriter
+from tests.apps import BACKGROUND_DONE, AppError, fastapi_app, starlette_app
+
+SECRET = "faults-secret-0123456789abcdef"
+Patch = Callable[[pytest.MonkeyPatch], None]
+
+
+class InjectedFault(RuntimeError):
+    """What every injected fault raises."""
+
+
+def _boom(*args: Any, **kwargs: Any) -> Any:
+    raise InjectedFault("injected")
+
+
+def _attr(target: Any, name: str) -> Patch:
+    return lambda mp: mp.setattr(target, name, _boom)
+
+
+def _failing_hooks(kind: str) -> Patch:
+    def install(mp: pytest.MonkeyPatch) -> None:
+        hooks = runtime_mod.START_HOOKS if kind == "start" else runtime_mod.FINISH_HOOKS
+        mp.setattr(runtime_mod, f"{kind.upper()}_HOOKS", [*([_boom] * max(1, len(hooks)))])
+
+    return install
+
+
+class _FailingSection:
+    def to_record(self) -> Any:
+        raise InjectedFault("section")
+
+
+def _failing_section(mp: pytest.MonkeyPatch) -> None:
+    def attach(profile: RequestProfile, scope: Any) -> None:
+        profile.sections["failing"] = _FailingSection()
+
+    mp.setattr(runtime_mod, "START_HOOKS", [*runtime_mod.START_HOOKS, attach])
+
+
+@dataclass
+class Fault:
+    name: str
+    install: Patch
+    settings: dict[str, Any] = field(default_factory=dict)
+    background: bool = False  # fails in a memprof thread: wait for it after the requests
+
+
+TARGETED = {"mode": "targeted", "targeted_secret": SECRET}
+
+FAULTS = [
+    Fault(
+        "readings.rss", lambda mp: (_attr(runtime_mod, "rss_bytes")(mp), _attr(profile_mod, "rss_bytes")(mp))
+    ),
+    Fault("readings.peak", _attr(runtime_mod, "peak_rss_bytes")),
+    Fault("sampling", _attr(Runtime, "decide")),
+    Fault("token_check", _attr(TokenVerifier, "check"), TARGETED),
+    Fault("begin", _attr(Runtime, "begin")),
+    Fault("checkpoints", _attr(RequestProfile, "add_checkpoint")),
+    Fault("route_template", _attr(runtime_mod, "route_template")),
+    Fault("end", _attr(Runtime, "end")),
+    Fault("overhead_guard", _attr(OverheadGuard, "observe")),
+    Fault("writer.submit", _attr(RecordWriter, "submit")),
+    Fault("record_building", _attr(Runtime, "build_record"), background=True),
+    Fault("record_section", _failing_section, background=True),
+    Fault("breaker_check", _attr(CircuitBreaker, "check"), background=True),
+    Fault("writer.write", _attr(RecordWriter, "_write"), background=True),
+    Fault("control_poll", _attr(Controller, "tick"), {"control_poll_interval_s": 0.05}, background=True),
+    Fault("integration_hooks.start", _failing_hooks("start")),  # SQLAlchemy, sessions: their start hooks
+    Fault("integration_hooks.finish", _failing_hooks("finish")),  # ... and their analysis at the end
+]
+
+REQUESTS = ["/", "/users/7", "/stream", "/boom", "/background", "/api/items/3", "/nowhere", "/users/1/x"]
+FASTAPI_REQUESTS = ["/users/3", "/sync/10", "/boom", "/docs", "/nowhere"]
+
+
+async def _call(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[list[Any], str | None]:
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET"}
+    scope |= {"scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"a=1"}
+    scope |= {"root_path": "", "headers": [(b"host", b"testserver"), *headers]}
+    scope |= {"client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+    sent: list[Any] = []
+    received = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(dict(message))
+
+    try:
+        await app(scope, receive, send)
+    except AppError as exc:  # the app's own exception: it must come out exactly as without memprof
+        return sent, f"{type(exc).__name__}: {exc}"
+    return sent, None
+
+
+def _serve(app: Any, paths: list[str], token: bool) -> list[Any]:
+    loop = asyncio.new_event_loop()
+    out = []
+    try:
+        for path in paths:
+            BACKGROUND_DONE.clear()
+            headers = [(b"x-memprof-profile", sign_token(SECRET, ttl=60).encode())] if token else []
+            out.append((*loop.run_until_complete(_call(app, path, headers)), list(BACKGROUND_DONE)))
+    finally:
+        loop.close()
+    return out
+
+
+@pytest.mark.internal_errors_expected
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
+@pytest.mark.parametrize("factory", [starlette_app, fastapi_app], ids=["starlette", "fastapi"])
+def test_an_internal_failure_never_changes_the_response(
+    fault: Fault,
+    factory: Callable[[], Any],
+    make_settings: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    paths = REQUESTS if factory is starlette_app else FASTAPI_REQUESTS
+    targeted = fault.settings.get("mode") == "targeted"
+    expected = _serve(factory(), paths, targeted)
+
+    monkeypatch.setattr(errors, "raise_errors", False)
+    mw = MemprofMiddleware(factory(), settings=make_settings(**fault.settings))
+    fault.install(monkeypatch)
+    if fault.name == "control_poll":
+        poll_now()
+    actual = _serve(mw, paths, targeted)
+
+    assert actual == expected  # status, headers, body, the app's exception, background tasks
+    assert mw.runtime.writer.flush(10)
+    deadline = time.monotonic() + 5
+    while errors.total == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert errors.total > 0, "the injected fault never fired"
+    assert all(place != "" for place in errors.counts)
+
+
+def test_the_fault_table_covers_every_request_path_step() -> None:
+    names = {f.name.split(".")[0] for f in FAULTS}
+    assert {"readings", "sampling", "begin", "checkpoints", "end", "writer", "record_building"} <= names

@@ -1,0 +1,205 @@
+"""The Redis control plane with a real Redis server: kill switch and overrides across real workers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from memprof import MemprofMiddleware
+from memprof.cli import app as cli_app
+from memprof.control import poll_now, redis_client
+from tests.apps import starlette_app
+from tests.conftest import IN_CI
+
+REDIS_URL = os.environ.get("MEMPROF_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ROOT = Path(__file__).resolve().parent.parent
+
+UVICORN = [sys.executable, "-m", "uvicorn", "--factory", "tests.test_redis:memprof_app"]
+UVICORN += ["--host", "127.0.0.1", "--log-level", "warning"]
+
+pytestmark = [pytest.mark.redis]
+
+
+def memprof_app() -> Any:
+    """The worker app the subprocesses serve (``uvicorn --factory tests.test_redis:memprof_app``)."""
+    return MemprofMiddleware(starlette_app())
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    try:
+        client = redis_client(REDIS_URL)
+        client.ping()
+    except Exception as exc:
+        if IN_CI:
+            pytest.fail(f"Redis at {REDIS_URL} is required under CI: {exc!r}")
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    prefix = f"memprof-test-{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    keys = list(client.scan_iter(prefix + "*"))
+    if keys:
+        client.delete(*keys)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def profiled(client: Any, base: str = "") -> bool:
+    r = client.get(f"{base}/slow", params={"s": "0"})
+    assert r.status_code == 200
+    return r.json()["request_id"] is not None
+
+
+def test_redis_disable_and_mode_override_with_ttl(
+    make_settings: Callable[..., Any], redis_prefix: str
+) -> None:
+    settings = make_settings(redis_url=REDIS_URL, redis_prefix=redis_prefix, control_poll_interval_s=0.05)
+    mw = MemprofMiddleware(starlette_app(), settings=settings)
+    rt = mw.runtime
+    r = redis_client(REDIS_URL)
+    with TestClient(mw) as client:
+        assert profiled(client)
+        r.set(redis_prefix + "disable", "1")
+        assert wait_for(lambda: rt.paused == "redis_disable")
+        assert not profiled(client)
+        r.delete(redis_prefix + "disable")
+        assert wait_for(lambda: rt.paused is None)
+        r.set(redis_prefix + "mode", "light", px=600)
+        assert wait_for(lambda: rt.mode.value == "light")
+        assert rt.sample_rate == 0.01
+        assert wait_for(lambda: rt.mode.value == "aggressive", timeout=3)  # the TTL ran out
+        assert rt.control.redis_ok is True
+
+
+def test_redis_cannot_widen_local_settings(make_settings: Callable[..., Any], redis_prefix: str) -> None:
+    settings = make_settings(
+        mode="light", redis_url=REDIS_URL, redis_prefix=redis_prefix, control_poll_interval_s=0.05
+    )
+    rt = MemprofMiddleware(starlette_app(), settings=settings).runtime
+    redis_client(REDIS_URL).set(redis_prefix + "mode", "aggressive", ex=60)
+    assert wait_for(lambda: rt.control.refused is not None)
+    assert rt.mode.value == "light" and rt.sample_rate == 0.01
+    off = make_settings(
+        enabled=False, redis_url=REDIS_URL, redis_prefix=redis_prefix, control_poll_interval_s=0.05
+    )
+    assert MemprofMiddleware(starlette_app(), settings=off).runtime.control.resolve(False, 0) == (
+        None,
+        "disabled_by_settings",
+    )
+
+
+def test_cli_goes_through_redis_when_configured(
+    make_settings: Callable[..., Any], redis_prefix: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMPROF_REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("MEMPROF_REDIS_PREFIX", redis_prefix)
+    settings = make_settings(redis_url=REDIS_URL, redis_prefix=redis_prefix, control_poll_interval_s=0.05)
+    rt = MemprofMiddleware(starlette_app(), settings=settings).runtime
+    runner = CliRunner()
+    out = runner.invoke(cli_app, ["disable", "--data-dir", str(data_dir)])
+    assert out.exit_code == 0 and "via redis" in out.output
+    assert not (data_dir / "DISABLED").exists()
+    assert wait_for(lambda: rt.paused == "redis_disable")
+    out = runner.invoke(cli_app, ["enable", "light", "--for", "10m", "--data-dir", str(data_dir)])
+    assert out.exit_code == 0, out.output
+    assert 590 <= redis_client(REDIS_URL).ttl(redis_prefix + "mode") <= 600
+    assert wait_for(lambda: rt.paused is None and rt.mode.value == "light")
+    poll_now()
+    status_key = f"{redis_prefix}worker:{rt.host}-{os.getpid()}"
+    assert wait_for(lambda: redis_client(REDIS_URL).get(status_key) is not None)
+    out = runner.invoke(cli_app, ["status", "--json", "--data-dir", str(data_dir / "elsewhere")])
+    assert out.exit_code == 0 and f'"{rt.host}-{os.getpid()}"' in out.output  # found through Redis
+
+
+def test_unreachable_redis_leaves_local_settings_in_force(
+    make_settings: Callable[..., Any], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"redis://:hunter2-password@127.0.0.1:{port}/0"
+    settings = make_settings(redis_url=url, control_poll_interval_s=0.05)
+    mw = MemprofMiddleware(starlette_app(), settings=settings)
+    with TestClient(mw) as client:
+        assert wait_for(lambda: mw.runtime.control.redis_ok is False)
+        assert profiled(client) and mw.runtime.paused is None
+        status = mw.runtime.status()
+    assert status["control"]["redis"]["ok"] is False
+    assert "hunter2" not in str(status)
+    monkeypatch.setenv("MEMPROF_REDIS_URL", url)
+    out = CliRunner().invoke(cli_app, ["disable", "--data-dir", str(data_dir)])
+    assert out.exit_code != 0 and "did not answer" in str(out.exception)
+    assert "hunter2" not in str(out.exception)
+
+
+@pytest.mark.slow
+def test_kill_switch_reaches_two_worker_processes_within_two_seconds(
+    redis_prefix: str, tmp_path: Path
+) -> None:
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    env = {
+        **os.environ,
+        "MEMPROF_MODE": "aggressive",
+        "MEMPROF_REDIS_URL": REDIS_URL,
+        "MEMPROF_REDIS_PREFIX": redis_prefix,
+        "MEMPROF_DATA_DIR": str(tmp_path / "data"),
+        "MEMPROF_LOG_EVENTS": "false",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("MEMPROF_CONTROL_POLL_INTERVAL_S", None)  # the default, about once a second
+    procs = [
+        subprocess.Popen(
+            [*UVICORN, "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+        )
+        for port in ports
+    ]
+    bases = [f"http://127.0.0.1:{port}" for port in ports]
+    r = redis_client(REDIS_URL)
+    try:
+        with httpx.Client(timeout=5) as client:
+
+            def up(base: str) -> bool:
+                try:
+                    return profiled(client, base)
+                except httpx.TransportError:
+                    return False
+
+            assert all(wait_for(lambda b=b: up(b), timeout=30) for b in bases)  # type: ignore[misc]
+            r.set(redis_prefix + "disable", "1")
+            t0 = time.monotonic()
+            took = []
+            for base in bases:
+                assert wait_for(lambda b=base: not profiled(client, b), timeout=5)  # type: ignore[misc]
+                took.append(time.monotonic() - t0)
+            assert max(took) < 2.5, took
+            r.delete(redis_prefix + "disable")
+            assert all(wait_for(lambda b=b: profiled(client, b), timeout=5) for b in bases)  # type: ignore[misc]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
