@@ -1,10 +1,11 @@
 """``make bench-compare``: memprof against the tools users would pick instead, under uvicorn, one run.
 
 Each variant of :mod:`benchmarks.compare.variants` is served by its own uvicorn process on 127.0.0.1
-(one at a time), warmed up, then sent a fixed number of ``GET /items/{id}`` requests over a fixed number
-of keep-alive connections by :mod:`benchmarks.compare.loadgen`. Reported per variant: requests/s,
-median and p99 latency, the server's CPU time per request and its RSS after the run, each also as a
-ratio to ``bare``. With several rounds (the variants' order rotating) the figure is the median.
+(all started at once, idle but one at any time), warmed up, then sent a fixed number of
+``GET /items/{id}`` requests over a fixed number of keep-alive connections by
+:mod:`benchmarks.compare.loadgen`, in interleaved bursts (see :func:`measure`). Reported per variant:
+requests/s, median and p99 latency, the server's CPU time per request and its RSS after the run, each
+also as a ratio to ``bare``.
 
     python -m benchmarks.run_compare [--requests N] [--concurrency C] [--rounds R] [--markdown]
 """
@@ -66,68 +67,99 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0)
     raise RuntimeError(f"the server was not ready within {timeout:.0f} s")
 
 
-def run_variant(variant: str, work: Path, requests: int, warmup: int, concurrency: int) -> dict[str, Any]:
-    """Serve ``variant``, warm it up, load it, and return its figures."""
-    port = _free_port()
-    data_dir = work / variant.replace(" ", "_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMPROF_", "OTEL_", "SENTRY_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path.cwd()), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.compare.server", variant, str(port), str(data_dir)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_ready(port, proc)
-        loop = new_event_loop()
-        try:
+class Server:
+    """One variant served by its own uvicorn process."""
 
-            def path_of(i: int) -> str:
-                return f"/items/{i % ROWS + 1}"
+    def __init__(self, variant: str, work: Path) -> None:
+        self.variant = variant
+        self.port = _free_port()
+        self.data_dir = work / variant.replace(" ", "_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMPROF_", "OTEL_", "SENTRY_"))}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path.cwd()), env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.compare.server", variant, str(self.port), str(self.data_dir)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
-            loop.run_until_complete(
-                run_load(HOST, port, requests=warmup, concurrency=concurrency, path_of=path_of)
-            )
-            cpu0 = _cpu_seconds(proc.pid)
-            result: LoadResult = loop.run_until_complete(
-                run_load(HOST, port, requests=requests, concurrency=concurrency, path_of=path_of)
-            )
-            cpu = _cpu_seconds(proc.pid) - cpu0
-            rss = _rss_mb(proc.pid)
-        finally:
-            loop.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            _, stderr = proc.communicate(timeout=20)
+            _, stderr = self.proc.communicate(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            _, stderr = proc.communicate()
-    if result.errors:
-        raise RuntimeError(f"{variant}: {result.errors} responses were not 200\n{stderr.decode()[-2000:]}")
-    samples = sum(sum(1 for _ in p.open()) for p in (data_dir / "memprof-data").glob("samples-*.jsonl"))
-    return {
-        "rps": result.rps,
-        "p50_ms": result.percentile(50),
-        "p99_ms": result.percentile(99),
-        "cpu_us": cpu / requests * 1e6,
-        "rss_mb": rss,
-        "samples": samples,
-    }
+            self.proc.kill()
+            _, stderr = self.proc.communicate()
+        return stderr.decode(errors="replace")[-2000:] if stderr else ""
+
+    def samples(self) -> int:
+        files = (self.data_dir / "memprof-data").glob("samples-*.jsonl")
+        return sum(sum(1 for _ in p.open()) for p in files)
+
+
+def _path_of(i: int) -> str:
+    return f"/items/{i % ROWS + 1}"
 
 
 def measure(
     variants: list[str], requests: int, warmup: int, concurrency: int, rounds: int
 ) -> dict[str, dict[str, float]]:
-    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
-    with tempfile.TemporaryDirectory(prefix="memprof-compare-") as tmp:
-        for r in range(rounds):
-            order = variants[r % len(variants) :] + variants[: r % len(variants)]
-            for variant in order:
-                print(f"round {r + 1}/{rounds}: {variant}", file=sys.stderr, flush=True)
-                runs[variant].append(run_variant(variant, Path(tmp) / f"r{r}", requests, warmup, concurrency))
-    return {v: {k: statistics.median(run[k] for run in rs) for k in rs[0]} for v, rs in runs.items()}
+    """Start every variant's server, warm each up, then send ``requests / rounds`` requests to each in
+    turn, ``rounds`` times (order rotating), so a burst of load from elsewhere on the machine hits every
+    variant alike. Per variant: requests/s (median over rounds of the ratio to bare's burst in the same
+    round, times bare's median), latency percentiles over all its requests, server CPU per request."""
+    burst = max(1, requests // rounds)
+    loop = new_event_loop()
+    servers: dict[str, Server] = {}
+    latencies: dict[str, list[float]] = {v: [] for v in variants}
+    rps: dict[str, list[float]] = {v: [] for v in variants}
+    cpu: dict[str, float] = dict.fromkeys(variants, 0.0)
+    try:
+        with tempfile.TemporaryDirectory(prefix="memprof-compare-", ignore_cleanup_errors=True) as tmp:
+            for variant in variants:
+                servers[variant] = Server(variant, Path(tmp))
+            for variant, server in servers.items():
+                _wait_ready(server.port, server.proc)
+                print(f"warming up {variant}", file=sys.stderr, flush=True)
+                loop.run_until_complete(
+                    run_load(HOST, server.port, requests=warmup, concurrency=concurrency, path_of=_path_of)
+                )
+            for r in range(rounds):
+                print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+                for variant in variants[r % len(variants) :] + variants[: r % len(variants)]:
+                    server = servers[variant]
+                    cpu0 = _cpu_seconds(server.proc.pid)
+                    result: LoadResult = loop.run_until_complete(
+                        run_load(HOST, server.port, requests=burst, concurrency=concurrency, path_of=_path_of)
+                    )
+                    cpu[variant] += _cpu_seconds(server.proc.pid) - cpu0
+                    if result.errors:
+                        raise RuntimeError(f"{variant}: {result.errors} responses were not 200")
+                    latencies[variant].extend(result.latencies_ms)
+                    rps[variant].append(result.rps)
+            rss = {v: _rss_mb(s.proc.pid) for v, s in servers.items()}
+            for server in servers.values():
+                server.stop()
+            samples = {v: s.samples() for v, s in servers.items()}
+    finally:
+        for server in servers.values():
+            if server.proc.poll() is None:
+                server.proc.kill()
+        loop.close()
+    bare_rps = statistics.median(rps["bare"])
+    summary: dict[str, dict[str, float]] = {}
+    for variant in variants:
+        ratio = statistics.median(v / b for v, b in zip(rps[variant], rps["bare"], strict=True))
+        done = LoadResult(requests=len(latencies[variant]), wall_s=0.0, latencies_ms=latencies[variant])
+        summary[variant] = {
+            "rps": ratio * bare_rps,
+            "p50_ms": done.percentile(50),
+            "p99_ms": done.percentile(99),
+            "cpu_us": cpu[variant] / (burst * rounds) * 1e6,
+            "rss_mb": rss[variant],
+            "samples": samples[variant],
+        }
+    return summary
 
 
 def rows(summary: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
@@ -177,10 +209,10 @@ def render_markdown(table: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--requests", type=int, default=3000, help="measured requests per variant per round")
+    parser.add_argument("--requests", type=int, default=3000, help="measured requests per variant")
     parser.add_argument("--warmup", type=int, default=300, help="requests per variant before measuring")
     parser.add_argument("--concurrency", type=int, default=8, help="keep-alive connections")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds (the figures are medians)")
+    parser.add_argument("--rounds", type=int, default=6, help="bursts per variant, interleaved")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     args = parser.parse_args(argv)
@@ -188,15 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown or "bare" not in variants:
         parser.error(f"--variants must include 'bare' and name only: {', '.join(VARIANTS)}")
+    load_before = os.getloadavg()[0]
     summary = measure(variants, args.requests, args.warmup, args.concurrency, args.rounds)
     table = rows(summary)
     print(
-        f"peer comparison: {args.requests} requests x {args.rounds} round(s) per variant, "
+        f"peer comparison: {args.requests} requests per variant in {args.rounds} interleaved bursts, "
         f"{args.concurrency} connections, uvicorn on {HOST}"
     )
     for variant in variants:
         print(f"  {variant}: {DESCRIPTIONS[variant]}")
     print(render_text(table))
+    print(
+        f"load average (1 min) before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     if args.markdown:
         print()
         print(render_markdown(table))

@@ -84,7 +84,9 @@ class Checkpoint(_Model):
 class Statement(_Model):
     """One distinct SQL statement of a request (text with placeholders, never parameter values)."""
 
-    sql: str = Field(description="Statement text with placeholders, capped at 2000 characters.")
+    sql: str = Field(
+        description="Statement text with placeholders, string literals masked as '?', capped at 2000 characters."
+    )
     count: int = Field(description="Executions in this request.")
     total_ms: float = Field(description="Time in the database driver's execute, all executions.")
     max_ms: float
@@ -106,7 +108,7 @@ class Statement(_Model):
     params: list[Any] | None = Field(
         None,
         description="Parameter sets of its first executions (at most 3), only with MEMPROF_RECORD_SQL_PARAMS; "
-        "values with secret-looking names, and every positional value, are '<redacted>'.",
+        "values with secret-looking names or shapes, and every positional value, are '[REDACTED]'.",
     )
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from memprof import profile as profile_module
+from memprof._dump_request import RequestWatch
 from memprof._dump_signal import install_dump_signal
 from memprof.dump import _count, write_dump
 from memprof.flight import FlightRecorder, collect_crashes
@@ -63,6 +64,7 @@ class _Group:
         self.state = StateLog(data_dir, host)
         self.last_state = time.monotonic()
         self.started = False
+        self.requests = RequestWatch(data_dir, self.flight.started)
 
 
 class Watchdog:
@@ -182,6 +184,12 @@ class Watchdog:
                 group.flight.update(group_runtimes, rss, peak, force=True)
                 group.state.record("startup")
             group.flight.update(group_runtimes, rss, peak)
+            asked = group.requests.poll()
+            if asked is not None:
+                from memprof.dump import pick_request
+
+                runtime = group_runtimes[0]
+                write_dump(runtime, "manual", asked["name"], pick_request(runtime))
             interval = min(r.settings.state_interval_s for r in group_runtimes)
             if interval > 0 and time.monotonic() - group.last_state >= interval:
                 group.last_state = time.monotonic()

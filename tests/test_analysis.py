@@ -253,10 +253,69 @@ def test_malformed_samples_leave_no_partial_state(tmp_path: Path) -> None:
         {**good, "checkpoints": [{"name": "a", "rss": "x"}]},
         {**good, "request": {**good["request"], "route": None}, "time": None},
         {**good, "memory": None},
+        {**good, "request": {**good["request"], "duration_ms": "slow"}},
+        {**good, "checkpoints": [{"rss": 1}]},
     ]
     result = analyze([str(_dir(tmp_path, [good, *bad, good]))])
     assert result.summary["samples"] == 2
-    assert result.summary["input"]["skipped_by_reason"] == {"invalid record": 5}
+    assert result.summary["input"]["skipped_by_reason"] == {"invalid record": 7}
     assert [r["count"] for r in result.summary["routes"]] == [2]
     assert [w["samples"] for w in result.summary["workers"]] == [2]
     assert [p["count"] for p in result.summary["phases"]] == [2, 2, 2, 2]
+
+
+def _mutations(rng: random.Random, rec: object, depth: int = 0) -> object:
+    """``rec`` with one value somewhere replaced by a value of a wrong type."""
+    junk = [None, "x", [], {}, -1, 1e308, True, [1, "a"], {"k": None}, 2**70]
+    if isinstance(rec, dict) and rec and (depth < 4 and rng.random() < 0.7):
+        key = rng.choice(list(rec))
+        return {**rec, key: _mutations(rng, rec[key], depth + 1)}
+    if isinstance(rec, list) and rec and (depth < 4 and rng.random() < 0.7):
+        i = rng.randrange(len(rec))
+        return [*rec[:i], _mutations(rng, rec[i], depth + 1), *rec[i + 1 :]]
+    return rng.choice(junk)
+
+
+@pytest.mark.parametrize("seed", [1, 11, 12, 13])
+def test_fuzzed_records_never_crash_the_analysis_or_the_renderers(tmp_path: Path, seed: int) -> None:
+    from memprof.analysis.render_json import render as render_json
+    from memprof.analysis.render_text import render_summary
+    from memprof.analysis.render_views import render_recent
+    from memprof.analysis.report_html import render as render_html
+    from memprof.analysis.summary import series
+
+    rng = random.Random(seed)
+    lazy = s.statement("SELECT b FROM b WHERE ? = b.a", 12, n_plus_one=True, frame="a.py:1 in f")
+    crit = {
+        "criteria": "c",
+        "kind": "lambda",
+        "where": "a.py:2",
+        "applied": 3,
+        "statements": [],
+        "duplicates": 1,
+    }
+    full = s.sample("/r", queries=s.queries(lazy), session=s.session(10, {"k": 5}, "h"),
+                    models={"classes": {"m.A": {"loaded": 3}}}, scopes={"classes": {"m.A": [crit]}},
+                    engines=[{"name": "sqlite:x", "compiled_cache": 3}])  # fmt: skip
+    d = tmp_path / "data"
+    recs = [_mutations(rng, full) for _ in range(400)]
+    s.write_jsonl(d / "samples-1.jsonl", [full, *recs])  # type: ignore[list-item]
+    docs = [s.dump(route="/r", objects={"A": 1}, stacks=[["a.py:1 in f"]], caches=[s.cache("c", 1)]), s.crash(inflight=["/r"]),
+            s.state([s.cache("c", 2)])]  # fmt: skip
+    for i in range(60):
+        doc = _mutations(rng, docs[i % 3])
+        if i % 3 == 2:
+            s.write_jsonl(d / f"state-{i}.jsonl", [doc])  # type: ignore[list-item]
+        else:
+            s.write_json(
+                d / ("dumps" if i % 3 == 0 else "crashes") / f"{'dump' if i % 3 == 0 else 'crash'}-{i}.json",
+                doc,
+            )  # type: ignore[arg-type]
+    result = analyze([str(d)], recent=20)
+    summary = result.summary
+    inp = summary["input"]
+    assert summary["samples"] >= 1 and inp["skipped"] > 0
+    assert sum(inp["records"].values()) + inp["skipped"] == 461
+    assert render_summary(summary) and render_json(summary)
+    assert render_recent(result.collector.recent_records(), details=True)
+    assert render_html(summary, series(result.collector))

@@ -200,3 +200,18 @@ def test_worker_killed_is_critical_and_first(tmp_path: Path) -> None:
         == "Worker api-3:77 was killed at 99% of its limit with 2 request(s) in flight: /reports/{id}, /health"
     )
     assert findings[1]["kind"] == "n_plus_one"
+
+
+def test_route_family_overhead_of_a_small_family_among_noise(tmp_path: Path) -> None:
+    """A family with 2% of the traffic cannot hold most of the top 5%; its own rate names it."""
+    rng = random.Random(11)
+    recs = []
+    for i in range(2000):
+        admin = i % 50 == 0
+        growth = rng.randrange(20, 80) * MIB if admin else rng.choice((0, 4096, 1 << 20, 1 << 20, 0))
+        recs.append(s.sample("/admin/reports/{id}" if admin else f"/api/r{i % 7}", t=s.T0 + i, growth=growth))
+    f = _only(_findings(tmp_path, recs), "route_family_overhead")
+    ev = f["evidence"]
+    assert ev["family"] == "/admin" and ev["traffic_share"] == 0.02 and ev["high_rate"] == 1.0
+    assert ev["high_share"] < 0.5 and ev["rest_high_rate"] > 0.2
+    assert f["title"].startswith("/admin/*: 100% of its requests are high-memory vs ")

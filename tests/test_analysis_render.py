@@ -186,3 +186,20 @@ def test_helpers() -> None:
     assert [fmt_bytes(v) for v in (None, 0, 1023, 2048, 5 * MIB, -3 * MIB, 3 * 1024 * MIB)] == [
         "-", "0 B", "1023 B", "2 KiB", "5.0 MiB", "-3.0 MiB", "3.00 GiB"]  # fmt: skip
     assert table(["a", "n"], [["x", 1], ["long", 22]]) == ["  a      n", "  x      1", "  long  22"]
+
+
+def test_compare_persisting_finding_shows_what_changed() -> None:
+    def side(per_request: int, rss: int) -> dict:
+        finding = {"kind": "n_plus_one", "severity": "warning", "subject": "SELECT b", "title": "N+1 query",
+                   "evidence": {"max_per_request": per_request, "rss_delta": rss, "lazy": True, "records": []}}  # fmt: skip
+        return {"samples": 10, "memory": {"growth": _st(10, MIB, 0), "rss": _st(10, MIB, 0)}, "routes": [],
+                "findings": [finding]}  # fmt: skip
+
+    result = compare(side(48, 8 * MIB), side(12, 2 * MIB))
+    assert result["findings"]["persisting"][0]["changes"] == {
+        "max_per_request": [48, 12],
+        "rss_delta": [8 * MIB, 2 * MIB],
+    }
+    assert render_compare(result).endswith(
+        "Findings persisting:\n  [warning] n_plus_one: N+1 query\n      max_per_request 48 -> 12, rss_delta 8.0 MiB -> 2.0 MiB\n"
+    )

@@ -68,7 +68,10 @@ def test_analyze_summary(problem_dir: Path) -> None:
     assert r.code == 0, r
     assert r.stdout.startswith("memprof analysis: 3 files, 200 lines read; 1 crash, 1 dump, 200 samples\n")
     assert "[critical] worker_killed: Worker api-1:101 was killed" in r.stdout
-    assert "[warning] route_family_overhead: /admin/* holds 100% of the high-memory requests" in r.stdout
+    assert (
+        "[warning] route_family_overhead: /admin/*: 100% of its requests are high-memory vs 0% elsewhere"
+        in r.stdout
+    )
     assert "[warning] n_plus_one:" in r.stdout
     assert "  /admin/export        20    20" in r.stdout
 
@@ -251,3 +254,21 @@ def test_default_data_dir_from_environment(problem_dir: Path, monkeypatch: Any) 
     r = run("analyze")
     assert r.code == 2 and "memprof-data does not exist" in r.stderr
     assert os.getcwd() == str(problem_dir.parent)
+
+
+def test_tail_shows_odd_records_without_failing(tmp_path: Path) -> None:
+    d = tmp_path / "data"
+    s.write_jsonl(
+        d / "samples-1.jsonl",
+        [{"schema": "memprof.sample", "version": "1.0", "memory": "x"}, s.sample("/ok")],
+    )
+    with (d / "samples-1.jsonl").open("a") as fh:
+        fh.write("not json\n")
+    r = run("tail", str(d), "--once", "--from-start")
+    assert r.code == 0, r
+    lines = r.stdout.splitlines()
+    assert (
+        lines[0].endswith("samples-1.jsonl:1: a record with fields of unexpected types")
+        and "GET /ok" in lines[1]
+    )
+    assert "skipped 1 unreadable lines or files" in r.stderr

@@ -91,3 +91,30 @@ def test_signal_asks_a_running_worker_for_a_dump(tmp_path: Path) -> None:
         server.stop()
     Dump.model_validate(dump)
     assert dump["trigger"] == "signal" and dump["request"]["route"] == "/slow/{seconds}"
+
+
+def test_memprof_dump_asks_running_workers_for_a_manual_dump(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data_dir = tmp_path / "data"
+    cli = [sys.executable, "-c", "from memprof.cli import main; main()", "dump"]
+    server = Server(tmp_path / "app", data_dir)
+    try:
+        wait_for(lambda: list((data_dir / "workers").glob("*.json")))
+        done = subprocess.run(
+            [*cli, str(data_dir), "--name", "before-deploy"], capture_output=True, text=True, timeout=60
+        )
+        assert server.get("/rss")["pid"] == server.pid
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    path = Path(line)
+    assert path.name.endswith(f"-{server.pid}-manual-before-deploy.json")
+    record = Dump.model_validate_json(path.read_text())
+    assert record.trigger == "manual" and record.name == "before-deploy" and record.pid == server.pid
+
+    # With no worker running, one clear sentence and a non-zero exit.
+    idle = subprocess.run([*cli, str(data_dir), "--wait", "1"], capture_output=True, text=True, timeout=60)
+    assert idle.returncode == 2 and "no worker is running" in idle.stderr

@@ -137,6 +137,25 @@ async def test_fastapi_aggressive_request_and_app_error(
     assert {_memprof_attrs(s)["memprof.request_id"] for s in by_route.values()} == ids
 
 
+async def test_streaming_response_gets_the_figures_of_its_last_chunk(
+    otel_sdk: Otel, make_settings: Callable[..., Any], samples: Callable[[], list[dict[str, Any]]]
+) -> None:
+    app = otel_sdk.wrap(
+        MemprofMiddleware(starlette_app(), settings=make_settings(mode="light", sample_rate=1))
+    )
+
+    (response,) = await _get(app, "/stream")
+
+    assert response.text == "".join(f"chunk{i}\n" for i in range(5))
+    (span,) = otel_sdk.server_spans()
+    attrs = _memprof_attrs(span)
+    (record,) = samples()
+    response_end = {cp["name"]: cp for cp in record["checkpoints"]}["response_end"]["rss"]
+    assert attrs["memprof.route"] == "/stream"
+    assert attrs["memprof.rss_end"] == response_end
+    assert attrs["memprof.request_id"] == record["request"]["id"]
+
+
 async def test_unprofiled_requests_leave_spans_and_metrics_alone(
     otel_sdk: Otel, make_settings: Callable[..., Any]
 ) -> None:

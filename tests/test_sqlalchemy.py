@@ -107,6 +107,20 @@ def test_threshold_from_settings(
     assert rec["queries"]["n_plus_one"] == []
 
 
+def test_each_middleware_uses_its_own_settings(
+    engine: Engine, schema: Schema, make_settings: Settings, samples: Any
+) -> None:
+    strict = MemprofMiddleware(
+        sync_app(schema, sessionmaker(engine)), settings=make_settings(n_plus_one_threshold=13)
+    )
+    newer = MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=make_settings())
+    with TestClient(strict) as first, TestClient(newer) as second:
+        assert first.get("/n1").status_code == 200
+        assert second.get("/n1").status_code == 200
+    flagged = [bool(rec["queries"]["n_plus_one"]) for rec in samples()]
+    assert sorted(flagged) == [False, True]
+
+
 def test_joinedload_cartesian_rows(
     engine: Engine, schema: Schema, make_settings: Settings, samples: Any
 ) -> None:
@@ -189,6 +203,45 @@ def test_sql_error_closes_execution_state(
     assert stmt["count"] == 1 and stmt["rows"] == 0
 
 
+def test_statements_are_capped(engine: Engine, make_settings: Settings, samples: Any) -> None:
+    long_sql = "SELECT 1 AS " + "x" * 3000
+
+    async def many(scope: Any, receive: Any, send: Any) -> None:
+        with engine.connect() as conn:
+            conn.execute(text(long_sql)).scalar_one()
+            for i in range(250):
+                conn.execute(text(f"SELECT {i} AS n_{i}")).scalar_one()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    assert TestClient(MemprofMiddleware(many, settings=make_settings())).get("/").status_code == 200
+    queries = only(samples())["queries"]
+    assert queries["count"] == 251 and len(queries["statements"]) == 200
+    assert queries["dropped_statements"] == 51
+    first = queries["statements"][0]["sql"]
+    assert first.startswith("SELECT 1 AS xxx") and len(first) == 2003 and first.endswith("...")
+
+
+def test_compiled_cache_growth_shows_across_identical_requests(
+    engine: Engine, make_settings: Settings, samples: Any
+) -> None:
+    calls = iter(range(1000))
+
+    async def literal_per_call(scope: Any, receive: Any, send: Any) -> None:
+        with engine.connect() as conn:
+            # A statement built with its value inline: a new compiled-cache entry on every request.
+            conn.execute(text(f"SELECT {next(calls)} AS n")).scalar_one()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    client = TestClient(MemprofMiddleware(literal_per_call, settings=make_settings()))
+    for _ in range(4):
+        assert client.get("/").status_code == 200
+    sizes = [rec["engines"][0]["compiled_cache"] for rec in samples()]
+    assert sizes == sorted(sizes) and sizes[-1] - sizes[0] == 3, sizes
+    assert {e["name"] for e in engine_states()} >= {rec["engines"][0]["name"] for rec in samples()}
+
+
 def test_light_profile_has_count_and_time_only(
     engine: Engine, schema: Schema, make_settings: Settings, samples: Any
 ) -> None:
@@ -225,7 +278,7 @@ def test_secrets_never_reach_the_data_dir(
     login, lookup = samples()
     stmt = statement(login, "WHERE")
     if record_params:
-        assert stmt["params"] and all(v == "<redacted>" for v in stmt["params"][0].values())
+        assert stmt["params"] and all(v == "[REDACTED]" for v in stmt["params"][0].values())
         assert statement(lookup, "WHERE")["params"] == [{"pk_1": 1}]
     else:
         assert "params" not in stmt and "params" not in statement(lookup, "WHERE")
@@ -250,7 +303,28 @@ def test_positional_driver_parameters_are_redacted(
     client = TestClient(MemprofMiddleware(raw_sql, settings=make_settings(record_sql_params=True)))
     assert client.get("/").status_code == 200
     stmt = statement(only(samples()), "SELECT ?")
-    assert stmt["params"] == [["<redacted>"]] and stmt["rows"] == 1
+    assert stmt["params"] == [["[REDACTED]"]] and stmt["rows"] == 1
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            assert SECRET_TOKEN.encode() not in path.read_bytes()
+
+
+def test_literals_written_into_sql_are_masked(
+    engine: Engine, make_settings: Settings, samples: Any, data_dir: Path
+) -> None:
+    from tests.sqla_apps import SECRET_TOKEN
+
+    async def inline(scope: Any, receive: Any, send: Any) -> None:
+        with engine.connect() as conn:
+            sql = f"SELECT 'it''s {SECRET_TOKEN}' AS a, 'b' AS b, 42 AS n"
+            assert conn.execute(text(sql)).one() == (f"it's {SECRET_TOKEN}", "b", 42)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    client = TestClient(MemprofMiddleware(inline, settings=make_settings(record_sql_params=True)))
+    assert client.get("/").status_code == 200
+    (stmt,) = only(samples())["queries"]["statements"]
+    assert stmt["sql"] == "SELECT '?' AS a, '?' AS b, 42 AS n"
     for path in data_dir.rglob("*"):
         if path.is_file():
             assert SECRET_TOKEN.encode() not in path.read_bytes()
@@ -325,6 +399,25 @@ def test_concurrent_async_requests_keep_their_own_queries(
         else:
             assert rec["queries"]["count"] == 1 and rec["queries"]["statements"][0]["rows"] == 60
     assert any(rec["memory"]["concurrency"]["max"] > 1 for rec in records)
+
+
+def test_concurrent_sync_requests_in_the_threadpool_keep_their_own_queries(
+    engine: Engine, schema: Schema, make_settings: Settings, samples: Any
+) -> None:
+    app = MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=make_settings())
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            responses = await asyncio.gather(*(client.get(p) for p in ["/n1", "/users/1", "/joined"] * 3))
+            assert all(r.status_code == 200 for r in responses)
+
+    anyio.run(main)
+    counts = {"/n1": 13, "/users/1": 1, "/joined": 1}
+    records = samples()
+    assert len(records) == 9
+    for rec in records:
+        assert rec["queries"]["count"] == counts[rec["request"]["path"]], rec["request"]["path"]
 
 
 def test_every_engine_and_several_at_once(tmp_path: Path, make_settings: Settings, samples: Any) -> None:

@@ -162,6 +162,8 @@ class Collector:
         if type(t) is not float and type(t) is not int:  # checked before anything is appended
             raise TypeError("time")
         worker = rec.get("worker") or f"{rec.get('host')}:{rec.get('pid')}"
+        if type(worker) is not str:
+            worker = str(worker)
         if self._filtering:
             f = self.filters
             if not (
@@ -186,6 +188,9 @@ class Collector:
                 route = "<other>"
                 self.other_routes += 1
             acc = self.routes.setdefault(route, RouteAcc())
+        duration = req.get("duration_ms") or 0.0
+        if type(duration) is not float and type(duration) is not int:
+            raise TypeError("duration_ms")
         queries = instances = 0
         session = -1
         if "queries" in rec or "session" in rec or "models" in rec or "scopes" in rec or "engines" in rec:
@@ -194,7 +199,7 @@ class Collector:
             self.phases.add(checkpoints, rss, fid, line)
         acc.rss.append(peak)
         acc.growth.append(growth)
-        acc.duration.append(float(req.get("duration_ms") or 0.0))
+        acc.duration.append(duration)
         acc.queries.append(queries)
         acc.instances.append(instances)
         acc.session.append(session)

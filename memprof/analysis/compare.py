@@ -95,7 +95,9 @@ def compare(base: dict[str, Any], post: dict[str, Any]) -> dict[str, Any]:
     findings = {
         "resolved": [_brief(bf[k]) for k in sorted(set(bf) - set(pf))],
         "new": [_brief(pf[k]) for k in sorted(set(pf) - set(bf))],
-        "persisting": [_brief(pf[k]) for k in sorted(set(pf) & set(bf))],
+        "persisting": [
+            {**_brief(pf[k]), "changes": _changes(bf[k], pf[k])} for k in sorted(set(pf) & set(bf))
+        ],
     }
     worse = any(r["verdict"] == "worse" for r in routes) or any(
         f["severity"] in SEVERE for f in findings["new"]
@@ -123,3 +125,14 @@ def _brief(f: dict[str, Any]) -> dict[str, Any]:
         "subject": f.get("subject", ""),
         "title": f["title"],
     }
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[float]]:
+    """The numbers of a persisting finding's evidence that changed: ``{key: [before, after]}``."""
+    b, a = before.get("evidence", {}), after.get("evidence", {})
+    return {
+        k: [b[k], a[k]]
+        for k in sorted(set(b) & set(a))
+        if isinstance(b[k], int | float) and isinstance(a[k], int | float) and not isinstance(b[k], bool)
+        and b[k] != a[k]
+    }  # fmt: skip

@@ -21,6 +21,10 @@ def _worker(rec: dict[str, Any]) -> str:
     return str(rec.get("worker") or f"{rec.get('host')}:{rec.get('pid')}")
 
 
+def _text(value: Any) -> str | None:
+    return None if value is None else value if isinstance(value, str) else str(value)
+
+
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -100,12 +104,12 @@ class EventCollector:
                 "ref": ref,
                 "time": t,
                 "worker": _worker(rec),
-                "trigger": rec.get("trigger"),
-                "name": rec.get("name"),
+                "trigger": _text(rec.get("trigger")),
+                "name": _text(rec.get("name")),
                 "rss": _num(mem.get("rss")),
                 "limit": _num(mem.get("limit")),
                 "percent": _num(mem.get("percent")),
-                "route": req.get("route") if req else None,
+                "route": _text(req.get("route")) if req else None,
                 "phase": phase,
                 "inflight": routes[1:] if req and req.get("route") else routes,
                 "objects": objects,
@@ -145,8 +149,8 @@ class EventCollector:
                 "limit": _num(rec.get("limit")),
                 "inflight": [
                     {
-                        "method": r.get("method"),
-                        "route": r.get("route"),
+                        "method": _text(r.get("method")),
+                        "route": _text(r.get("route")),
                         "started": _num(r.get("started")),
                         "rss_start": _num(r.get("rss_start")),
                     }
@@ -175,8 +179,8 @@ class EventCollector:
                 agg = self.caches[key] = {
                     "worker": worker,
                     "name": str(cache.get("name")),
-                    "kind": cache.get("kind"),
-                    "maxsize": cache.get("maxsize"),
+                    "kind": _text(cache.get("kind")),
+                    "maxsize": cache.get("maxsize") if isinstance(cache.get("maxsize"), int) else None,
                     "unbounded": bool(cache.get("unbounded", cache.get("maxsize") is None)),
                     "first": [t, size, ref],
                     "last": [t, size, ref],

@@ -44,7 +44,12 @@ def route_family_overhead(c: Collector, t: Thresholds, threshold: int) -> list[d
     for fam, rs in fams.items():
         n = sum(len(a.growth) for _r, a in rs)
         share, traffic = highs[fam] / max(all_high, 1), n / max(total, 1)
-        if highs[fam] < 5 or share < 0.5 or traffic > 0.5 or share < 2 * traffic:
+        # most of its requests are high-memory, several times the rate elsewhere (a family smaller than
+        # 5% of the traffic cannot hold most of the top 5%: the rates say it instead)
+        rate, rest_rate = highs[fam] / max(n, 1), (all_high - highs[fam]) / max(total - n, 1)
+        holds_most = share >= 0.5 and share >= 2 * traffic
+        mostly_high = rate >= 0.5 and rate >= 2 * rest_rate
+        if highs[fam] < 5 or traffic > 0.5 or not (holds_most or mostly_high):
             continue  # cheap checks first: the statistics below sort every sample
         mine = describe([g for _r, a in rs for g in a.growth])
         rest = describe([g for f, other in fams.items() if f != fam for _r, a in other for g in a.growth])
@@ -57,14 +62,18 @@ def route_family_overhead(c: Collector, t: Thresholds, threshold: int) -> list[d
             finding(
                 "route_family_overhead",
                 "warning",
-                f"{fam}/* holds {share:.0%} of the high-memory requests with {traffic:.0%} of the traffic "
-                f"(p95 growth {mine['p95'] / MIB:.1f} MiB vs {rest['p95'] / MIB:.1f} MiB elsewhere)",
+                f"{fam}/*: {rate:.0%} of its requests are high-memory vs {rest_rate:.0%} elsewhere, with "
+                f"{traffic:.0%} of the traffic (p95 growth {mine['p95'] / MIB:.1f} MiB vs "
+                f"{rest['p95'] / MIB:.1f} MiB); it holds {share:.0%} of the high-memory requests"
+                + (f" and {dumps} of {len(c.events.dumps)} dumps" if dumps else ""),
                 fam,
                 {
                     "family": fam,
                     "high_share": round(share, 4),
                     "traffic_share": round(traffic, 4),
                     "high_requests": highs[fam],
+                    "high_rate": round(rate, 4),
+                    "rest_high_rate": round(rest_rate, 4),
                     "requests": n,
                     "growth_p50": mine["p50"],
                     "growth_p95": mine["p95"],

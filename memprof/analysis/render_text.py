@@ -35,7 +35,10 @@ def fmt_time(t: float | None) -> str:
     """UTC ``2026-11-29 14:03:07Z``; ``-`` for None."""
     if t is None:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))
+    except (OverflowError, ValueError, OSError, TypeError):  # a corrupt record's time
+        return str(t)
 
 
 def short_ref(ref: str | None) -> str:

@@ -61,9 +61,12 @@ def render_recent(records: list[tuple[dict[str, Any], str]], *, details: bool = 
         return "No samples match.\n"
     lines = [f"{len(records)} most recent samples (newest first)"]
     for rec, ref in records:
-        lines.append(f"  {sample_line(rec)}  [{short_ref(ref)}]")
-        if details:
-            lines += sample_details(rec)
+        try:
+            lines.append(f"  {sample_line(rec)}  [{short_ref(ref)}]")
+            if details:
+                lines += sample_details(rec)
+        except (TypeError, ValueError, KeyError, AttributeError):  # a record the analysis accepted but odd
+            lines.append(f"  (a sample with fields of unexpected types)  [{short_ref(ref)}]")
     return "\n".join(lines) + "\n"
 
 
@@ -91,10 +94,22 @@ def render_compare(result: dict[str, Any]) -> str:
     f = result["findings"]
     for label in ("resolved", "new", "persisting"):
         if f[label]:
-            lines += ["", f"Findings {label}:"] + [
-                f"  [{x['severity']}] {x['kind']}: {x['title']}" for x in f[label]
-            ]
+            lines += ["", f"Findings {label}:"]
+            for x in f[label]:
+                lines.append(f"  [{x['severity']}] {x['kind']}: {x['title']}")
+                changes = x.get("changes") or {}
+                if changes:
+                    lines.append(
+                        "      "
+                        + ", ".join(f"{k} {_num(k, v[0])} -> {_num(k, v[1])}" for k, v in changes.items())
+                    )
     return "\n".join(lines) + "\n"
+
+
+def _num(key: str, v: float) -> str:
+    if any(w in key for w in ("rss", "growth", "size", "limit", "delta")) and not key.endswith("share"):
+        return fmt_bytes(v)
+    return f"{v:g}"
 
 
 def _signed(v: float | None) -> str:

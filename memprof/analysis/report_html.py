@@ -11,7 +11,7 @@ import html
 from importlib import resources
 from typing import Any
 
-import orjson
+from memprof.analysis.render_json import dumps
 
 
 def render(
@@ -19,9 +19,7 @@ def render(
 ) -> str:
     """The report page for ``summary`` and the memory ``series`` (worker -> [(time, rss)])."""
     template = resources.files("memprof.analysis").joinpath("report_template.html").read_text("utf-8")
-    payload = orjson.dumps(
-        {"summary": summary, "series": series}, option=orjson.OPT_NON_STR_KEYS, default=str
-    )
+    payload = dumps({"summary": summary, "series": series})
     # JSON inside <script>: "</" would end the element early; "\u003c" keeps the data intact.
-    data = payload.decode().replace("<", "\\u003c")
+    data = payload.replace("<", "\\u003c")
     return template.replace("__TITLE__", html.escape(title)).replace("__DATA__", data)

@@ -149,11 +149,21 @@ class VersionCheck:
     def __init__(self) -> None:
         self._seen: dict[tuple[Any, Any], str | None] = {}
         self.refusals: dict[tuple[Any, Any], str] = {}
+        self.last_refusal = ""
 
     def __call__(self, rec: Record) -> str | None:
         key = (rec.get("schema"), rec.get("version"))
-        if key in self._seen:
-            return self._seen[key]
+        try:
+            hit = key in self._seen
+        except TypeError:  # a list or an object where a string belongs
+            key = (repr(key[0]), repr(key[1]))
+            rec = {"schema": key[0], "version": key[1]}
+            hit = key in self._seen
+        if hit:
+            seen = self._seen[key]
+            if seen is None:
+                self.last_refusal = self.refusals[key]
+            return seen
         tag, version = key
         result: str | None = None
         try:
@@ -169,7 +179,7 @@ class VersionCheck:
             else:
                 raise UnsupportedRecord(f"unknown record schema {tag!r}")
         except UnsupportedRecord as exc:
-            self.refusals[key] = str(exc)
+            self.refusals[key] = self.last_refusal = str(exc)
         self._seen[key] = result
         return result
 
@@ -226,9 +236,7 @@ def _lines(source: Source, report: LoadReport, check: VersionCheck) -> Iterator[
                     continue
             tag = check(rec)
             if tag is None:
-                report.problem(
-                    path, lineno, "unsupported: " + check.refusals[(rec.get("schema"), rec.get("version"))]
-                )
+                report.problem(path, lineno, "unsupported: " + check.last_refusal)
                 continue
             yield tag, rec, lineno
         report.lines += lineno
@@ -252,9 +260,7 @@ def _document(source: Source, report: LoadReport, check: VersionCheck) -> Iterat
         return
     tag = check(rec)
     if tag is None:
-        report.problem(
-            source.path, None, "unsupported: " + check.refusals[(rec.get("schema"), rec.get("version"))]
-        )
+        report.problem(source.path, None, "unsupported: " + check.last_refusal)
         return
     yield tag, rec, 0
 

@@ -85,6 +85,14 @@ def progress_bar(sources: list[Source], enabled: bool) -> Iterator[Callable[[int
         yield lambda n: bar.advance(task, n)
 
 
+_SEVERITY_COLORS = (("[critical]", "red"), ("[warning]", "yellow"), ("!! ", "red"))
+
+
 def emit(text: str) -> None:
-    """Write to standard output as is (no rich markup: the renderers produce plain text)."""
-    typer.echo(text, nl=False)
+    """Write plain text to standard output; on a terminal, findings and high-memory lines in colour."""
+    if not sys.stdout.isatty():
+        typer.echo(text, nl=False)
+        return
+    for line in text.splitlines(keepends=True):
+        color = next((c for marker, c in _SEVERITY_COLORS if marker in line[:16]), None)
+        typer.secho(line, nl=False, fg=color, bold=color == "red")

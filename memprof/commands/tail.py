@@ -12,7 +12,7 @@ from memprof.analysis.render_json import render_line
 from memprof.analysis.render_views import render_tail_event
 from memprof.analysis.tail import Follower, is_high
 from memprof.cli import CliError
-from memprof.commands._analysis_options import Json, Paths, default_paths
+from memprof.commands._analysis_options import Json, Paths, default_paths, emit
 
 MIB = 1024 * 1024
 
@@ -45,14 +45,18 @@ def run(
     try:
         while True:
             for tag, rec, ref in follower.poll():
-                high = is_high(tag, rec, threshold)
+                try:
+                    high = is_high(tag, rec, threshold)
+                    line = "" if json else render_tail_event(tag, rec, high=high) + "\n"
+                except (TypeError, ValueError, KeyError, AttributeError):  # fields of unexpected types
+                    high, line = False, f"   {ref}: a record with fields of unexpected types\n"
                 if json:
                     typer.echo(
                         render_line({"kind": tag.split(".", 1)[1], "high": high, "ref": ref, "record": rec}),
                         nl=False,
                     )
                 else:
-                    typer.echo(render_tail_event(tag, rec, high=high))
+                    emit(line)
             if once or (deadline is not None and time.monotonic() >= deadline):
                 break
             time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))

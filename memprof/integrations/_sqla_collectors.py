@@ -13,6 +13,8 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from memprof.integrations._sqla_params import mask_literals
+
 MAX_STATEMENTS = 200  # distinct statements per request; more are counted in ``dropped_statements``
 MAX_SQL_CHARS = 2000
 MAX_PARAM_SETS = 3  # parameter sets kept per statement (only with record_sql_params)
@@ -28,6 +30,8 @@ def _ms(ns: int) -> float:
 
 
 def _cap(sql: str) -> str:
+    """SQL as recorded: string literals masked, length capped (in the writer thread)."""
+    sql = mask_literals(sql)
     return sql if len(sql) <= MAX_SQL_CHARS else sql[:MAX_SQL_CHARS] + "..."
 
 
@@ -148,9 +152,11 @@ class ModelCollector:
         """Remember a Session used in this request (weakly), the connection it runs its SQL on, and
         its identity-map size now."""
         found = self.sessions.get(id(session))
-        if found is None:
+        if found is None or found[0]() is not session:  # new, or a dead Session's id reused
             if len(self.sessions) >= MAX_SESSIONS:
                 return
+            if found is not None:  # keep the dead Session's figure under a key no id can take
+                self.sessions[-len(self.sessions)] = found
             found = self.sessions[id(session)] = [weakref.ref(session), 0]
         if connection is not None and len(self.by_connection) < MAX_SESSIONS:
             self.by_connection[id(connection)] = found

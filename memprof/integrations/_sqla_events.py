@@ -28,7 +28,7 @@ from memprof.integrations._sqla_params import redact_params
 from memprof.isolation import internal_error
 from memprof.memory import rss_bytes
 from memprof.profile import RequestProfile, _current
-from memprof.runtime import current_runtime
+from memprof.runtime import current_runtime, runtimes
 from memprof.settings import MemprofSettings, load_settings
 
 UNATTRIBUTED = Unattributed()
@@ -65,7 +65,8 @@ def remember_engine(engine: Any) -> int:
     """Add an engine to :data:`ENGINES` (an ``OptionEngine`` counts as the engine it wraps); its id."""
     engine = getattr(engine, "_proxied", engine)
     key = id(engine)
-    if key not in ENGINES:
+    known = ENGINES.get(key)
+    if known is None or known() is not engine:  # new, or a dead engine's id reused
         if len(ENGINES) >= MAX_ENGINES:
             for dead in [k for k, ref in ENGINES.items() if ref() is None]:
                 del ENGINES[dead]
@@ -74,13 +75,24 @@ def remember_engine(engine: Any) -> int:
     return key
 
 
+def _settings_of(profile: RequestProfile) -> MemprofSettings:
+    """The settings of the middleware that runs ``profile`` (several may live in one process)."""
+    if _settings_override is None:
+        for runtime in reversed(runtimes()):
+            if profile.request_id in runtime.active:
+                return runtime.settings
+    return current_settings()
+
+
 def _queries(profile: RequestProfile) -> QueryCollector:
     found = profile.sections.get("queries")
     if found is None:
-        settings = current_settings()
-        found = profile.sections["queries"] = QueryCollector(
-            profile.full, settings.n_plus_one_threshold, settings.record_sql_params
-        )
+        if profile.full:
+            settings = _settings_of(profile)
+            found = QueryCollector(True, settings.n_plus_one_threshold, settings.record_sql_params)
+        else:
+            found = QueryCollector(False)  # light: count and time only, no setting needed
+        profile.sections["queries"] = found
     return cast(QueryCollector, found)
 
 

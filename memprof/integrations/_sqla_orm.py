@@ -21,13 +21,16 @@ from memprof.integrations._sqla_collectors import (
     ScopeCollector,
 )
 from memprof.integrations._sqla_frames import short_path
+from memprof.integrations._sqla_params import mask_literals
 from memprof.isolation import internal_error
 from memprof.memory import rss_bytes
 from memprof.profile import RequestProfile, _current
 
 _DESCRIPTIONS: dict[Any, str] = {}  # criteria key -> description, shared by requests (plain strings)
 _MAX_DESCRIPTIONS = 512
-_LOADED, _CREATED, _UPDATED, _DELETED, _RSS_LAST = 1, 2, 3, 4, 6
+# Indexes in a ModelCollector entry: [name, loaded, created, updated, deleted, rss_first, rss_last]
+# (on_load writes 1 and 6 as literals: a global lookup per instance is measurable).
+_CREATED, _UPDATED, _DELETED, _RSS_LAST = 2, 3, 4, 6
 
 
 def models_of(profile: RequestProfile) -> ModelCollector:
@@ -163,7 +166,7 @@ def _describe_criteria(option: Any) -> tuple[tuple[Any, ...], str, str, str | No
     key = ("expression", hash(cache_key.key) if cache_key is not None else id(original))
     desc = _DESCRIPTIONS.get(key)
     if desc is None:
-        desc = str(option.where_criteria)[:300]
+        desc = mask_literals(str(option.where_criteria))[:300]
         if len(_DESCRIPTIONS) < _MAX_DESCRIPTIONS:
             _DESCRIPTIONS[key] = desc
     return key, "expression", desc, None

@@ -52,7 +52,13 @@ _lock = threading.RLock()
 _registry: list[tuple[Callable[[], Any], str, Callable[..., Any]]] = []
 _global = False
 _orm_installed = False
-_engine_ids: set[int] = set()  # engines with their own listeners
+# Engines with their own listeners, weakly (an id alone could be reused by a later engine).
+_own: dict[int, weakref.ref[Engine]] = {}
+
+
+def _has_own_listeners(engine: Engine) -> bool:
+    ref = _own.get(id(engine))
+    return ref is not None and ref() is engine
 
 
 def _sync_engine(engine: Any) -> Engine:
@@ -98,7 +104,10 @@ def instrument_sqlalchemy(
     ``settings``: the settings to use (threshold of N+1, parameter recording); by default those of
     the newest :class:`memprof.MemprofMiddleware`. ``count_instances=False`` leaves out the
     per-instance ``load`` listener (about 1 µs per ORM object on every request, profiled or not):
-    per-class ``loaded`` and per-statement ``instances`` are then 0, the rest is unchanged.
+    per-class ``loaded`` and per-statement ``instances`` are then 0, the rest is unchanged. It applies
+    to every engine (the listener is on the Mapper class): the last call decides. Call this at
+    start-up: adding or removing listeners while other threads run SQL is not something SQLAlchemy
+    guards against.
     """
     with _lock:
         if settings is not None:
@@ -109,10 +118,10 @@ def instrument_sqlalchemy(
         else:
             sync = _sync_engine(engine)
             _sqla_events.remember_engine(sync)
-            if not _global and id(sync) not in _engine_ids:
+            if not _global and not _has_own_listeners(sync):
                 for name, fn, kw in _ENGINE_EVENTS:
                     _listen(sync, name, fn, **kw)
-                _engine_ids.add(id(sync))
+                _own[id(sync)] = weakref.ref(sync)
         _install_orm(count_instances)
         register_hooks(on_finish=_on_finish)
 
@@ -126,7 +135,7 @@ def _instrument_all() -> None:
             if event.contains(target, name, fn):
                 event.remove(target, name, fn)
             _registry.remove((ref, name, fn))
-    _engine_ids.clear()
+    _own.clear()
     for name, fn, kw in _ENGINE_EVENTS:
         _listen(Engine, name, fn, **kw)
     _listen(Engine, "engine_connect", _on_engine_connect)
@@ -144,9 +153,12 @@ def _install_orm(count_instances: bool) -> None:
         _listen(Session, "after_flush", _sqla_orm.watch_session)
         _listen(Session, "after_transaction_end", _sqla_orm.watch_session)
         _orm_installed = True
-    has_load = any(fn is _sqla_orm.on_load for _ref, _name, fn in _registry)
-    if count_instances and not has_load:
+    load = next((entry for entry in _registry if entry[2] is _sqla_orm.on_load), None)
+    if count_instances and load is None:
         _listen(Mapper, "load", _sqla_orm.on_load, raw=True)
+    elif not count_instances and load is not None:
+        event.remove(Mapper, "load", _sqla_orm.on_load)
+        _registry.remove(load)
 
 
 def uninstrument_sqlalchemy() -> None:
@@ -158,7 +170,7 @@ def uninstrument_sqlalchemy() -> None:
             if target is not None and event.contains(target, name, fn):
                 event.remove(target, name, fn)
         _registry.clear()
-        _engine_ids.clear()
+        _own.clear()
         _global = False
         _orm_installed = False
         _sqla_events.set_settings(None)
@@ -171,7 +183,7 @@ def is_instrumented(engine: Any = None) -> bool:
     with _lock:
         if engine is None:
             return _global
-        return _global or id(_sync_engine(engine)) in _engine_ids
+        return _global or _has_own_listeners(_sync_engine(engine))
 
 
 def engine_state(engine: Engine) -> dict[str, Any]:
