@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -141,3 +143,26 @@ def test_forked_worker_keeps_its_own_flight_file(tmp_path: Path) -> None:
     child = json.loads((data_dir / "workers" / f"{host}-{pid}.json").read_text())
     assert child["pid"] == pid and child["started"] > 0
     assert app.runtime.enabled
+
+
+def test_light_mode_counts_unsampled_requests_in_flight(make_settings: Any, data_dir: Path) -> None:
+    """Cheap enough for light mode: unsampled requests are counted (not named) in the live file."""
+    import socket
+
+    from starlette.testclient import TestClient
+
+    from memprof import MemprofMiddleware
+    from tests.apps import starlette_app
+
+    settings = make_settings(mode="light", sample_rate=0.0, watchdog_interval_ms=20)
+    app = MemprofMiddleware(starlette_app(), settings=settings)
+    live = data_dir / "workers" / f"{socket.gethostname()}-{os.getpid()}.json"
+    with TestClient(app) as client:
+        thread = threading.Thread(target=lambda: client.get("/slow", params={"s": "1.5"}))
+        thread.start()
+        doc = wait_for(
+            lambda: live.exists() and (d := json.loads(live.read_text()))["inflight_total"] == 1 and d
+        )
+        thread.join(10)
+    assert doc["inflight"] == [] and doc["limit"] > 0 and doc["rss"] > 0
+    assert not live.exists(), "the lifespan shutdown removed it"
