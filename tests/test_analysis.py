@@ -177,7 +177,7 @@ def test_dumps_crashes_and_frames(tmp_path: Path) -> None:
     stack = [
         "app/main.py:10 in handler",
         "app/reports.py:55 in build",
-        "sqlalchemy/orm/loading.py:100 in instances",
+        "/usr/lib/python3/site-packages/sqlalchemy/orm/loading.py:100 in instances",
     ]
     for i in range(3):
         s.write_json(d / "dumps" / f"dump-{i}-100-threshold.json",
@@ -188,7 +188,9 @@ def test_dumps_crashes_and_frames(tmp_path: Path) -> None:
     assert dumps["count"] == 3 and dumps["by_trigger"] == {"threshold": 3}
     assert dumps["routes"] == {"/reports/{id}": 3, "/health": 3}
     assert dumps["phases"] == {"after app_start": 3}
-    assert dumps["frames"][0] == {"frame": "app/main.py:10 in handler", "dumps": 3}  # counted once per stack
+    # counted once per dump; application frames first
+    assert dumps["frames"][0] == {"frame": "app/main.py:10 in handler", "dumps": 3, "library": False}
+    assert dumps["frames"][-1]["library"] is True
     assert {f["frame"] for f in dumps["frames"]} == set(stack)
     assert summary["crashes"][0]["inflight"][0]["route"] == "/reports/{id}"
     assert Filters(pattern="reports.py").pattern

@@ -215,3 +215,25 @@ def test_route_family_overhead_of_a_small_family_among_noise(tmp_path: Path) -> 
     assert ev["family"] == "/admin" and ev["traffic_share"] == 0.02 and ev["high_rate"] == 1.0
     assert ev["high_share"] < 0.5 and ev["rest_high_rate"] > 0.2
     assert f["title"].startswith("/admin/*: 100% of its requests are high-memory vs ")
+
+
+def test_route_family_overhead_by_objects_loaded(tmp_path: Path) -> None:
+    """Once the heap has grown, a heavy route's RSS growth is small; the objects it loads still show."""
+    recs = []
+    for i in range(300):
+        admin = i % 20 == 0
+        st = s.statement("SELECT * FROM orders", 1, rows=3600 if admin else 2, instances=3600 if admin else 2)
+        recs.append(s.sample("/admin/orders" if admin else "/api/items", t=s.T0 + i, growth=(i % 3) * 65536,
+                             queries=s.queries(st)))  # fmt: skip
+    f = _only(_findings(tmp_path, recs), "route_family_overhead")
+    assert (f["evidence"]["objects_p50"], f["evidence"]["rest_objects_p50"]) == (3600, 2)
+    assert f["title"].startswith("/admin/*: its requests load 3,600 ORM objects (p50) vs 2 elsewhere")
+
+
+def test_session_bloat_title_names_the_key_and_the_growth(tmp_path: Path) -> None:
+    recs = [s.sample("/d", t=s.T0 + i, session=s.session(100_000 * (i + 1), {"perms": 100_000 * (i + 1) - 50, "uid": 8},
+                                                         "abc")) for i in range(4)]  # fmt: skip
+    f = _only(_findings(tmp_path, recs), "session_bloat")
+    assert f["title"] == ("Session bloat: sessions up to 391 KiB (p95 391 KiB); largest: perms (391 KiB); "
+                          "one session grew by 293 KiB over 4 requests")  # fmt: skip
+    assert (f["evidence"]["largest_key"], f["evidence"]["size_max"]) == ("perms", 400_000)

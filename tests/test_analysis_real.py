@@ -44,3 +44,39 @@ def test_real_samples_and_dump(make_settings: Any, data_dir: Path, samples: Any)
     assert (dump["trigger"], dump["name"], dump["route"]) == ("custom", "on_demand", "/debug/dump")
     assert Path(dump["ref"]) == Path(str(paths[0]))
     assert summary["dumps"]["frames"]  # stacks of the threads, counted
+
+
+def test_flight_file_of_a_dead_worker_is_reported_and_left_alone(tmp_path: Path) -> None:
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from memprof.analysis import synthetic as s
+
+    d = tmp_path / "data"
+    s.write_jsonl(d / "samples-1.jsonl", [s.sample("/r")])
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    host, now = socket.gethostname(), time.time()
+    files = []
+    for pid in (int(dead.stdout), os.getpid()):  # a worker gone, and one alive (this process)
+        doc = {"schema": "memprof.worker", "version": "1.0", "pid": pid, "host": host, "worker": f"{host}:{pid}",
+               "started": now - 60, "last_seen": now - 1, "rss": 900 * 1024 * 1024, "peak": None,
+               "limit": 1024 * 1024 * 1024, "inflight_total": 1,
+               "inflight": [{"id": "x", "method": "POST", "path": "/import", "route": "/import", "started": now - 2,
+                             "rss_start": 500 * 1024 * 1024}]}  # fmt: skip
+        path = d / "workers" / f"{host}-{pid}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(doc))
+        files.append(path)
+    summary = analyze([str(d)]).summary
+    (crash,) = summary["crashes"]
+    assert crash["pid"] == int(dead.stdout) and crash["inflight"][0]["route"] == "/import"
+    assert Path(crash["ref"]) == files[0]
+    assert summary["findings"][0]["kind"] == "worker_killed"
+    assert summary["findings"][0]["title"].endswith("in flight: /import")
+    assert all(f.exists() for f in files) and not (d / "crashes").exists()  # nothing written or moved

@@ -14,6 +14,7 @@ from memprof.analysis.collect import Collector
 from memprof.analysis.filters import Filters
 from memprof.analysis.findings import detect
 from memprof.analysis.findings_sql import Thresholds
+from memprof.analysis.flight_files import dead_worker_crashes
 from memprof.analysis.parallel import collect_parallel
 from memprof.analysis.sources import InputError, LoadReport, Progress, Source, discover
 from memprof.analysis.summary import (
@@ -119,6 +120,9 @@ def analyze_sources(
     """Like :func:`analyze` for already discovered sources (so a caller can size a progress bar)."""
     collector, report = collect(sources, filters, recent=recent, progress=progress, jobs=jobs)
     report.paths = inputs
+    for record, ref in dead_worker_crashes(inputs):  # killed workers not yet turned into crash records
+        collector.events.add_crash(record, ref)
+        report.records["memprof.crash"] += 1
     if not sum(report.records.values()):
         where = ", ".join("standard input" if i == "-" else i for i in inputs)
         why = f" ({report.skipped} unreadable lines or files skipped)" if report.skipped else ""

@@ -3,6 +3,7 @@ the fix. Process-level detectors live here; what-requests-load detectors in :mod
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 from typing import Any
 
@@ -17,7 +18,15 @@ from memprof.analysis.findings_sql import (
     n_plus_one,
     session_bloat,
 )
-from memprof.analysis.stats import describe, describe_sorted, pearson, percentile, quarter_medians, slope
+from memprof.analysis.stats import (
+    describe_merged,
+    describe_sorted,
+    merged_percentile,
+    pearson,
+    percentile,
+    quarter_medians,
+    slope,
+)
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 KINDS = ("session_bloat", "n_plus_one", "cartesian_join", "large_result_set", "loader_criteria_explosion",
@@ -49,11 +58,22 @@ def route_family_overhead(c: Collector, t: Thresholds, threshold: int) -> list[d
         rate, rest_rate = highs[fam] / max(n, 1), (all_high - highs[fam]) / max(total - n, 1)
         holds_most = share >= 0.5 and share >= 2 * traffic
         mostly_high = rate >= 0.5 and rate >= 2 * rest_rate
-        if highs[fam] < 5 or traffic > 0.5 or not (holds_most or mostly_high):
+        if n < 5 or traffic > 0.5:
+            continue
+        # RSS growth undercounts a heavy route once the heap has grown: freed memory is reused, so the
+        # ORM objects a request loads are the other signal
+        objects = merged_percentile([a.sorted_column("instances") for _r, a in rs], 50)
+        by_memory = highs[fam] >= 5 and (holds_most or mostly_high)
+        if not by_memory and objects < t.route_family_min_objects:
             continue  # cheap checks first: the statistics below sort every sample
-        mine = describe([g for _r, a in rs for g in a.growth])
-        rest = describe([g for f, other in fams.items() if f != fam for _r, a in other for g in a.growth])
-        if mine["p95"] - rest["p95"] < t.route_family_min_growth or mine["p50"] < 2 * max(rest["p50"], 1):
+        others = [a for f, other in fams.items() if f != fam for _r, a in other]
+        mine = describe_merged([a.sorted_column("growth") for _r, a in rs])
+        rest = describe_merged([a.sorted_column("growth") for a in others])
+        rest_objects = merged_percentile([a.sorted_column("instances") for a in others], 50)
+        by_memory = by_memory and mine["p95"] - rest["p95"] >= t.route_family_min_growth
+        by_memory = by_memory and mine["p50"] >= 2 * max(rest["p50"], 1)
+        by_objects = objects >= t.route_family_min_objects and objects >= 10 * max(rest_objects, 1)
+        if not (by_memory or by_objects):
             continue
         refs = [ref for _g, _s, ref, route, _w, _t in c.high_samples() if family(route) == fam]
         dumps = sum(1 for d in c.events.dumps if d["route"] and family(str(d["route"])) == fam)
@@ -62,10 +82,16 @@ def route_family_overhead(c: Collector, t: Thresholds, threshold: int) -> list[d
             finding(
                 "route_family_overhead",
                 "warning",
-                f"{fam}/*: {rate:.0%} of its requests are high-memory vs {rest_rate:.0%} elsewhere, with "
-                f"{traffic:.0%} of the traffic (p95 growth {mine['p95'] / MIB:.1f} MiB vs "
-                f"{rest['p95'] / MIB:.1f} MiB); it holds {share:.0%} of the high-memory requests"
-                + (f" and {dumps} of {len(c.events.dumps)} dumps" if dumps else ""),
+                (
+                    f"{fam}/*: {rate:.0%} of its requests are high-memory vs {rest_rate:.0%} elsewhere, with "
+                    f"{traffic:.0%} of the traffic (p95 growth {mine['p95'] / MIB:.1f} MiB vs "
+                    f"{rest['p95'] / MIB:.1f} MiB); it holds {share:.0%} of the high-memory requests"
+                    if by_memory
+                    else f"{fam}/*: its requests load {objects:,} ORM objects (p50) vs {rest_objects:,} elsewhere, "
+                    f"with {traffic:.0%} of the traffic (p95 growth {mine['p95'] / MIB:.1f} MiB vs "
+                    f"{rest['p95'] / MIB:.1f} MiB)"
+                )
+                + (f"; {dumps} of {len(c.events.dumps)} dumps were taken in it" if dumps else ""),
                 fam,
                 {
                     "family": fam,
@@ -73,6 +99,8 @@ def route_family_overhead(c: Collector, t: Thresholds, threshold: int) -> list[d
                     "traffic_share": round(traffic, 4),
                     "high_requests": highs[fam],
                     "high_rate": round(rate, 4),
+                    "objects_p50": objects,
+                    "rest_objects_p50": rest_objects,
                     "rest_high_rate": round(rest_rate, 4),
                     "requests": n,
                     "growth_p50": mine["p50"],
@@ -98,7 +126,7 @@ def leak(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
         if len(w.rss) < t.leak_min_samples:
             continue
         order = w.order()
-        ys = [float(w.base[i]) for i in order]
+        ys = w.base if isinstance(order, range) else array("q", [w.base[i] for i in order])
         q = quarter_medians(ys)
         rise = q[3] - q[1]
         if not (q[0] < q[1] < q[2] < q[3]) or rise < max(t.leak_min_growth, 0.05 * q[1]):

@@ -26,6 +26,7 @@ class Thresholds:
     session_max: int = 256 * KIB
     session_growth: int = 32 * KIB  # growth of one session across its requests
     route_family_min_growth: int = 4 * MIB
+    route_family_min_objects: int = 1000  # ORM instances per request (p50), 10x the rest
     leak_min_growth: int = 8 * MIB
     leak_min_samples: int = 40
     cache_min_growth: int = 100  # entries
@@ -189,14 +190,26 @@ def session_bloat(c: Collector, t: Thresholds, sessions: dict[str, Any] | None) 
         return []
     severity = "critical" if size["max"] >= 4 * MIB else "warning"
     keys = sessions["largest_keys"][:5]
-    what = ", ".join(f"{k['key']} ({k['max_size'] / KIB:.0f} KiB)" for k in keys[:3])
+    big = [k for k in keys if k["max_size"] >= 1024] or keys[:1]
+    what = ", ".join(f"{k['key']} ({k['max_size'] / KIB:.0f} KiB)" for k in big[:3])
+    grew = (
+        f"; one session grew by {growing[0]['growth'] / KIB:.0f} KiB over {growing[0]['requests']} requests"
+        if growing
+        else ""
+    )
     return [
         finding(
             "session_bloat",
             severity,
-            f"Session bloat: sessions up to {size['max'] / KIB:.0f} KiB (p95 {size['p95'] / KIB:.0f} KiB); largest keys {what}",
+            f"Session bloat: sessions up to {size['max'] / KIB:.0f} KiB (p95 {size['p95'] / KIB:.0f} KiB); "
+            f"largest: {what}{grew}",
             "session",
             {
+                "size_p50": size["p50"],
+                "size_p95": size["p95"],
+                "size_max": size["max"],
+                "largest_key": keys[0]["key"] if keys else None,
+                "largest_key_size": keys[0]["max_size"] if keys else None,
                 "size": {k: size[k] for k in ("count", "p50", "p95", "max")},
                 "largest_keys": keys,
                 "growing_sessions": growing[:3],

@@ -7,6 +7,7 @@ per-phase figures are computed afterwards column by column with C-level slicing,
 
 from __future__ import annotations
 
+import itertools
 from array import array
 from collections.abc import Callable
 from operator import sub
@@ -93,7 +94,7 @@ class PhaseAcc:
             k, s = plan.k, max(len(plan.spans), 1)
             # a sample's growth: its highest checkpoint above the first (columns maxed in C)
             peaks = map(max, *[plan.rss[j::k] for j in range(k)]) if k > 1 else plan.rss
-            hot = [x for x, g in enumerate(peaks) if g >= threshold]
+            hot = list(itertools.compress(itertools.count(), map(threshold.__le__, peaks)))  # in C
             hot_best = [0] * len(hot)
             hot_pid = [-1] * len(hot)
             for i, pid, span in plan.intervals:

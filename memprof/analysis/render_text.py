@@ -228,9 +228,8 @@ def _dumps(d: dict[str, Any]) -> list[str]:
     if d["routes"]:
         lines.append("  routes in the dumps: " + ", ".join(f"{k} ({v})" for k, v in d["routes"].items()))
     if d["frames"]:
-        lines += ["  most common stack frames:"] + [
-            f"    {f['dumps']:>4}  {f['frame']}" for f in d["frames"][:10]
-        ]
+        lines += ["  most common stack frames (application code first):"]
+        lines += [f"    {f['dumps']:>4}  {f['frame']}" for f in d["frames"][:10]]
     return lines
 
 

@@ -5,8 +5,8 @@ Pure functions, no numpy: the analyzer keeps its columns in :mod:`array` arrays 
 
 from __future__ import annotations
 
-import heapq
 import math
+from bisect import bisect_right
 from collections.abc import Sequence
 from operator import mul
 from typing import Any
@@ -59,7 +59,7 @@ def describe_sorted(ordered: Sequence[float]) -> dict[str, Any]:
 
 def describe_merged(parts: Sequence[Sequence[int]]) -> dict[str, Any]:
     """:func:`describe` of the union of several ascending integer sequences, without building it (the
-    percentiles come from one streaming merge; sums per part run in C)."""
+    percentiles come from a selection by binary search; sums per part run in C)."""
     parts = [p for p in parts if len(p)]
     n = sum(len(p) for p in parts)
     if n == 0:
@@ -67,19 +67,7 @@ def describe_merged(parts: Sequence[Sequence[int]]) -> dict[str, Any]:
     s1 = sum(sum(p) for p in parts)
     s2 = sum(sum(map(mul, p, p)) for p in parts)
     ranks = {q: max(1, math.ceil(q / 100.0 * n)) for q in (25, 50, 75, 95, 99)}
-    wanted = sorted(set(ranks.values()))
-    at: dict[int, int] = {}
-    if len(parts) == 1:
-        at = {r: parts[0][r - 1] for r in wanted}
-    else:
-        targets = iter(wanted)
-        target = next(targets)
-        for i, v in enumerate(heapq.merge(*parts), 1):
-            while i == target:
-                at[target] = v
-                target = next(targets, 0)
-            if not target:
-                break
+    at = {r: _select(parts, r) for r in set(ranks.values())}
     variance = (n * s2 - s1 * s1) / (n * n)
     return {
         "count": n,
@@ -90,6 +78,27 @@ def describe_merged(parts: Sequence[Sequence[int]]) -> dict[str, Any]:
         "variance": round(variance, 3),
         "std": round(math.sqrt(variance), 3),
     }
+
+
+def merged_percentile(parts: Sequence[Sequence[int]], q: float) -> int:
+    """The ``q``-th percentile (nearest rank) of the union of ascending integer sequences; 0 when empty."""
+    parts = [p for p in parts if len(p)]
+    n = sum(len(p) for p in parts)
+    return _select(parts, max(1, math.ceil(q / 100.0 * n))) if n else 0
+
+
+def _select(parts: Sequence[Sequence[int]], rank: int) -> int:
+    """The ``rank``-th smallest (1-based) value of the union of ascending integer sequences: a binary
+    search over values, counting with C-level bisects (no merged copy, no Python loop over values)."""
+    lo = min(p[0] for p in parts)
+    hi = max(p[-1] for p in parts)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if sum(bisect_right(p, mid) for p in parts) >= rank:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -112,15 +121,16 @@ def pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
 
 
 def slope(ys: Sequence[float]) -> float:
-    """Least-squares slope of ``ys`` against their index (units of y per step)."""
+    """Least-squares slope of ``ys`` against their index (units of y per step); sums run in C."""
     n = len(ys)
     if n < 2:
         return 0.0
-    mx = (n - 1) / 2.0
-    my = math.fsum(ys) / n
-    num = math.fsum((i - mx) * (y - my) for i, y in enumerate(ys))
-    den = math.fsum((i - mx) ** 2 for i in range(n))
-    return num / den if den else 0.0
+    sum_i = n * (n - 1) // 2
+    sum_ii = (n - 1) * n * (2 * n - 1) // 6
+    sum_y = sum(ys)
+    sum_iy = sum(map(mul, range(n), ys))
+    den = n * sum_ii - sum_i * sum_i
+    return (n * sum_iy - sum_i * sum_y) / den if den else 0.0
 
 
 def quarter_medians(ys: Sequence[float]) -> list[float]:

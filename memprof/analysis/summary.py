@@ -194,6 +194,14 @@ def session_section(c: Collector) -> dict[str, Any] | None:
     }
 
 
+_LIBRARY_MARKERS = ("/lib/python3", "site-packages/", "dist-packages/", "<frozen ", "\\lib\\python3")
+
+
+def is_library_frame(frame: str) -> bool:
+    """Whether a ``file:line in func`` frame is in the standard library or an installed package."""
+    return any(marker in frame for marker in _LIBRARY_MARKERS)
+
+
 def dumps_section(c: Collector) -> dict[str, Any]:
     dumps = sorted(c.events.dumps, key=lambda d: (d["time"] or 0, d["ref"]))
     triggers = Counter(str(d["trigger"]) for d in dumps)
@@ -206,8 +214,10 @@ def dumps_section(c: Collector) -> dict[str, Any]:
         "routes": dict(_dump_routes(c).most_common(TOP)),
         "phases": dict(phases.most_common(TOP)),
         "frames": [
-            {"frame": f, "dumps": n}
-            for f, n in sorted(c.events.frames.items(), key=lambda fn: (-fn[1], fn[0]))[:15]
+            {"frame": f, "dumps": n, "library": is_library_frame(f)}
+            for f, n in sorted(
+                c.events.frames.items(), key=lambda fn: (is_library_frame(fn[0]), -fn[1], fn[0])
+            )[:15]
         ],
         "objects_latest": dict(list(latest_objects.items())[:15]),
         "list": [{k: v for k, v in d.items() if k != "objects"} for d in dumps[-50:]],

@@ -1,0 +1,111 @@
+"""``memprof reproduce`` through typer's CliRunner, on the apps of tests/test_reproduce.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from memprof.cli import CliError, app
+
+APP = "tests.test_reproduce:perm_app"
+
+
+def invoke(*args: str) -> tuple[int, str, BaseException | None]:
+    result = CliRunner().invoke(app, ["reproduce", *args])
+    print(result.output)
+    return result.exit_code, result.output, result.exception
+
+
+def test_json_names_the_parameter_memory_follows() -> None:
+    code, out, exc = invoke(
+        APP,
+        "--request",
+        "GET /dashboard",
+        "--param",
+        "permissions=0,20,40,80",
+        "--setup",
+        "tests.test_reproduce:set_named",
+        "--session",
+        "--runs",
+        "2",
+        "--json",
+    )
+    assert code == 0, exc
+    data = json.loads(out)
+    assert data["request"] == "GET /dashboard"
+    assert data["explained_by"] == "permissions"
+    assert data["effects"]["permissions"]["slope"] == pytest.approx(20_000, rel=0.2)
+    assert data["effects"]["permissions"]["r2"] > 0.98
+    assert [v["label"] for v in data["variants"]] == [
+        "baseline",
+        "permissions=20",
+        "permissions=40",
+        "permissions=80",
+        "session=existing",
+    ]
+    assert data["summary"][0].startswith("memory follows permissions: +19.")
+
+
+def test_table_with_every_kind_of_variation() -> None:
+    code, out, exc = invoke(
+        APP,
+        "-r",
+        "GET /dashboard",
+        "--cache",
+        "--cache-clear",
+        "tests.test_reproduce:clear_cache",
+        "--clock",
+        "0,12",
+        "--set-clock",
+        "tests.test_reproduce:set_hour",
+        "--session-sizes",
+        "0,2000",
+        "--session-fill",
+        "tests.test_reproduce:fill",
+        "--repeats",
+        "3",
+        "--runs",
+        "1",
+        "-H",
+        "X-Test: 1",
+    )
+    assert code == 0, exc
+    assert "memprof reproduce: GET /dashboard" in out
+    for label in ("baseline", "cache=cold", "cache=cleared", "clock=12", "session_bytes=2000"):
+        assert label in out
+    assert "growth/request" in out
+    assert "no variable explains memory" in out
+    assert "cache: peaks differ by" in out
+    assert "repeated requests:" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--request", "/dashboard"], "'/dashboard' is not a request: expected METHOD /path"),
+        (["--request", "GET /x", "--param", "permissions=1,2"], "--param needs --setup MODULE:FUNCTION"),
+        (
+            ["--request", "GET /x", "--param", "n=1", "--setup", "tests.test_reproduce:set_named"],
+            "needs at least two values",
+        ),
+        (["--request", "GET /x", "--cache"], "--cache needs --cache-clear MODULE:FUNCTION"),
+        (
+            ["--request", "GET /x", "--clock", "1,2", "--set-clock", "tests.nope:f"],
+            "cannot import 'tests.nope'",
+        ),
+        (["--request", "GET /x", "-H", "novalue"], "--header 'novalue' is not a header"),
+    ],
+)
+def test_bad_input_is_one_clear_error(args: list[str], message: str) -> None:
+    code, _out, exc = invoke(APP, *args)
+    assert code != 0
+    assert isinstance(exc, CliError) and message in str(exc)
+
+
+def test_bad_app_is_one_clear_error() -> None:
+    code, _out, exc = invoke("tests.test_reproduce:nothing", "--request", "GET /")
+    assert code != 0
+    assert isinstance(exc, CliError)
+    assert "has no attribute 'nothing'" in str(exc)

@@ -1,0 +1,90 @@
+"""SQLAlchemy: secrets never leave the process, and SQL outside requests is never charged to one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import sessionmaker
+from starlette.testclient import TestClient
+
+from memprof import MemprofMiddleware
+from memprof.integrations.sqlalchemy import reset_unattributed, unattributed
+from tests.sqla_apps import SECRET_PASSWORD, SECRET_TOKEN, Schema, sync_app
+from tests.sqla_support import Settings, engine, only, run, schema, statement
+
+__all__ = ["engine", "schema"]  # fixtures
+
+
+def test_unattributed_sql_is_never_charged_to_a_request(
+    engine: Engine, schema: Schema, make_settings: Settings, samples: Any
+) -> None:
+    reset_unattributed()
+    with engine.connect() as conn:
+        for _ in range(3):
+            conn.execute(text("SELECT 1")).all()
+    outside = unattributed()
+    assert outside["count"] == 3 and outside["total_ms"] > 0
+    assert outside["statements"][0] == {**outside["statements"][0], "sql": "SELECT 1", "count": 3}
+    run(sync_app(schema, sessionmaker(engine)), make_settings(), "/users/1")
+    assert only(samples())["queries"]["count"] == 1
+    assert unattributed()["count"] == 3
+
+
+@pytest.mark.parametrize("record_params", [False, True])
+def test_secrets_never_reach_the_data_dir(
+    engine: Engine, schema: Schema, make_settings: Settings, samples: Any, data_dir: Path, record_params: bool
+) -> None:
+    settings = make_settings(record_sql_params=record_params)
+    run(sync_app(schema, sessionmaker(engine)), settings, "/login", "/users/1")
+    login, lookup = samples()
+    stmt = statement(login, "WHERE")
+    if record_params:
+        assert stmt["params"] and all(v == "[REDACTED]" for v in stmt["params"][0].values())
+        assert statement(lookup, "WHERE")["params"] == [{"pk_1": 1}]
+    else:
+        assert "params" not in stmt and "params" not in statement(lookup, "WHERE")
+    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        content = path.read_bytes()
+        assert SECRET_PASSWORD.encode() not in content and SECRET_TOKEN.encode() not in content, path
+
+
+def test_positional_driver_parameters_are_redacted(
+    engine: Engine, make_settings: Settings, samples: Any, data_dir: Path
+) -> None:
+    async def raw_sql(scope: Any, receive: Any, send: Any) -> None:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT ? || 'x'", (SECRET_TOKEN,)).scalar_one() == SECRET_TOKEN + "x"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    client = TestClient(MemprofMiddleware(raw_sql, settings=make_settings(record_sql_params=True)))
+    assert client.get("/").status_code == 200
+    stmt = statement(only(samples()), "SELECT ?")
+    assert stmt["params"] == [["[REDACTED]"]] and stmt["rows"] == 1
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            assert SECRET_TOKEN.encode() not in path.read_bytes()
+
+
+def test_literals_written_into_sql_are_masked(
+    engine: Engine, make_settings: Settings, samples: Any, data_dir: Path
+) -> None:
+    async def inline(scope: Any, receive: Any, send: Any) -> None:
+        with engine.connect() as conn:
+            sql = f"SELECT 'it''s {SECRET_TOKEN}' AS a, 'b' AS b, 42 AS n"
+            assert conn.execute(text(sql)).one() == (f"it's {SECRET_TOKEN}", "b", 42)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    client = TestClient(MemprofMiddleware(inline, settings=make_settings(record_sql_params=True)))
+    assert client.get("/").status_code == 200
+    (stmt,) = only(samples())["queries"]["statements"]
+    assert stmt["sql"] == "SELECT '?' AS a, '?' AS b, 42 AS n"
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            assert SECRET_TOKEN.encode() not in path.read_bytes()
