@@ -62,7 +62,10 @@ def n_plus_one(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
         is_select = sql.lstrip()[:6].upper().startswith(("SELECT", "WITH"))
         if not is_select or not (a.n_plus_one > 0 or a.max_count >= t.n_plus_one):
             continue
-        frame = a.frames.most_common(1)[0][0] if a.frames else None
+        # the frame and routes where it ran as an N+1, not where it also ran once
+        frames = a.n1_frames or a.frames
+        frame = frames.most_common(1)[0][0] if frames else None
+        routes = a.n1_routes or a.routes
         at = f" at {frame}" if frame else ""
         out.append(
             finding(
@@ -77,7 +80,7 @@ def n_plus_one(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
                     "executions": a.executions,
                     "lazy": a.lazy,
                     "frame": frame,
-                    "routes": [r for r, _ in a.routes.most_common(3)],
+                    "routes": [r for r, _ in routes.most_common(3)],
                 },
                 [*a.n_plus_one_refs, a.worst_ref or ""],
                 f"Load the relationship with the parent query instead of once per row{at}: "

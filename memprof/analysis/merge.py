@@ -107,6 +107,8 @@ def _merge_sql(a: SqlAggregates, b: SqlAggregates) -> None:
         sa.n1_last_ref = sb.n1_last_ref or sa.n1_last_ref
         sa.frames.update(sb.frames)
         sa.routes.update(sb.routes)
+        sa.n1_frames.update(sb.n1_frames)
+        sa.n1_routes.update(sb.n1_routes)
         if sb.cartesian and (
             sa.cartesian is None
             or sb.cartesian[0] / sb.cartesian[1] > sa.cartesian[0] / max(sa.cartesian[1], 1)

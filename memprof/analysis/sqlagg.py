@@ -17,7 +17,7 @@ class StatementAgg:
     """One distinct SQL text over every request that ran it."""
 
     __slots__ = ("cartesian", "executions", "frames", "instances", "large", "lazy", "max_count", "max_ms",
-                 "max_rss_delta", "n1_last_ref", "n_plus_one", "n_plus_one_refs", "requests", "routes", "rows", "total_ms",
+                 "max_rss_delta", "n1_frames", "n1_last_ref", "n1_routes", "n_plus_one", "n_plus_one_refs", "requests", "routes", "rows", "total_ms",
                  "worst_ref")  # fmt: skip
 
     def __init__(self) -> None:
@@ -35,6 +35,9 @@ class StatementAgg:
         self.n_plus_one_refs: list[str] = []
         self.n1_last_ref: str | None = None
         self.frames: Counter[str] = Counter()
+        # where and on which routes it ran as an N+1 (a statement can also run once elsewhere)
+        self.n1_frames: Counter[str] = Counter()
+        self.n1_routes: Counter[str] = Counter()
         self.routes: Counter[str] = Counter()
         # worst single-request figures: (rows, instances, ref) and (instances, rss_delta, ref)
         self.cartesian: tuple[int, int, str] | None = None
@@ -73,10 +76,13 @@ class SqlAggregates:
                 agg.n_plus_one += 1
                 if len(agg.n_plus_one_refs) < 5:
                     agg.n_plus_one_refs.append(ref)
+                if route in agg.n1_routes or len(agg.n1_routes) < MAX_ROUTES_PER_KEY:
+                    agg.n1_routes[route] += 1
+                n1_frame = st.get("frame")
+                if n1_frame and (n1_frame in agg.n1_frames or len(agg.n1_frames) < MAX_ROUTES_PER_KEY):
+                    agg.n1_frames[str(n1_frame)] += 1
             agg.max_count = max(agg.max_count, count)
             if flagged_only:
-                if st.get("frame"):
-                    agg.frames[str(st["frame"])] += 1
                 return
         agg.executions += count
         agg.requests += 1
