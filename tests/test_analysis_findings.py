@@ -235,7 +235,7 @@ def test_session_bloat_title_names_the_key_and_the_growth(tmp_path: Path) -> Non
                                                          "abc")) for i in range(4)]  # fmt: skip
     f = _only(_findings(tmp_path, recs), "session_bloat")
     assert f["title"] == ("Session bloat: sessions up to 391 KiB (p95 391 KiB); largest: perms (391 KiB); "
-                          "one session grew by 293 KiB over 4 requests")  # fmt: skip
+                          "one session grew by 293 KiB over 4 requests, on /d")  # fmt: skip
     assert (f["evidence"]["largest_key"], f["evidence"]["size_max"]) == ("perms", 400_000)
 
 
@@ -267,3 +267,15 @@ def test_n_plus_one_names_the_frame_and_route_where_it_repeats(tmp_path: Path) -
     f = _only(_findings(tmp_path, recs), "n_plus_one")
     assert f["evidence"]["frame"] == "app.py:87 in list_orders"
     assert f["evidence"]["routes"] == ["/orders"]
+
+
+def test_session_bloat_names_the_route_that_grows_it(tmp_path: Path) -> None:
+    """A big session travels to every route; the finding names the one whose requests make it grow."""
+    recs, size = [], 1_000
+    for i in range(30):
+        route = "/dashboard" if i % 3 == 0 else "/orders"
+        size += 20_000 if route == "/dashboard" else 0
+        recs.append(s.sample(route, t=s.T0 + i, session=s.session(size, {"permissions": size - 20}, "sid1")))
+    f = _only(_findings(tmp_path, recs), "session_bloat")
+    assert f["title"].endswith(", on /dashboard")
+    assert f["evidence"]["grown_on"] == [{"route": "/dashboard", "bytes": 200_000 - 20_000}]

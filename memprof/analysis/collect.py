@@ -267,7 +267,7 @@ class Collector:
         size = -1
         if session:
             size = int(session["size"])
-            self.sql.add_session(session, float(rec["time"]), ref)
+            self.sql.add_session(session, float(rec["time"]), ref, route)
         return n_queries, instances, size
 
     # -- results ----------------------------------------------------------------------------------

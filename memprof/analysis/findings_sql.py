@@ -200,12 +200,14 @@ def session_bloat(c: Collector, t: Thresholds, sessions: dict[str, Any] | None) 
         if growing
         else ""
     )
+    grown_on = [g["route"] for g in sessions.get("grown_on") or ()]
+    where = f", on {', '.join(grown_on[:2])}" if grown_on and growing else ""
     return [
         finding(
             "session_bloat",
             severity,
             f"Session bloat: sessions up to {size['max'] / KIB:.0f} KiB (p95 {size['p95'] / KIB:.0f} KiB); "
-            f"largest: {what}{grew}",
+            f"largest: {what}{grew}{where}",
             "session",
             {
                 "size_p50": size["p50"],
@@ -216,6 +218,7 @@ def session_bloat(c: Collector, t: Thresholds, sessions: dict[str, Any] | None) 
                 "size": {k: size[k] for k in ("count", "p50", "p95", "max")},
                 "largest_keys": keys,
                 "growing_sessions": growing[:3],
+                "grown_on": sessions.get("grown_on") or [],
             },
             [sessions["max_ref"], *[g["ref"] for g in growing[:2]], *[k["ref"] for k in keys[:2]]],
             "Keep identifiers in the session, not objects or growing lists: store the id and reload it per "

@@ -58,7 +58,7 @@ class SqlAggregates:
         self.session_keys: dict[str, list[Any]] = {}  # key -> [max size, seen, ref of max]
         self.sessions: dict[
             str, list[Any]
-        ] = {}  # id hash -> [first t, first size, last t, last size, n, max]
+        ] = {}  # id hash -> [first t, first size, last t, last size, n, max, last ref, route at max, t at max]
         self.max_session: tuple[int, str] | None = None
 
     def add_statement(self, st: dict[str, Any], route: str, ref: str, *, flagged_only: bool = False) -> None:
@@ -183,7 +183,7 @@ class SqlAggregates:
             agg["max"] = max(agg["max"], size)
             agg["observations"] += 1
 
-    def add_session(self, session: dict[str, Any], t: float, ref: str) -> None:
+    def add_session(self, session: dict[str, Any], t: float, ref: str, route: str = "") -> None:
         size = int(session["size"])
         self.session_count += 1
         if self.max_session is None or size > self.max_session[0]:
@@ -205,11 +205,12 @@ class SqlAggregates:
             if s is None:
                 if len(self.sessions) >= MAX_SESSIONS:
                     return
-                self.sessions[ident] = [t, size, t, size, 1, size, ref]
+                self.sessions[ident] = [t, size, t, size, 1, size, ref, route, t]
                 return
             if t < s[0]:
                 s[0], s[1] = t, size
             if t >= s[2]:
                 s[2], s[3], s[6] = t, size, ref
             s[4] += 1
-            s[5] = max(s[5], size)
+            if size > s[5] or (size == s[5] and t < s[8]):
+                s[5], s[7], s[8] = size, route, t  # the route whose request brought it to its maximum
