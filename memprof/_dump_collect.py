@@ -78,13 +78,26 @@ def _frames(frame: FrameType | None, limit: int = MAX_FRAMES) -> list[str]:
     return out
 
 
+def _current_frames() -> dict[int, FrameType]:
+    """``sys._current_frames()`` with the garbage collector paused: on CPython 3.11 it allocates frame
+    objects while holding the runtime's thread-list lock, and a collection run then (its finalizers)
+    can deadlock against a thread that is exiting (python/cpython#106883; seen here as a hung dump)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def thread_stacks() -> list[dict[str, Any]]:
     """The stack of every thread (no local variables), the current thread marked; memprof's own
     background threads (``memprof-*``) are left out: they are in every dump and say nothing of the app."""
     names = {t.ident: t for t in threading.enumerate()}
     me = threading.get_ident()
     out = []
-    for ident, frame in sys._current_frames().items():
+    for ident, frame in _current_frames().items():
         thread = names.get(ident)
         if thread is not None and thread.name.startswith("memprof-"):
             continue

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from memprof.cli import CliError, app
+from tests.conftest import read_samples
 
 APP = "tests.test_reproduce:perm_app"
 
@@ -18,7 +20,7 @@ def invoke(*args: str) -> tuple[int, str, BaseException | None]:
     return result.exit_code, result.output, result.exception
 
 
-def test_json_names_the_parameter_memory_follows() -> None:
+def test_json_names_the_parameter_memory_follows(data_dir: Path) -> None:
     code, out, exc = invoke(
         APP,
         "--request",
@@ -31,9 +33,14 @@ def test_json_names_the_parameter_memory_follows() -> None:
         "--runs",
         "2",
         "--json",
+        "--data-dir",
+        str(data_dir),
     )
     assert code == 0, exc
     data = json.loads(out)
+    assert data["samples_dir"] == str(data_dir)
+    # The profiled requests' records were kept: priming and measured requests of 4 variants x 2 runs.
+    assert len(read_samples(data_dir)) >= 4 * 2 * 2
     assert data["request"] == "GET /dashboard"
     assert data["explained_by"] == "permissions"
     assert data["effects"]["permissions"]["slope"] == pytest.approx(20_000, rel=0.2)

@@ -8,6 +8,8 @@ and with every "record more" setting on (where values must come out redacted).
 
 from __future__ import annotations
 
+import importlib
+import json
 import logging
 import secrets
 import time
@@ -25,7 +27,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
-from memprof import MemprofMiddleware
+from memprof import MemprofMiddleware, instrument_sqlalchemy, uninstrument_sqlalchemy
 from memprof import runtime as runtime_mod
 from memprof.control import poll_now
 from memprof.dump import dump
@@ -39,12 +41,17 @@ CHANNELS = [
     "query_token",
     "query_plain",
     "sql_param",
+    "sql_param_innocuous",
     "session",
     "local_variable",
     "internal_error",
     "redis_password",
     "targeted_secret",
 ]
+
+
+def texts_of(files: list[Path]) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in files if p.name.startswith("samples-"))
 
 
 def canaries() -> dict[str, str]:
@@ -58,8 +65,8 @@ def canary_app(secret: dict[str, str], engine: sa.Engine) -> Starlette:
         local_variable = secret["local_variable"]  # noqa: F841 - lives in this frame during the dump
         with engine.connect() as conn:
             row = conn.execute(
-                sa.text("SELECT :password AS p, :note AS n"),
-                {"password": secret["sql_param"], "note": "x"},
+                sa.text("SELECT :password AS p, :note AS n, :comment AS c"),
+                {"password": secret["sql_param"], "note": "x", "comment": secret["sql_param_innocuous"]},
             ).one()
         assert dump("canary") is not None  # a dump while the secret is a local of this frame
         return JSONResponse({"ok": row.n == "x"})
@@ -104,6 +111,8 @@ def test_no_secret_reaches_files_or_logs(
     )
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'canary.db'}")
     app = MemprofMiddleware(canary_app(secret, engine), settings=settings)
+    instrument_sqlalchemy(engine, settings=settings)
+    importlib.import_module("memprof.integrations.sessions")  # session analysis on
     caplog.set_level(logging.DEBUG)
     with capture_logs() as events, TestClient(app) as client:
         client.cookies.set("sid", secret["cookie"])
@@ -124,6 +133,7 @@ def test_no_secret_reaches_files_or_logs(
             if any(status_dir.glob("*.json")):
                 break
             time.sleep(0.05)
+    uninstrument_sqlalchemy()
     assert errors.counts["finish_hook:hook"] == 3
     assert any(e["event"] == "memprof.request.completed" for e in events)
     assert any(e["event"] == "memprof.internal_error" for e in events)
@@ -131,6 +141,15 @@ def test_no_secret_reaches_files_or_logs(
     assert any(p.name.startswith("samples-") for p in files)
     assert any(p.parent.name == "status" for p in files)
     assert len([p for p in files if p.name.startswith("dump-")]) == 3
+    queries = [
+        json.loads(line)
+        for p in files
+        if p.name.startswith("samples-")
+        for line in p.read_text().splitlines()
+    ]
+    assert all(q.get("queries") for q in queries)  # the SQL integration saw the statements
+    if permissive:
+        assert "[REDACTED]" in texts_of(files) or "<redacted>" in texts_of(files)
     texts = {str(p): p.read_bytes().decode("utf-8", "replace") for p in files}
     texts["structlog events"] = "\n".join(repr(e) for e in events)
     # Every stdlib log record of the process except the test client's own (httpx logs the URL it sent).

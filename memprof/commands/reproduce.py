@@ -135,6 +135,10 @@ def register(app: typer.Typer) -> None:
             list[str] | None, typer.Option("--header", "-H", help="'Name: value' (repeatable).")
         ] = None,
         body: Annotated[str | None, typer.Option(help="Request body.")] = None,
+        data_dir: Annotated[
+            str | None,
+            typer.Option(help="Keep the sample records of the profiled requests here (for memprof analyze)."),
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         """Run one request under controlled variations and find which variable memory follows."""
@@ -158,6 +162,7 @@ def register(app: typer.Typer) -> None:
                 isolate=isolate,
                 headers=[_header(h) for h in header or []],
                 body=body.encode() if body is not None else None,
+                data_dir=data_dir,
             )
         except (ReproduceError, ValueError) as exc:
             raise CliError(str(exc)) from None
