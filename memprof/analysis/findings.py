@@ -199,6 +199,14 @@ def _what_grows(c: Collector, worker: str) -> list[dict[str, Any]]:
     return grows
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def unbounded_cache(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
     out = []
     for agg in c.events.caches.values():
@@ -215,7 +223,7 @@ def unbounded_cache(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
             finding(
                 "unbounded_cache",
                 "warning",
-                f"Cache {agg['name']} only grows: {first} -> {last} entries in {span / 60:.0f} min on {agg['worker']}",
+                f"Cache {agg['name']} only grows: {first} -> {last} entries in {_duration(span)} on {agg['worker']}",
                 agg["name"],
                 {
                     "name": agg["name"],
