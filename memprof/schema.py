@@ -36,32 +36,34 @@ class RequestInfo(_Model):
     """What was asked and how it ended. ``path`` never includes the query string."""
 
     id: str = Field(description="Random id of this request, to find it in dumps and logs.")
-    method: str
+    method: str = Field(description="HTTP method.")
     path: str = Field(description="Raw path, without the query string.")
     route: str = Field(description="Route template (e.g. /users/{user_id}); the raw path without a router.")
     status: int | None = Field(description="Response status; null when no response was started.")
-    duration_ms: float
+    duration_ms: float = Field(description="From request_start to request_end (background tasks included).")
     error: str | None = Field(None, description="Type name of the exception the app raised, if any.")
 
 
 class Concurrency(_Model):
     """Requests in flight in this process (this one included)."""
 
-    at_start: int
+    at_start: int = Field(description="Requests in flight when this one started.")
     max: int = Field(description="The most requests in flight seen while this one ran.")
 
 
 class MemoryInfo(_Model):
     """Memory of the process around the request, in bytes."""
 
-    limit: int | None
-    limit_source: str | None = None
-    rss_start: int
-    rss_end: int
-    rss_delta: int
+    limit: int | None = Field(description="The memory limit percentages refer to.")
+    limit_source: str | None = Field(
+        None, description="setting, cgroup_v2, cgroup_v1, rlimit_as or physical."
+    )
+    rss_start: int = Field(description="RSS at request_start.")
+    rss_end: int = Field(description="RSS at request_end.")
+    rss_delta: int = Field(description="rss_end - rss_start.")
     peak: int = Field(description="Process peak RSS (getrusage) at the end of the request.")
     raised_peak: bool = Field(description="Whether the process peak rose during this request.")
-    concurrency: Concurrency
+    concurrency: Concurrency = Field(description="Requests in flight in this process.")
     shared: bool = Field(
         description="True when other requests were in flight: the delta is the process's, not the request's."
     )
@@ -70,9 +72,9 @@ class MemoryInfo(_Model):
 class Checkpoint(_Model):
     """One named point of the request: time since start and RSS there."""
 
-    name: str
-    ms: float
-    rss: int
+    name: str = Field(description="Checkpoint name.")
+    ms: float = Field(description="Milliseconds since request_start.")
+    rss: int = Field(description="RSS at this point.")
     traced: int | None = Field(None, description="tracemalloc traced bytes, when tracing is on.")
     rss_before: int | None = Field(None, description="For a checkpoint span: RSS when it was entered.")
     duration_ms: float | None = Field(None, description="For a checkpoint span: how long it took.")
@@ -192,18 +194,22 @@ class SessionInfo(_Model):
 class Sample(_Model):
     """One profiled request (a line of ``samples-*.jsonl`` and the ``memprof.request.completed`` event)."""
 
-    schema_: Literal["memprof.sample"] = Field("memprof.sample", alias="schema")
-    version: str = SAMPLE_VERSION
+    schema_: Literal["memprof.sample"] = Field("memprof.sample", alias="schema", description="Record kind.")
+    version: str = Field(SAMPLE_VERSION, description="Record version, MAJOR.MINOR.")
     time: float = Field(description="Unix time the request started.")
-    pid: int
-    host: str
+    pid: int = Field(description="Process id of the worker.")
+    host: str = Field(description="Host name of the worker.")
     worker: str = Field(description="host:pid, the worker that served the request.")
-    mode: str
-    detail: Literal["checkpoints", "full"]
-    request: RequestInfo
-    memory: MemoryInfo
-    checkpoints: list[Checkpoint]
-    dropped_checkpoints: int = 0
+    mode: str = Field(description="Mode in force: light, aggressive or targeted.")
+    detail: Literal["checkpoints", "full"] = Field(
+        description="checkpoints (light mode, memory guard) or full (queries, models, scopes, session)."
+    )
+    request: RequestInfo = Field(description="What was asked and how it ended.")
+    memory: MemoryInfo = Field(description="Memory of the process around the request, in bytes.")
+    checkpoints: list[Checkpoint] = Field(
+        description="request_start, app_start, custom ones, response_start, response_end, request_end."
+    )
+    dropped_checkpoints: int = Field(0, description="Checkpoints past the cap of 200 per request.")
     queries: Queries | None = Field(None, description="SQL statements (SQLAlchemy integration).")
     models: Models | None = Field(None, description="ORM instances per mapped class.")
     scopes: Scopes | None = Field(None, description="Loader criteria applied per mapped class.")
@@ -257,7 +263,16 @@ def write_json_schemas(directory: Path) -> list[Path]:
     return paths
 
 
+def write_field_reference(path: Path) -> Path:
+    """Write the Markdown reference of every record field (docs/records.md)."""
+    from memprof._schema_docs import field_reference
+
+    path.write_text(field_reference(RECORD_MODELS))
+    return path
+
+
 if __name__ == "__main__":  # pragma: no cover
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("docs/schema")
     for p in write_json_schemas(out):
         print(p)
+    print(write_field_reference(out.parent / "records.md"))

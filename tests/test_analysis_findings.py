@@ -235,5 +235,47 @@ def test_session_bloat_title_names_the_key_and_the_growth(tmp_path: Path) -> Non
                                                          "abc")) for i in range(4)]  # fmt: skip
     f = _only(_findings(tmp_path, recs), "session_bloat")
     assert f["title"] == ("Session bloat: sessions up to 391 KiB (p95 391 KiB); largest: perms (391 KiB); "
-                          "one session grew by 293 KiB over 4 requests")  # fmt: skip
+                          "one session grew by 293 KiB over 4 requests, on /d")  # fmt: skip
     assert (f["evidence"]["largest_key"], f["evidence"]["size_max"]) == ("perms", 400_000)
+
+
+def test_checkpoint_only_samples_do_not_count_as_zero_objects(tmp_path: Path) -> None:
+    """Past the memory guard, samples carry checkpoints only: they say nothing about objects loaded."""
+    recs = []
+    for i in range(300):
+        admin = i % 20 in (0, 1)
+        if i % 2:  # every other request checkpoint-only (light mode, or the memory guard)
+            recs.append(s.sample("/admin/orders" if admin else "/api/items", t=s.T0 + i))
+            continue
+        st = s.statement("SELECT * FROM orders", 1, rows=3600 if admin else 2, instances=3600 if admin else 2)
+        recs.append(s.sample("/admin/orders" if admin else "/api/items", t=s.T0 + i, queries=s.queries(st)))
+    f = _only(_findings(tmp_path, recs), "route_family_overhead")
+    assert (f["evidence"]["objects_p50"], f["evidence"]["rest_objects_p50"]) == (3600, 2)
+
+
+def test_n_plus_one_names_the_frame_and_route_where_it_repeats(tmp_path: Path) -> None:
+    """The same statement runs once per request on one route and 60 times on another: the finding points
+    at the loop, not at the single lookup."""
+    sql = "SELECT customers.id FROM customers WHERE customers.id = ?"
+    recs = []
+    for i in range(40):
+        once = s.statement(sql, 1, frame="app.py:107 in customer_summary")
+        recs.append(s.sample("/customers/{id}/summary", t=s.T0 + i, queries=s.queries(once)))
+    for i in range(5):
+        loop = s.statement(sql, 60, n_plus_one=True, lazy=True, frame="app.py:87 in list_orders")
+        recs.append(s.sample("/orders", t=s.T0 + 100 + i, queries=s.queries(loop)))
+    f = _only(_findings(tmp_path, recs), "n_plus_one")
+    assert f["evidence"]["frame"] == "app.py:87 in list_orders"
+    assert f["evidence"]["routes"] == ["/orders"]
+
+
+def test_session_bloat_names_the_route_that_grows_it(tmp_path: Path) -> None:
+    """A big session travels to every route; the finding names the one whose requests make it grow."""
+    recs, size = [], 1_000
+    for i in range(30):
+        route = "/dashboard" if i % 3 == 0 else "/orders"
+        size += 20_000 if route == "/dashboard" else 0
+        recs.append(s.sample(route, t=s.T0 + i, session=s.session(size, {"permissions": size - 20}, "sid1")))
+    f = _only(_findings(tmp_path, recs), "session_bloat")
+    assert f["title"].endswith(", on /dashboard")
+    assert f["evidence"]["grown_on"] == [{"route": "/dashboard", "bytes": 200_000 - 20_000}]

@@ -101,3 +101,14 @@ def test_documented_variables_are_settings_and_back() -> None:
     readme = (ROOT / "README.md").read_text()
     for var in settings:
         assert f"| {var} |" in readme, f"{var} is missing from the README's configuration table"
+
+
+def test_generated_references_in_the_guide_are_current() -> None:
+    from memprof._docs_reference import BLOCKS, render
+
+    guide = (ROOT / "docs" / "IMPLEMENTATION_GUIDE.md").read_text()
+    for name in BLOCKS:
+        assert f"<!-- {name}:start -->" in guide, f"the guide has no generated {name} block"
+    assert guide == render(guide), (
+        "docs/IMPLEMENTATION_GUIDE.md is stale: run python -m memprof._docs_reference"
+    )

@@ -37,7 +37,7 @@ class RouteAcc:
         self.growth = array("q")
         self.duration = array("f")
         self.queries = array("i")
-        self.instances = array("i")
+        self.instances = array("i")  # -1: not counted (checkpoint-only sample)
         self.session = array("i")  # -1: no session recorded
         self.statuses: dict[int, int] = {}
         self.errors = 0
@@ -195,6 +195,8 @@ class Collector:
         session = -1
         if "queries" in rec or "session" in rec or "models" in rec or "scopes" in rec or "engines" in rec:
             queries, instances, session = self._details(rec, route, self.ref(fid, line))
+        if rec.get("detail") != "full":
+            instances = -1  # checkpoint-only samples (light mode, memory guard) did not count ORM objects
         if rss:
             self.phases.add(checkpoints, rss, fid, line)
         acc.rss.append(peak)
@@ -265,7 +267,7 @@ class Collector:
         size = -1
         if session:
             size = int(session["size"])
-            self.sql.add_session(session, float(rec["time"]), ref)
+            self.sql.add_session(session, float(rec["time"]), ref, route)
         return n_queries, instances, size
 
     # -- results ----------------------------------------------------------------------------------

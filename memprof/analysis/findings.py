@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
+from collections.abc import Sequence
 from typing import Any
 
 from memprof.analysis.collect import Collector
@@ -39,6 +40,17 @@ def family(route: str) -> str:
     return "/" + seg if seg and not seg.startswith("{") else route or "/"
 
 
+def _counted(column: Sequence[int]) -> Sequence[int]:
+    """The counted values of an ascending column whose -1 means "not recorded"."""
+    return column[bisect_left(column, 0) :]
+
+
+def _known_pairs(values: Sequence[int], growth: Sequence[int]) -> tuple[list[int], list[int]]:
+    """(values, growth) of the samples where the value was recorded (-1: not recorded)."""
+    pairs = [(v, g) for v, g in zip(values, growth, strict=False) if v >= 0]
+    return [v for v, _ in pairs], [g for _, g in pairs]
+
+
 def route_family_overhead(c: Collector, t: Thresholds, threshold: int) -> list[dict[str, Any]]:
     fams: dict[str, list[Any]] = {}
     for route, acc in c.routes.items():
@@ -62,14 +74,14 @@ def route_family_overhead(c: Collector, t: Thresholds, threshold: int) -> list[d
             continue
         # RSS growth undercounts a heavy route once the heap has grown: freed memory is reused, so the
         # ORM objects a request loads are the other signal
-        objects = merged_percentile([a.sorted_column("instances") for _r, a in rs], 50)
+        objects = merged_percentile([_counted(a.sorted_column("instances")) for _r, a in rs], 50)
         by_memory = highs[fam] >= 5 and (holds_most or mostly_high)
         if not by_memory and objects < t.route_family_min_objects:
             continue  # cheap checks first: the statistics below sort every sample
         others = [a for f, other in fams.items() if f != fam for _r, a in other]
         mine = describe_merged([a.sorted_column("growth") for _r, a in rs])
         rest = describe_merged([a.sorted_column("growth") for a in others])
-        rest_objects = merged_percentile([a.sorted_column("instances") for a in others], 50)
+        rest_objects = merged_percentile([_counted(a.sorted_column("instances")) for a in others], 50)
         by_memory = by_memory and mine["p95"] - rest["p95"] >= t.route_family_min_growth
         by_memory = by_memory and mine["p50"] >= 2 * max(rest["p50"], 1)
         by_objects = objects >= t.route_family_min_objects and objects >= 10 * max(rest_objects, 1)
@@ -187,6 +199,14 @@ def _what_grows(c: Collector, worker: str) -> list[dict[str, Any]]:
     return grows
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def unbounded_cache(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
     out = []
     for agg in c.events.caches.values():
@@ -203,7 +223,7 @@ def unbounded_cache(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
             finding(
                 "unbounded_cache",
                 "warning",
-                f"Cache {agg['name']} only grows: {first} -> {last} entries in {span / 60:.0f} min on {agg['worker']}",
+                f"Cache {agg['name']} only grows: {first} -> {last} entries in {_duration(span)} on {agg['worker']}",
                 agg["name"],
                 {
                     "name": agg["name"],
@@ -243,7 +263,9 @@ def state_dependent_variance(c: Collector, t: Thresholds) -> list[dict[str, Any]
         if g["std"] < t.variance_min_std or g["std"] < t.variance_min_cv * g["mean"]:
             continue
         columns = {"session_size": acc.session, "instances": acc.instances, "query_count": acc.queries}
-        scores = {k: pearson(v, acc.growth) for k, v in columns.items() if max(v, default=-1) > 0}
+        scores = {
+            k: pearson(*_known_pairs(v, acc.growth)) for k, v in columns.items() if max(v, default=-1) > 0
+        }
         best = max(scores, key=lambda k: scores[k], default=None)
         r = scores.get(best, 0.0) if best else 0.0
         explained = best is not None and r >= t.variance_min_r

@@ -62,7 +62,10 @@ def n_plus_one(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
         is_select = sql.lstrip()[:6].upper().startswith(("SELECT", "WITH"))
         if not is_select or not (a.n_plus_one > 0 or a.max_count >= t.n_plus_one):
             continue
-        frame = a.frames.most_common(1)[0][0] if a.frames else None
+        # the frame and routes where it ran as an N+1, not where it also ran once
+        frames = a.n1_frames or a.frames
+        frame = frames.most_common(1)[0][0] if frames else None
+        routes = a.n1_routes or a.routes
         at = f" at {frame}" if frame else ""
         out.append(
             finding(
@@ -77,7 +80,7 @@ def n_plus_one(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
                     "executions": a.executions,
                     "lazy": a.lazy,
                     "frame": frame,
-                    "routes": [r for r, _ in a.routes.most_common(3)],
+                    "routes": [r for r, _ in routes.most_common(3)],
                 },
                 [*a.n_plus_one_refs, a.worst_ref or ""],
                 f"Load the relationship with the parent query instead of once per row{at}: "
@@ -197,12 +200,14 @@ def session_bloat(c: Collector, t: Thresholds, sessions: dict[str, Any] | None) 
         if growing
         else ""
     )
+    grown_on = [g["route"] for g in sessions.get("grown_on") or ()]
+    where = f", on {', '.join(grown_on[:2])}" if grown_on and growing else ""
     return [
         finding(
             "session_bloat",
             severity,
             f"Session bloat: sessions up to {size['max'] / KIB:.0f} KiB (p95 {size['p95'] / KIB:.0f} KiB); "
-            f"largest: {what}{grew}",
+            f"largest: {what}{grew}{where}",
             "session",
             {
                 "size_p50": size["p50"],
@@ -213,6 +218,7 @@ def session_bloat(c: Collector, t: Thresholds, sessions: dict[str, Any] | None) 
                 "size": {k: size[k] for k in ("count", "p50", "p95", "max")},
                 "largest_keys": keys,
                 "growing_sessions": growing[:3],
+                "grown_on": sessions.get("grown_on") or [],
             },
             [sessions["max_ref"], *[g["ref"] for g in growing[:2]], *[k["ref"] for k in keys[:2]]],
             "Keep identifiers in the session, not objects or growing lists: store the id and reload it per "

@@ -107,6 +107,8 @@ def _merge_sql(a: SqlAggregates, b: SqlAggregates) -> None:
         sa.n1_last_ref = sb.n1_last_ref or sa.n1_last_ref
         sa.frames.update(sb.frames)
         sa.routes.update(sb.routes)
+        sa.n1_frames.update(sb.n1_frames)
+        sa.n1_routes.update(sb.n1_routes)
         if sb.cartesian and (
             sa.cartesian is None
             or sb.cartesian[0] / sb.cartesian[1] > sa.cartesian[0] / max(sa.cartesian[1], 1)
@@ -151,7 +153,8 @@ def _merge_sql(a: SqlAggregates, b: SqlAggregates) -> None:
         if vb[2] >= va[2]:
             va[2], va[3], va[6] = vb[2], vb[3], vb[6]
         va[4] += vb[4]
-        va[5] = max(va[5], vb[5])
+        if vb[5] > va[5] or (vb[5] == va[5] and vb[8] < va[8]):
+            va[5], va[7], va[8] = vb[5], vb[7], vb[8]
 
 
 def _merge_keyed(a: dict[Any, Any], b: dict[Any, Any], cap: int, sums: tuple[str, ...], top: str) -> None:

@@ -17,7 +17,7 @@ class StatementAgg:
     """One distinct SQL text over every request that ran it."""
 
     __slots__ = ("cartesian", "executions", "frames", "instances", "large", "lazy", "max_count", "max_ms",
-                 "max_rss_delta", "n1_last_ref", "n_plus_one", "n_plus_one_refs", "requests", "routes", "rows", "total_ms",
+                 "max_rss_delta", "n1_frames", "n1_last_ref", "n1_routes", "n_plus_one", "n_plus_one_refs", "requests", "routes", "rows", "total_ms",
                  "worst_ref")  # fmt: skip
 
     def __init__(self) -> None:
@@ -35,6 +35,9 @@ class StatementAgg:
         self.n_plus_one_refs: list[str] = []
         self.n1_last_ref: str | None = None
         self.frames: Counter[str] = Counter()
+        # where and on which routes it ran as an N+1 (a statement can also run once elsewhere)
+        self.n1_frames: Counter[str] = Counter()
+        self.n1_routes: Counter[str] = Counter()
         self.routes: Counter[str] = Counter()
         # worst single-request figures: (rows, instances, ref) and (instances, rss_delta, ref)
         self.cartesian: tuple[int, int, str] | None = None
@@ -55,7 +58,7 @@ class SqlAggregates:
         self.session_keys: dict[str, list[Any]] = {}  # key -> [max size, seen, ref of max]
         self.sessions: dict[
             str, list[Any]
-        ] = {}  # id hash -> [first t, first size, last t, last size, n, max]
+        ] = {}  # id hash -> [first t, first size, last t, last size, n, max, last ref, route at max, t at max]
         self.max_session: tuple[int, str] | None = None
 
     def add_statement(self, st: dict[str, Any], route: str, ref: str, *, flagged_only: bool = False) -> None:
@@ -73,10 +76,13 @@ class SqlAggregates:
                 agg.n_plus_one += 1
                 if len(agg.n_plus_one_refs) < 5:
                     agg.n_plus_one_refs.append(ref)
+                if route in agg.n1_routes or len(agg.n1_routes) < MAX_ROUTES_PER_KEY:
+                    agg.n1_routes[route] += 1
+                n1_frame = st.get("frame")
+                if n1_frame and (n1_frame in agg.n1_frames or len(agg.n1_frames) < MAX_ROUTES_PER_KEY):
+                    agg.n1_frames[str(n1_frame)] += 1
             agg.max_count = max(agg.max_count, count)
             if flagged_only:
-                if st.get("frame"):
-                    agg.frames[str(st["frame"])] += 1
                 return
         agg.executions += count
         agg.requests += 1
@@ -177,7 +183,7 @@ class SqlAggregates:
             agg["max"] = max(agg["max"], size)
             agg["observations"] += 1
 
-    def add_session(self, session: dict[str, Any], t: float, ref: str) -> None:
+    def add_session(self, session: dict[str, Any], t: float, ref: str, route: str = "") -> None:
         size = int(session["size"])
         self.session_count += 1
         if self.max_session is None or size > self.max_session[0]:
@@ -199,11 +205,12 @@ class SqlAggregates:
             if s is None:
                 if len(self.sessions) >= MAX_SESSIONS:
                     return
-                self.sessions[ident] = [t, size, t, size, 1, size, ref]
+                self.sessions[ident] = [t, size, t, size, 1, size, ref, route, t]
                 return
             if t < s[0]:
                 s[0], s[1] = t, size
             if t >= s[2]:
                 s[2], s[3], s[6] = t, size, ref
             s[4] += 1
-            s[5] = max(s[5], size)
+            if size > s[5] or (size == s[5] and t < s[8]):
+                s[5], s[7], s[8] = size, route, t  # the route whose request brought it to its maximum

@@ -184,6 +184,11 @@ def session_section(c: Collector) -> dict[str, Any] | None:
         if v[4] >= 2 and v[3] > v[1]
     ]
     growing.sort(key=lambda g: (-g["growth"], g["id_hash"]))
+    # Where growing sessions reached their maximum: the route whose requests make them grow.
+    grown_on: dict[str, int] = {}
+    for v in s.sessions.values():
+        if v[4] >= 2 and v[3] > v[1]:
+            grown_on[v[7]] = grown_on.get(v[7], 0) + v[5] - v[1]
     return {
         "requests": s.session_count,
         "size": describe(sizes),
@@ -191,6 +196,9 @@ def session_section(c: Collector) -> dict[str, Any] | None:
         "sessions": len(s.sessions),
         "growing": growing[:TOP],
         "max_ref": s.max_session[1] if s.max_session else None,
+        "grown_on": [
+            {"route": r, "bytes": n} for r, n in sorted(grown_on.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+        ],
     }
 
 

@@ -32,9 +32,7 @@ from memprof.demo.sessions import ServerSessionMiddleware
 DATABASE_URL = os.environ.get("DEMO_DATABASE_URL", "sqlite:///./memprof-demo/demo.db")
 engine = make_engine(DATABASE_URL)
 seed(engine)
-_instrument = getattr(memprof, "instrument_sqlalchemy", None)  # TODO(lead): direct call once #3 lands
-if _instrument is not None:
-    _instrument(engine)
+memprof.instrument_sqlalchemy(engine)
 
 
 @event.listens_for(Session, "do_orm_execute")

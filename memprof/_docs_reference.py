@@ -1,0 +1,66 @@
+"""Generated parts of docs/IMPLEMENTATION_GUIDE.md: the settings and commands references.
+
+``python -m memprof._docs_reference`` rewrites the blocks between ``<!-- NAME:start -->`` and
+``<!-- NAME:end -->``; tests/test_docs.py fails when the guide and the code disagree.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from memprof.settings import ENV_PREFIX, MemprofSettings
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "IMPLEMENTATION_GUIDE.md"
+
+
+def settings_table() -> str:
+    """Every setting: variable, default, meaning."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in MemprofSettings.model_fields.items():
+        default = "unset" if field.default is None else str(field.default)
+        description = (field.description or "").replace("|", "/")
+        rows.append(f"| {ENV_PREFIX}{name.upper()} | {default} | {description} |")
+    return "\n".join(rows)
+
+
+def commands_table() -> str:
+    """Every CLI command with its options."""
+    from memprof.cli import app
+
+    group: Any = typer.main.get_command(app)
+    ctx = typer.Context(group)
+    rows = ["| command | what it does | options |", "| --- | --- | --- |"]
+    for name in sorted(group.list_commands(ctx)):
+        command = group.get_command(ctx, name)
+        if command is None:
+            continue
+        summary = (command.help or "").strip().splitlines()[0].replace("|", "/")
+        options = ", ".join(
+            f"`{param.opts[0]}`" if param.param_type_name == "option" else f"`{param.name.upper()}`"
+            for param in command.params
+            if param.name and param.name != "help"
+        )
+        rows.append(f"| `memprof {name}` | {summary} | {options} |")
+    return "\n".join(rows)
+
+
+BLOCKS = {"settings": settings_table, "commands": commands_table}
+
+
+def render(text: str) -> str:
+    """``text`` with every generated block brought up to date."""
+    for name, build in BLOCKS.items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+        text = pattern.sub(lambda m, b=build: f"{m.group(1)}{b()}\n{m.group(2)}", text)  # type: ignore[misc]
+    return text
+
+
+if __name__ == "__main__":  # pragma: no cover
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else GUIDE
+    path.write_text(render(path.read_text()))
+    print(path)
