@@ -117,7 +117,7 @@ def test_fit_finds_the_parameter_memory_follows() -> None:
             Variable.session_state(),
             Variable.clock([0, 12], set_hour, unit="hour"),
         ],
-        runs=2,
+        runs=3,
     )
     assert result.explained_by is not None and result.explained_by.variable == "permissions"
     fit = result.effects["permissions"].fit
@@ -153,7 +153,7 @@ def test_memory_that_follows_no_variable_names_none() -> None:
             Variable.session_state(),
             Variable.session_size([0, 1_000, 3_000], fill),
         ],
-        runs=2,
+        runs=3,
     )
     assert result.explained_by is None
     assert result.summary()[0] == "no variable explains memory: every effect is within noise or fits poorly"
@@ -188,7 +188,7 @@ def set_rows(ctx: Context, value: int) -> None:
 
 def test_queries_instances_and_session_size_come_from_the_records(sql_app: Starlette) -> None:
     result = reproduce(
-        sql_app, "GET /rows", [Variable.param("rows", [10, 100, 400], set_rows, unit="row")], runs=1
+        sql_app, "GET /rows", [Variable.param("rows", [10, 100, 400], set_rows, unit="row")], runs=3
     )
     assert [v.queries for v in result.variants] == [1, 1, 1]
     assert [v.instances for v in result.variants] == [10, 100, 400]
@@ -203,7 +203,7 @@ def test_queries_instances_and_session_size_come_from_the_records(sql_app: Starl
 
 
 def test_cache_states_through_hooks() -> None:
-    result = reproduce(perm_app, "GET /dashboard", [Variable.cache(clear_cache)], runs=2)
+    result = reproduce(perm_app, "GET /dashboard", [Variable.cache(clear_cache)], runs=3)
     cold, warm, cleared = (result.variant(label) for label in ("cache=cold", "baseline", "cache=cleared"))
     assert warm.values["cache"] == "warm"
     # Building the cache needs ~300 KB at once: cold and cleared pay it, warm does not.
@@ -214,11 +214,11 @@ def test_cache_states_through_hooks() -> None:
 
 
 def test_repeated_requests_report_growth_per_request() -> None:
-    result = reproduce(perm_app, "GET /leaky", repeats=6, runs=1)
+    result = reproduce(perm_app, "GET /leaky", repeats=6, runs=3)
     growth = result.baseline.growth_per_request
     assert growth is not None and growth == pytest.approx(20_000, rel=0.2)
     assert "retained per request" in result.summary()[-1]
-    steady = reproduce(perm_app, "GET /flat", repeats=6, runs=1).baseline.growth_per_request
+    steady = reproduce(perm_app, "GET /flat", repeats=6, runs=3).baseline.growth_per_request
     assert steady is not None and steady < 2_048
 
 
@@ -226,7 +226,7 @@ def test_result_to_dict_is_json_ready() -> None:
     import json
 
     result = reproduce(
-        perm_app, "GET /dashboard", [Variable.param("permissions", [0, 10, 20], set_permissions)], runs=1
+        perm_app, "GET /dashboard", [Variable.param("permissions", [0, 10, 20], set_permissions)], runs=3
     )
     data = json.loads(json.dumps(result.to_dict()))
     assert data["explained_by"] == "permissions"

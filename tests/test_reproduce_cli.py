@@ -31,7 +31,7 @@ def test_json_names_the_parameter_memory_follows(data_dir: Path) -> None:
         "tests.test_reproduce:set_named",
         "--session",
         "--runs",
-        "2",
+        "3",
         "--json",
         "--data-dir",
         str(data_dir),
@@ -40,7 +40,7 @@ def test_json_names_the_parameter_memory_follows(data_dir: Path) -> None:
     data = json.loads(out)
     assert data["samples_dir"] == str(data_dir)
     # The profiled requests' records were kept: priming and measured requests of 4 variants x 2 runs.
-    assert len(read_samples(data_dir)) >= 4 * 2 * 2
+    assert len(read_samples(data_dir)) >= 5 * 3 * 2
     assert data["request"] == "GET /dashboard"
     assert data["explained_by"] == "permissions"
     assert data["effects"]["permissions"]["slope"] == pytest.approx(20_000, rel=0.2)
