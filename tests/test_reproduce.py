@@ -45,7 +45,7 @@ async def dashboard(request: Request) -> Response:
     permissions = [bytes(PERMISSION_BYTES) for _ in range(STATE["permissions"])]
     request.session["visits"] = int(request.session.get("visits", 0)) + 1
     if "menu" not in CACHE:
-        scratch = [bytes(1000) for _ in range(300)]  # building the cached menu needs ~300 KB at once
+        scratch = [bytes(1000) for _ in range(600)]  # building the cached menu needs ~600 KB at once
         CACHE["menu"] = b"".join(scratch[:10])
     return JSONResponse({"permissions": len(permissions), "hour": STATE["hour"]})
 
@@ -206,7 +206,8 @@ def test_cache_states_through_hooks() -> None:
     result = reproduce(perm_app, "GET /dashboard", [Variable.cache(clear_cache)], runs=3)
     cold, warm, cleared = (result.variant(label) for label in ("cache=cold", "baseline", "cache=cleared"))
     assert warm.values["cache"] == "warm"
-    # Building the cache needs ~300 KB at once: cold and cleared pay it, warm does not.
+    # Building the cache needs ~600 KB at once: cold and cleared pay it, warm does not (the margin
+    # above 250 KB absorbs what other threads allocate while tracemalloc traces the whole process).
     assert cold.peak - warm.peak > 250_000
     assert cleared.peak - warm.peak > 250_000
     assert result.effects["cache"].fit is None and result.effects["cache"].spread > 250_000
