@@ -168,7 +168,7 @@ def sql_app() -> Iterator[Starlette]:
     engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
     Base.metadata.create_all(engine)
     with Session(engine) as session:
-        session.add_all([Row(id=i, payload="x" * 500) for i in range(1, 401)])
+        session.add_all([Row(id=i, payload="x" * 500) for i in range(1, 901)])
         session.commit()
     instrument_sqlalchemy(engine)
 
@@ -188,10 +188,10 @@ def set_rows(ctx: Context, value: int) -> None:
 
 def test_queries_instances_and_session_size_come_from_the_records(sql_app: Starlette) -> None:
     result = reproduce(
-        sql_app, "GET /rows", [Variable.param("rows", [10, 100, 400], set_rows, unit="row")], runs=3
+        sql_app, "GET /rows", [Variable.param("rows", [10, 300, 900], set_rows, unit="row")], runs=3
     )
     assert [v.queries for v in result.variants] == [1, 1, 1]
-    assert [v.instances for v in result.variants] == [10, 100, 400]
+    assert [v.instances for v in result.variants] == [10, 300, 900]
     assert result.explained_by is not None and result.explained_by.variable == "rows"
     fit = result.effects["rows"].fit
     assert fit is not None and fit.slope > 500  # at least the 500-byte payload of each row
