@@ -42,4 +42,4 @@ bench-compare: $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks.run_compare $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) memprof-data .mypy_cache .ruff_cache
+	rm -rf $(VENV) memprof-data memprof-demo .mypy_cache .ruff_cache
