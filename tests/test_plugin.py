@@ -101,7 +101,7 @@ def test_memory_limit_passes_under_the_limit(inner: pytest.Pytester) -> None:
         """,
     )
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*memory_limit: peak 1.0 MB of 5.0 MB*"])
+    result.stdout.fnmatch_lines(["*memory_limit: peak 1.[0-2] MB of 5.0 MB*"])  # other threads add a little
 
 
 def test_memory_limit_fails_over_the_limit_with_a_report(inner: pytest.Pytester) -> None:
