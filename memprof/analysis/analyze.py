@@ -42,16 +42,8 @@ class Analysis:
     report: LoadReport
 
 
-def collect(
-    sources: list[Source],
-    filters: Filters | None = None,
-    *,
-    recent: int = 0,
-    progress: Progress | None = None,
-    jobs: int | None = None,
-) -> tuple[Collector, LoadReport]:
-    """Stream every record of ``sources`` into a Collector, on several cores for large inputs."""
-    return collect_parallel(sources, filters, recent=recent, progress=progress, jobs=jobs)
+# Stream every record of the sources into a Collector, on several cores for large inputs.
+collect = collect_parallel
 
 
 def summarize(c: Collector, report: LoadReport, thresholds: Thresholds | None = None) -> dict[str, Any]:
