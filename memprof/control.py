@@ -311,21 +311,27 @@ class _Poller:
 
     def _run(self) -> None:
         while True:
-            now = time.monotonic()
-            wait = 1.0
-            for controller in list(self.controllers):
-                if now >= controller._next_due:
-                    controller._next_due = now + controller.interval
-                    try:
-                        controller.tick()
-                    except Exception as exc:
-                        try:
-                            internal_error("control_poll", exc)
-                        except Exception:
-                            pass  # the test switch re-raises; the poller must keep running
-                wait = min(wait, max(0.01, controller._next_due - time.monotonic()))
-            self.wakeup.wait(wait)
+            self.wakeup.wait(self._visit_due())
             self.wakeup.clear()
+
+    def _visit_due(self) -> float:
+        """Tick every controller that is due; return how long to sleep. Its own frame, so that no
+        controller stays referenced by a loop variable while the thread sleeps (a dead runtime's
+        controller must be collectable)."""
+        now = time.monotonic()
+        wait = 1.0
+        for controller in list(self.controllers):
+            if now >= controller._next_due:
+                controller._next_due = now + controller.interval
+                try:
+                    controller.tick()
+                except Exception as exc:
+                    try:
+                        internal_error("control_poll", exc)
+                    except Exception:
+                        pass  # the test switch re-raises; the poller must keep running
+            wait = min(wait, max(0.01, controller._next_due - time.monotonic()))
+        return wait
 
     def reinit_after_fork(self) -> None:
         self.thread = None
