@@ -33,6 +33,7 @@ from memprof.control import poll_now
 from memprof.dump import dump
 from memprof.isolation import errors
 from memprof.redaction import redact, redact_text
+from tests.datadir import written_files
 
 CHANNELS = [
     "authorization",
@@ -50,8 +51,8 @@ CHANNELS = [
 ]
 
 
-def texts_of(files: list[Path]) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in files if p.name.startswith("samples-"))
+def texts_of(files: dict[Path, bytes]) -> str:
+    return "\n".join(c.decode("utf-8", "replace") for p, c in files.items() if p.name.startswith("samples-"))
 
 
 def canaries() -> dict[str, str]:
@@ -137,20 +138,20 @@ def test_no_secret_reaches_files_or_logs(
     assert errors.counts["finish_hook:hook"] == 3
     assert any(e["event"] == "memprof.request.completed" for e in events)
     assert any(e["event"] == "memprof.internal_error" for e in events)
-    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    files = written_files(data_dir)
     assert any(p.name.startswith("samples-") for p in files)
     assert any(p.parent.name == "status" for p in files)
     assert len([p for p in files if p.name.startswith("dump-")]) == 3
     queries = [
         json.loads(line)
-        for p in files
+        for p, content in files.items()
         if p.name.startswith("samples-")
-        for line in p.read_text().splitlines()
+        for line in content.decode().splitlines()
     ]
     assert all(q.get("queries") for q in queries)  # the SQL integration saw the statements
     if permissive:
         assert "[REDACTED]" in texts_of(files) or "<redacted>" in texts_of(files)
-    texts = {str(p): p.read_bytes().decode("utf-8", "replace") for p in files}
+    texts = {str(p): content.decode("utf-8", "replace") for p, content in files.items()}
     texts["structlog events"] = "\n".join(repr(e) for e in events)
     # Every stdlib log record of the process except the test client's own (httpx logs the URL it sent).
     server_side = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]

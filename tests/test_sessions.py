@@ -20,6 +20,7 @@ import memprof
 from memprof import MemprofMiddleware
 from memprof.integrations.sessions import hash_identity, unregister_session_provider
 from memprof.schema import SessionInfo
+from tests.datadir import written_files
 
 PLANTED = "PLANTED-session-value-9d41"
 BIG = PLANTED * 5000  # ~130 KB
@@ -39,10 +40,6 @@ def _app(settings: Any) -> MemprofMiddleware:
     routes = [Route("/fill/{sid}", fill), Route("/read", read)]
     inner = Starlette(routes=routes, middleware=[Middleware(SessionMiddleware, secret_key="k" * 32)])
     return MemprofMiddleware(inner, settings=settings)
-
-
-def _all_files(root: Path) -> Iterator[Path]:
-    return (p for p in root.rglob("*") if p.is_file())
 
 
 def test_large_session_key_shows_with_its_size_and_never_its_value(
@@ -69,12 +66,12 @@ def test_large_session_key_shows_with_its_size_and_never_its_value(
     assert dump["session"]["largest"][0]["key"] == "cart"
     assert dump["session"]["id_hash"] == hash_identity("abc")
     # The planted value is nowhere: no file of the data dir, no log event.
-    files = list(_all_files(data_dir))
+    files = written_files(data_dir)
     assert any(p.name.startswith("samples-") for p in files) and any(
         p.name.startswith("dump-") for p in files
     )
-    for path in files:
-        assert PLANTED not in path.read_text(errors="replace"), path
+    for path, content in files.items():
+        assert PLANTED.encode() not in content, path
     assert events and PLANTED not in json.dumps(events, default=str)
 
 

@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 from memprof import MemprofMiddleware, instrument_sqlalchemy, uninstrument_sqlalchemy
 from memprof.schema import Sample
 from tests.conftest import IN_CI
+from tests.datadir import written_files
 from tests.sqla_apps import SECRET_PASSWORD, SECRET_TOKEN, Schema, async_app, make_schema, seed, sync_app
 
 pytestmark = pytest.mark.postgres
@@ -97,10 +98,8 @@ def test_psycopg_sync_endpoints(
     (eng,) = n1["engines"]
     assert eng["name"] == f"postgresql+psycopg:{make_url(URL).database}" and eng["pool_checked_out"] == 0
     assert eng["pool_size"] == 5
-    for path in data_dir.rglob("*"):
-        if path.is_file():
-            content = path.read_bytes()
-            assert SECRET_PASSWORD.encode() not in content and SECRET_TOKEN.encode() not in content
+    for content in written_files(data_dir).values():
+        assert SECRET_PASSWORD.encode() not in content and SECRET_TOKEN.encode() not in content
 
 
 def test_asyncpg_async_session(

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from memprof import MemprofMiddleware
 from memprof.integrations.sqlalchemy import reset_unattributed, unattributed
+from tests.datadir import written_files
 from tests.sqla_apps import SECRET_PASSWORD, SECRET_TOKEN, Schema, sync_app
 from tests.sqla_support import Settings, engine, only, run, schema, statement
 
@@ -46,10 +47,9 @@ def test_secrets_never_reach_the_data_dir(
         assert statement(lookup, "WHERE")["params"] == [{"pk_1": 1}]
     else:
         assert "params" not in stmt and "params" not in statement(lookup, "WHERE")
-    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    files = written_files(data_dir)
     assert files
-    for path in files:
-        content = path.read_bytes()
+    for path, content in files.items():
         assert SECRET_PASSWORD.encode() not in content and SECRET_TOKEN.encode() not in content, path
 
 
@@ -66,9 +66,8 @@ def test_positional_driver_parameters_are_redacted(
     assert client.get("/").status_code == 200
     stmt = statement(only(samples()), "SELECT ?")
     assert stmt["params"] == [["[REDACTED]"]] and stmt["rows"] == 1
-    for path in data_dir.rglob("*"):
-        if path.is_file():
-            assert SECRET_TOKEN.encode() not in path.read_bytes()
+    for content in written_files(data_dir).values():
+        assert SECRET_TOKEN.encode() not in content
 
 
 def test_literals_written_into_sql_are_masked(
@@ -85,6 +84,5 @@ def test_literals_written_into_sql_are_masked(
     assert client.get("/").status_code == 200
     (stmt,) = only(samples())["queries"]["statements"]
     assert stmt["sql"] == "SELECT '?' AS a, '?' AS b, 42 AS n"
-    for path in data_dir.rglob("*"):
-        if path.is_file():
-            assert SECRET_TOKEN.encode() not in path.read_bytes()
+    for content in written_files(data_dir).values():
+        assert SECRET_TOKEN.encode() not in content
