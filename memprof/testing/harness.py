@@ -15,8 +15,9 @@ times and optionally in a fresh subprocess, and the suspect request is measured:
   sessions integrations attached those sections.
 
 Memory (the variant's peak) is fitted against each numeric variable by least squares; the variable whose
-fit is good (R² >= ``min_r2``) and whose effect across its range is above noise (three times the spread
-between runs, and ``min_effect``) is named.
+fit is good (R² >= ``min_r2``) and whose effect across its range is above noise (three times the typical
+spread between runs: the median over the variable's variants, so that one run disturbed by another thread's
+allocations does not hide an effect; and ``min_effect``) is named.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import pickle
+import statistics
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -133,7 +135,7 @@ def _effects(variables: Sequence[Variable], results: dict[str, VariantResult]) -
             variable=var.name,
             numeric=var.numeric,
             unit=var.unit,
-            noise=float(max(v.noise for _, v in series)),
+            noise=float(statistics.median(v.noise for _, v in series)),
             spread=max(peaks) - min(peaks),
             fit=fit,
         )
