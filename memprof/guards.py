@@ -235,6 +235,10 @@ class OverheadGuard:
     def observe(self, overhead_ns: int) -> None:
         """One profiled request's own cost."""
         over = overhead_ns > self.limit_ns
+        if not over and not self.over:
+            # Nothing in the window is over the limit: nothing to count, no lock (the common case).
+            self.window.append(False)
+            return
         with self._lock:
             window = self.window
             if len(window) == window.maxlen and window[0]:

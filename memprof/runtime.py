@@ -20,7 +20,7 @@ from memprof import forksafe  # noqa: F401  (registers the at-fork handler)
 from memprof.control import POLLER, Controller
 from memprof.guards import CircuitBreaker, OverheadGuard
 from memprof.isolation import errors, internal_error
-from memprof.memory import MemoryLimit, detect_limit, peak_rss_bytes, rss_bytes
+from memprof.memory import MemoryLimit, detect_limit, peak_at, rss_at
 from memprof.profile import RequestProfile
 from memprof.schema import SAMPLE_SCHEMA, SAMPLE_VERSION
 from memprof.settings import DEFAULT_SAMPLE_RATES, MemprofSettings, Mode
@@ -190,10 +190,10 @@ class Runtime:
         if full and self.memory_guard:
             full = False
         profile = RequestProfile(scope.get("method", ""), scope.get("path", ""), self.mode, full)
-        rss = rss_bytes()
+        rss = rss_at(profile.start_ns)
         profile.rss_start = rss
         # ru_maxrss is kept lazily by the kernel: never report a peak below a reading we made.
-        profile.peak_start = max(peak_rss_bytes(), rss)
+        profile.peak_start = max(peak_at(profile.start_ns), rss)
         profile.concurrency_start = profile.concurrency_max = self.inflight
         profile.checkpoints.append(("request_start", 0, rss, None))
         self.active[profile.request_id] = profile
@@ -240,11 +240,11 @@ class Runtime:
                         hook(profile, scope)
                     except Exception as exc:
                         internal_error(f"finish_hook:{getattr(hook, '__name__', hook)}", exc)
-            rss = rss_bytes()
             now = time.perf_counter_ns()
+            rss = rss_at(now)
             profile.checkpoints.append(("request_end", now - profile.start_ns, rss, None))
             profile.rss_end = rss
-            profile.peak_end = max(peak_rss_bytes(), rss, profile.peak_start)
+            profile.peak_end = max(peak_at(now), rss, profile.peak_start)
             profile.duration_ms = (now - profile.start_ns) / 1e6
             for done in COMPLETE_HOOKS:
                 try:

@@ -1,10 +1,11 @@
 """The record writer: a bounded queue drained by a background thread into rotated JSON Lines files.
 
 The request path only calls :meth:`RecordWriter.submit`, which never blocks: when the queue is full the
-record is dropped and counted. Submitting is a deque append: the thread is not woken per record (a
-wake-up per record cost the request path 3-8 µs in futex calls and GIL hand-offs, see
-docs/performance.md); it drains the queue every ``WAKE_INTERVAL_S``, at once when the queue is a
-quarter full, and on :meth:`RecordWriter.flush`. The thread turns each item into a record, appends it to
+record is dropped and counted. Submitting is a deque append and nothing else (no lock, no system call):
+the thread is not woken per record (a wake-up per record cost the request path 3-8 µs in futex calls and
+GIL hand-offs, see docs/performance.md); it drains the queue every ``WAKE_INTERVAL_S``, at once when the
+queue is a quarter full, and on :meth:`RecordWriter.flush`, which waits until the queue is empty and the
+thread idle. A forked child gets a fresh writer from :mod:`memprof.forksafe`. The thread turns each item into a record, appends it to
 ``samples-<pid>-<start>-<seq>.jsonl`` in the data dir, rotates the file by size, keeps the total size
 of samples files under a cap (oldest removed first) and emits the structlog event for it.
 """
@@ -95,31 +96,29 @@ class RecordWriter:
         self._seq = 0
         self._pid = os.getpid()
         self._started = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        self._pending = 0
+        # True from before the thread takes an item until the queue is empty after it: with the queue,
+        # what flush() waits on. Notified through ``_idle`` when the thread goes idle.
+        self._busy = False
         self._idle = threading.Condition(threading.Lock())
 
     def submit(self, item: Any, build: RecordBuilder) -> bool:
         """Queue ``item``; the writer thread calls ``build(item)`` to get the record. Never blocks."""
-        if self._pid != os.getpid():
-            self._after_fork()
         if self._thread is None:
             self._start()
         queued = self._queue
-        if len(queued) >= self.queue_size:
+        n = len(queued)
+        if n >= self.queue_size:
             self.dropped += 1
             return False
-        with self._idle:
-            self._pending += 1
         queued.append((item, build))
-        if len(queued) == self._wake_at:
+        if n + 1 == self._wake_at:
             self._wake.set()
         return True
 
-    def _after_fork(self) -> None:
-        # A forked child inherits the parent's queue and file but not its thread: start afresh.
-        with self._lock:
-            if self._pid != os.getpid():
-                self._reset()
+    @property
+    def pending(self) -> int:
+        """Records queued or being written."""
+        return len(self._queue) + self._busy
 
     def _start(self) -> None:
         with self._lock:
@@ -131,13 +130,14 @@ class RecordWriter:
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued record is written (or ``timeout`` seconds). True when drained."""
         deadline = time.monotonic() + timeout
-        self._wake.set()
         with self._idle:
-            while self._pending > 0:
+            while self._queue or self._busy:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or (self._thread is None and self._queue):
                     return False
-                self._idle.wait(remaining)
+                self._wake.set()
+                # Notified when the thread goes idle; the slice bounds a wait on a submit racing it.
+                self._idle.wait(min(remaining, WAKE_INTERVAL_S))
         if self._file is not None:
             with self._lock:
                 if self._file is not None:
@@ -151,8 +151,10 @@ class RecordWriter:
                 wake.wait(WAKE_INTERVAL_S)
                 wake.clear()
                 continue
+            self._busy = True  # before the pop: flush() never sees an empty queue and an idle thread early
             entry = queued.popleft()
             if entry is _STOP:
+                self._idle_now()
                 return
             item, build = entry
             try:
@@ -169,10 +171,13 @@ class RecordWriter:
                 # Drop this item before waiting for the next: its profile (and the runtime behind
                 # ``build``) must not stay alive as long as the queue is idle.
                 entry = item = build = record = None
-                with self._idle:
-                    self._pending -= 1
-                    if self._pending <= 0:
-                        self._idle.notify_all()
+                if not queued:
+                    self._idle_now()
+
+    def _idle_now(self) -> None:
+        with self._idle:
+            self._busy = False
+            self._idle.notify_all()
 
     def _write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":"), default=str) + "\n"

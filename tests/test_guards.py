@@ -118,14 +118,14 @@ def test_overhead_guard_steps_down_aggressive_light_off_and_restores(
     mw = MemprofMiddleware(starlette_app(), settings=make_settings(overhead_limit_ms=0.5))
     rt = mw.runtime
     slow = {"on": True}
-    real_rss = runtime_mod.rss_bytes
+    real_rss = runtime_mod.rss_at
 
-    def slow_rss() -> int:  # memprof's own reading made slow: ~1 ms each, two per request
+    def slow_rss(now_ns: int) -> int:  # memprof's own reading made slow: ~1 ms each, two per request
         if slow["on"]:
             time.sleep(0.001)
-        return real_rss()
+        return real_rss(now_ns)
 
-    monkeypatch.setattr(runtime_mod, "rss_bytes", slow_rss)
+    monkeypatch.setattr(runtime_mod, "rss_at", slow_rss)
     with TestClient(mw) as client, capture_logs() as logs:
         for _ in range(OVERHEAD_TRIP_COUNT):
             client.get("/")

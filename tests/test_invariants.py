@@ -87,13 +87,13 @@ def test_messages_identical_with_and_without_memprof(
 def test_messages_identical_when_readings_fail(
     make_settings: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, method: str, path: str, body: bytes
 ) -> None:
-    def broken() -> int:
+    def broken(now_ns: int) -> int:
         raise OSError("statm vanished")
 
     monkeypatch.setattr(internal_errors, "raise_errors", False)
-    monkeypatch.setattr(profile_module, "rss_bytes", broken)
-    monkeypatch.setattr(runtime_module, "rss_bytes", broken)
-    monkeypatch.setattr(runtime_module, "peak_rss_bytes", broken)
+    monkeypatch.setattr(profile_module, "rss_at", broken)
+    monkeypatch.setattr(runtime_module, "rss_at", broken)
+    monkeypatch.setattr(runtime_module, "peak_at", broken)
     bare = _run(starlette_app(), method, path, body)
     wrapped = _run(MemprofMiddleware(starlette_app(), settings=make_settings()), method, path, body)
     assert wrapped == bare

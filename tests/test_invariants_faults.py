@@ -91,10 +91,8 @@ class Fault:
 TARGETED = {"mode": "targeted", "targeted_secret": SECRET}
 
 FAULTS = [
-    Fault(
-        "readings.rss", lambda mp: (_attr(runtime_mod, "rss_bytes")(mp), _attr(profile_mod, "rss_bytes")(mp))
-    ),
-    Fault("readings.peak", _attr(runtime_mod, "peak_rss_bytes")),
+    Fault("readings.rss", lambda mp: (_attr(runtime_mod, "rss_at")(mp), _attr(profile_mod, "rss_at")(mp))),
+    Fault("readings.peak", _attr(runtime_mod, "peak_at")),
     Fault("sampling", _attr(Runtime, "decide")),
     Fault("token_check", _attr(TokenVerifier, "check"), TARGETED),
     Fault("begin", _attr(Runtime, "begin")),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 
 import psutil
+import pytest
 
 from memprof import memory
 
@@ -57,3 +59,55 @@ def test_cgroup_figures_are_numbers_or_none() -> None:
     assert set(figures) == {"version", "max", "current", "anon", "file"}
     for key in ("max", "current", "anon", "file"):
         assert figures[key] is None or isinstance(figures[key], int)
+
+
+def test_readings_closer_than_the_resolution_share_one_kernel_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    real = memory.rss_bytes
+
+    def counted() -> int:
+        reads.append(1)
+        return real()
+
+    monkeypatch.setattr(memory, "rss_bytes", counted)
+    monkeypatch.setattr(memory, "_last_rss", memory._NEVER)
+    now = time.perf_counter_ns()
+    first = memory.rss_at(now)
+    assert memory.rss_at(now + memory.READING_RESOLUTION_NS - 1) == first and len(reads) == 1
+    memory.rss_at(now + memory.READING_RESOLUTION_NS)  # old enough: read again
+    assert len(reads) == 2
+    memory.rss_at(now)  # a time before the reading (another thread's clock): read again
+    assert len(reads) == 3
+
+
+def test_peak_readings_are_shared_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    real = memory.peak_rss_bytes
+
+    def counted() -> int:
+        reads.append(1)
+        return real()
+
+    monkeypatch.setattr(memory, "peak_rss_bytes", counted)
+    monkeypatch.setattr(memory, "_last_peak", memory._NEVER)
+    now = time.perf_counter_ns()
+    assert memory.peak_at(now) == memory.peak_at(now + 1) >= memory.rss_bytes() - 4096 * 16
+    assert len(reads) == 1
+
+
+def test_a_forked_child_never_reuses_the_parents_reading() -> None:
+    now = time.perf_counter_ns()
+    memory.rss_at(now)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            # Within the resolution of the parent's reading, the child must still read its own statm.
+            os.write(write_fd, str(memory._last_rss[0]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    child_saw = int(os.read(read_fd, 100))
+    os.close(read_fd)
+    assert child_saw == memory._NEVER[0]  # the at-fork handler forgot the parent's reading

@@ -63,7 +63,7 @@ def _structures(mw: MemprofMiddleware, since: float) -> dict[str, int]:
         "active": len(rt.active),
         "inflight": rt.inflight,
         "writer_queue": len(rt.writer._queue),
-        "writer_pending": rt.writer._pending,
+        "writer_pending": rt.writer.pending,
         "guard_window": len(rt.guard.window),
         "breaker_failures": rt.breaker.failures,
         "error_places": len(errors.counts),

@@ -77,3 +77,24 @@ def test_structlog_event_carries_the_record(tmp_path: Path) -> None:
     (event,) = [e for e in logs if e["event"] == "memprof.request.completed"]
     assert event["request"] == {"route": "/x"} and event["schema"] == "memprof.sample"
     w.close()
+
+
+def test_flush_waits_for_the_record_being_built(tmp_path: Path) -> None:
+    w = _writer(tmp_path)
+    building, release = threading.Event(), threading.Event()
+
+    def slow(item: Any) -> dict[str, Any]:
+        building.set()
+        release.wait(10)
+        return dict(item)
+
+    assert w.submit({"i": 1}, slow)
+    assert w.flush(0.01) is False  # (and it woke the thread)
+    assert building.wait(5)
+    assert w.pending == 1  # taken off the queue, not written yet
+    assert w.flush(0.2) is False  # the queue is empty but the thread is busy with it
+    release.set()
+    assert w.flush(5) and w.pending == 0
+    (path,) = (tmp_path / "data").glob("samples-*.jsonl")
+    assert json.loads(path.read_text()) == {"i": 1}
+    w.close()
