@@ -55,7 +55,9 @@ class InflightRequest(_Model):
     elapsed_ms: float | None = None
     rss_start: int | None = None
     checkpoints: list[str] | None = Field(None, description="Names of the checkpoints reached so far.")
-    detail: Literal["checkpoints", "full"] | None = None
+    detail: Literal["checkpoints", "full", "unprofiled"] | None = Field(
+        None, description="What memprof records of it; unprofiled requests are named, not measured."
+    )
 
 
 class TypeCount(_Model):

@@ -29,7 +29,7 @@ from memprof.profile import RequestProfile, current_profile
 from memprof.writer import ensure_private_dir
 
 if TYPE_CHECKING:
-    from memprof.runtime import Runtime
+    from memprof.runtime import Runtime, Scope
 
 DUMP_SCHEMA = "memprof.dump"
 DUMP_VERSION = "1.0"
@@ -56,6 +56,29 @@ def request_summary(runtime: Runtime, profile: RequestProfile) -> dict[str, Any]
     if summary.get("route") is None and scope is not None:
         summary["route"] = route_template(scope)
     return summary
+
+
+def unprofiled_summary(started: float, scope: Scope) -> dict[str, Any]:
+    """The same description of an in-flight request memprof does not profile (no RSS at start)."""
+    from memprof.runtime import route_template
+
+    return {
+        "method": scope.get("method", ""),
+        "path": scope.get("path", ""),
+        "route": route_template(scope) if "route" in scope or "router" not in scope else None,
+        "started": started,
+        "elapsed_ms": round((time.time() - started) * 1000.0, 3),
+        "detail": "unprofiled",
+    }
+
+
+def inflight_summaries(runtime: Runtime, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` requests in flight, profiled first, then the others, oldest first in each."""
+    out = [request_summary(runtime, p) for p in list(runtime.active.values())[:limit]]
+    if len(out) < limit:
+        others = sorted(list(runtime.unprofiled.values()), key=lambda entry: entry[0])
+        out.extend(unprofiled_summary(started, scope) for started, scope in others[: limit - len(out)])
+    return out
 
 
 def pick_request(runtime: Runtime, profile: RequestProfile | None = None) -> RequestProfile | None:
@@ -103,7 +126,6 @@ def build_dump(
                 session = sessions.session_of(scope)
             except Exception as exc:  # e.g. the app changed its session while it was read
                 internal_error("dump_session", exc)
-    active = list(runtime.active.values())[:MAX_INFLIGHT]
     return {
         "schema": DUMP_SCHEMA,
         "version": DUMP_VERSION,
@@ -117,7 +139,7 @@ def build_dump(
         "memory": memory,
         "memory_guard": bool(getattr(runtime, "memory_guard", False)),
         "request": request,
-        "inflight": [request_summary(runtime, p) for p in active],
+        "inflight": inflight_summaries(runtime, MAX_INFLIGHT),
         "inflight_total": runtime.inflight,
         "objects": collect.object_counts(),
         "modules": collect.modules(),

@@ -2,7 +2,7 @@
 from it.
 
 Each worker keeps ``DATA_DIR/workers/<host>-<pid>.json`` (pid, start time, latest RSS and limit, its
-in-flight profiled requests: method, route, start time, RSS at start), rewritten atomically by the
+in-flight requests, profiled or not: method, route, start time, RSS at start when profiled), rewritten atomically by the
 watchdog thread when something changed (at most a few times a second, never on the request path). A
 clean shutdown removes it. A file whose worker is gone is evidence of a kill: the next memprof start in
 the same data dir, or ``memprof postmortem``, turns it into ``DATA_DIR/crashes/crash-<time>-<pid>.json``
@@ -33,6 +33,7 @@ CRASH_VERSION = "1.0"
 WORKERS_DIR = "workers"
 CRASHES_DIR = "crashes"
 MAX_INFLIGHT = 50
+_KEPT = ("id", "method", "path", "route", "started", "rss_start", "detail")
 REFRESH_S = 1.0  # the file is rewritten at most this often (and at least this often: last_seen)
 RSS_JUMP = 0.02  # ... unless RSS rose by this fraction of the limit since the last write
 _MB = 1024 * 1024
@@ -65,7 +66,7 @@ class FlightRecorder:
         request killed mid-flight that ran for more than a second is in the file, and a fast climb of
         memory is written at once. A data dir removed after the first write is not recreated.
         """
-        from memprof.dump import request_summary
+        from memprof.dump import inflight_summaries
 
         runtimes = list(runtimes)
         total = sum(r.inflight for r in runtimes)
@@ -78,11 +79,8 @@ class FlightRecorder:
             return False  # the data dir was removed on purpose: do not bring it back
         inflight: list[dict[str, Any]] = []
         for runtime in runtimes:
-            for profile in list(runtime.active.values())[: MAX_INFLIGHT - len(inflight)]:
-                summary = request_summary(runtime, profile)
-                inflight.append(
-                    {k: summary[k] for k in ("id", "method", "path", "route", "started", "rss_start")}
-                )
+            for summary in inflight_summaries(runtime, MAX_INFLIGHT - len(inflight)):
+                inflight.append({k: summary[k] for k in _KEPT if k in summary})
         doc = {
             "schema": WORKER_SCHEMA,
             "version": CRASH_VERSION,

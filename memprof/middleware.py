@@ -59,7 +59,14 @@ class MemprofMiddleware:
                 runtime.note_request_started()
             if full is None:
                 scope["memprof"] = None
-                await self.app(scope, receive, send)
+                # Named in dumps and the flight recorder while in flight (the OOM culprit is most often
+                # an unsampled request): a dict entry, no reading, no record.
+                unprofiled, key = runtime.unprofiled, id(scope)
+                unprofiled[key] = (time.time(), scope)
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    unprofiled.pop(key, None)  # (a forked child starts with none)
             else:
                 await self._profiled(runtime, full, scope, receive, send)
         except MemoryError:

@@ -89,6 +89,8 @@ class Runtime:
         self.memory_guard = False
         # Scopes of in-flight profiled requests (their route, for dumps and the flight recorder); popped in end().
         self.scopes: dict[str, Scope] = {}
+        # In-flight requests that are not profiled, by id(scope): (unix start time, scope), for the same.
+        self.unprofiled: dict[int, tuple[float, Scope]] = {}
         self.loop_ref: weakref.ref[Any] | None = None  # the serving event loop, for dumps' task stacks
         # Safety: why nothing is profiled right now (None: profiling per self.mode), the guards, the
         # token verifier and the control plane. The request path reads only these cached attributes.
@@ -176,8 +178,10 @@ class Runtime:
         }
 
     def reinit_after_fork(self) -> None:
-        """Fresh locks in a forked child (see :mod:`memprof.forksafe`)."""
+        """Fresh locks in a forked child (see :mod:`memprof.forksafe`); the parent's unprofiled requests in
+        flight are not the child's."""
         self._refresh_lock = threading.Lock()
+        self.unprofiled = {}
         self.breaker.reinit_after_fork()
         self.guard.reinit_after_fork()
         if self.verifier is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,25 @@ from tests._memprof_server import Server, read_json_files, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 _MB = 1024 * 1024
+
+
+def _server_near_its_limit(tmp_path: Path, data_dir: Path, **env: str) -> tuple[Server, int]:
+    """A worker whose memory limit is a little (80 MB) above its own footprint, and that limit."""
+    probe = Server(tmp_path / "app", tmp_path / "probe")
+    try:
+        base = probe.get("/rss")["rss"]
+    finally:
+        probe.stop()
+    limit = base + 80 * _MB
+    server = Server(
+        tmp_path / "app",
+        data_dir,
+        MEMPROF_MEMORY_LIMIT_MB=str(limit / _MB),
+        MEMPROF_DUMP_THRESHOLD="0.8",
+        MEMPROF_DUMP_HYSTERESIS="0.1",
+        **env,
+    )
+    return server, limit
 
 
 @pytest.mark.parametrize(
@@ -25,21 +45,7 @@ _MB = 1024 * 1024
 )
 def test_request_growing_in_steps_is_dumped_before_the_limit(tmp_path: Path, interval_ms: str) -> None:
     data_dir = tmp_path / "data"
-    # The worker's own footprint first, then a limit a little above it.
-    probe = Server(tmp_path / "app", tmp_path / "probe")
-    try:
-        base = probe.get("/rss")["rss"]
-    finally:
-        probe.stop()
-    limit = base + 80 * _MB
-    server = Server(
-        tmp_path / "app",
-        data_dir,
-        MEMPROF_MEMORY_LIMIT_MB=str(limit / _MB),
-        MEMPROF_DUMP_THRESHOLD="0.8",
-        MEMPROF_DUMP_HYSTERESIS="0.1",
-        MEMPROF_WATCHDOG_INTERVAL_MS=interval_ms,
-    )
+    server, limit = _server_near_its_limit(tmp_path, data_dir, MEMPROF_WATCHDOG_INTERVAL_MS=interval_ms)
     try:
         result = server.get(f"/grow/big?stop={int(limit * 0.97)}", timeout=60)
         dumps = wait_for(lambda: read_json_files(data_dir / "dumps", "dump-*.json"), timeout=10)
@@ -69,6 +75,26 @@ def test_request_growing_in_steps_is_dumped_before_the_limit(tmp_path: Path, int
     assert first["gc"]["counts"] and first["modules"]["count"] > 100
     # One dump per new high-water mark: a handful at most for one climb, not one per tick.
     assert len(dumps) <= 10
+
+
+def test_unsampled_request_growing_is_named_in_the_dump(tmp_path: Path) -> None:
+    """Light mode, nothing sampled: the watchdog's dump still names the request in flight."""
+    data_dir = tmp_path / "data"
+    server, limit = _server_near_its_limit(
+        tmp_path, data_dir, MEMPROF_MODE="light", MEMPROF_SAMPLE_RATE="0", MEMPROF_WATCHDOG_INTERVAL_MS="50"
+    )
+    try:
+        server.get(f"/grow/big?stop={int(limit * 0.97)}", timeout=60)
+        dumps = wait_for(lambda: read_json_files(data_dir / "dumps", "dump-*.json"), timeout=10)
+    finally:
+        server.stop()
+    first = dumps[0]
+    Dump.model_validate(first)
+    assert first["trigger"] == "threshold" and 0.8 * limit <= first["memory"]["rss"] < limit
+    assert first["request"] is None  # nothing was profiled ...
+    (request,) = first["inflight"]  # ... but the request in flight is named
+    assert (request["method"], request["route"], request["detail"]) == ("GET", "/grow/{tag}", "unprofiled")
+    assert request["elapsed_ms"] > 0 and "stop=" not in json.dumps(first)
 
 
 def test_signal_asks_a_running_worker_for_a_dump(tmp_path: Path) -> None:

@@ -41,9 +41,14 @@ def _slow_request_in_flight(server: Server, data_dir: Path) -> dict[str, object]
     return wait_for(listed)
 
 
-def test_sigkill_mid_request_then_postmortem_names_pid_and_route(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"MEMPROF_MODE": "light", "MEMPROF_SAMPLE_RATE": "0"}],
+    ids=["aggressive", "light-unsampled"],
+)
+def test_sigkill_mid_request_then_postmortem_names_pid_and_route(tmp_path: Path, env: dict[str, str]) -> None:
     data_dir = tmp_path / "data"
-    server = Server(tmp_path / "app", data_dir)
+    server = Server(tmp_path / "app", data_dir, **env)
     try:
         live = _slow_request_in_flight(server, data_dir)
         assert live["pid"] == server.pid and live["rss"] > 0 and live["limit"] > 0
@@ -145,8 +150,8 @@ def test_forked_worker_keeps_its_own_flight_file(tmp_path: Path) -> None:
     assert app.runtime.enabled
 
 
-def test_light_mode_counts_unsampled_requests_in_flight(make_settings: Any, data_dir: Path) -> None:
-    """Cheap enough for light mode: unsampled requests are counted (not named) in the live file."""
+def test_light_mode_names_unsampled_requests_in_flight(make_settings: Any, data_dir: Path) -> None:
+    """Cheap enough for light mode: unsampled requests are named (not measured) in the live file."""
     import socket
 
     from starlette.testclient import TestClient
@@ -164,5 +169,10 @@ def test_light_mode_counts_unsampled_requests_in_flight(make_settings: Any, data
             lambda: live.exists() and (d := json.loads(live.read_text()))["inflight_total"] == 1 and d
         )
         thread.join(10)
-    assert doc["inflight"] == [] and doc["limit"] > 0 and doc["rss"] > 0
+    (request,) = doc["inflight"]
+    assert request["detail"] == "unprofiled" and request["route"] == "/slow" and request["method"] == "GET"
+    assert "rss_start" not in request and request["started"] > 0
+    assert "s=1.5" not in json.dumps(doc)  # no query string
+    assert doc["limit"] > 0 and doc["rss"] > 0
+    assert app.runtime.unprofiled == {}, "nothing kept once the request is over"
     assert not live.exists(), "the lifespan shutdown removed it"

@@ -62,6 +62,7 @@ def _structures(mw: MemprofMiddleware, since: float) -> dict[str, int]:
     return {
         "active": len(rt.active),
         "inflight": rt.inflight,
+        "unprofiled_inflight": len(rt.unprofiled),
         "writer_queue": len(rt.writer._queue),
         "writer_pending": rt.writer.pending,
         "guard_window": len(rt.guard.window),
