@@ -303,6 +303,10 @@ class _Poller:
         self.controllers.add(controller)
         self.ensure_started()
 
+    def remove(self, controller: Controller) -> None:
+        """Stop visiting ``controller`` (its runtime was closed)."""
+        self.controllers.discard(controller)
+
     def ensure_started(self) -> None:
         with self.lock:
             if self.thread is None or not self.thread.is_alive():

@@ -120,6 +120,15 @@ class MemprofMiddleware:
             except Exception as exc:
                 internal_error("end", exc)
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop profiling for good and release memprof's threads and files for this app: records written
+        out, the flight-recorder file removed, the writer thread stopped; requests pass straight through.
+
+        A server's lifespan shutdown already writes everything out: ``close`` is for apps built and
+        dropped within one process (tests, scripts). Idempotent.
+        """
+        self.runtime.close(timeout)
+
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
             if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):

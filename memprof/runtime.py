@@ -276,6 +276,15 @@ class Runtime:
         self.writer.flush()
         _background("shutdown", self)
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Finish for good: a clean shutdown, then the writer thread stopped and its file closed, and the
+        control thread no longer visiting this runtime. Requests that still arrive pass straight through.
+        For apps built and dropped in one process (tests, the reproduction harness); idempotent."""
+        self.enabled = False
+        self.shutdown()
+        self.writer.close(timeout)
+        POLLER.remove(self.control)
+
     # -- the record (writer thread) ---------------------------------------------------------------
     def build_record(self, profile: RequestProfile) -> dict[str, Any]:
         """The ``sample`` record of a finished profile (see :class:`memprof.schema.Sample`)."""

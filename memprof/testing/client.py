@@ -253,13 +253,7 @@ class ProfiledClient(TestClient):
         try:
             super().close()
         finally:
-            runtime = self.middleware.runtime
-            runtime.writer.close()
-            # The runtime of a closed client is done: the control thread need not visit it until the
-            # garbage collector gets to it (control.py has no public way to remove a controller yet).
-            from memprof.control import POLLER
-
-            POLLER.controllers.discard(runtime.control)
+            self.middleware.runtime.close()
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None
