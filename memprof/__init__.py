@@ -6,16 +6,34 @@ The public API::
 
     app = MemprofMiddleware(app)          # one line; settings from MEMPROF_* variables
     instrument_sqlalchemy(engine)         # an Engine or AsyncEngine; no argument: every engine
+
+Names are imported on first use (PEP 562), so that ``import memprof`` (done by the pytest plugin in every
+test run, and by the command line) loads neither SQLAlchemy nor pydantic nor the runtime until they are
+needed; see "Import cost" in docs/performance.md.
 """
 
-from memprof.dump import dump
-from memprof.integrations.sessions import register_session_provider
-from memprof.integrations.sqlalchemy import instrument_sqlalchemy, uninstrument_sqlalchemy
-from memprof.middleware import MemprofMiddleware
-from memprof.profile import RequestProfile, checkpoint, current_profile
-from memprof.settings import MemprofConfigError, MemprofSettings, Mode, load_settings
-from memprof.state import register_state
-from memprof.writer import flush
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from memprof.dump import dump as dump
+    from memprof.integrations.sessions import register_session_provider as register_session_provider
+    from memprof.integrations.sqlalchemy import instrument_sqlalchemy as instrument_sqlalchemy
+    from memprof.integrations.sqlalchemy import uninstrument_sqlalchemy as uninstrument_sqlalchemy
+    from memprof.middleware import MemprofMiddleware as MemprofMiddleware
+    from memprof.profile import RequestProfile as RequestProfile
+    from memprof.profile import checkpoint as checkpoint
+    from memprof.profile import current_profile as current_profile
+    from memprof.settings import MemprofConfigError as MemprofConfigError
+    from memprof.settings import MemprofSettings as MemprofSettings
+    from memprof.settings import Mode as Mode
+    from memprof.settings import load_settings as load_settings
+    from memprof.state import register_state as register_state
+    from memprof.writer import flush as flush
 
 __version__ = "0.1.0"
 
@@ -36,3 +54,49 @@ __all__ = [
     "register_state",
     "uninstrument_sqlalchemy",
 ]
+
+# Public name -> the module that defines it.
+_MODULES = {
+    "dump": "memprof.dump",
+    "register_session_provider": "memprof.integrations.sessions",
+    "instrument_sqlalchemy": "memprof.integrations.sqlalchemy",
+    "uninstrument_sqlalchemy": "memprof.integrations.sqlalchemy",
+    "MemprofMiddleware": "memprof.middleware",
+    "RequestProfile": "memprof.profile",
+    "checkpoint": "memprof.profile",
+    "current_profile": "memprof.profile",
+    "MemprofConfigError": "memprof.settings",
+    "MemprofSettings": "memprof.settings",
+    "Mode": "memprof.settings",
+    "load_settings": "memprof.settings",
+    "register_state": "memprof.state",
+    "flush": "memprof.writer",
+}
+
+
+if not TYPE_CHECKING:  # type checkers see the imports above, and flag a misspelt memprof.X
+
+    def __getattr__(name: str) -> Any:
+        module = _MODULES.get(name)
+        if module is None:
+            raise AttributeError(f"module 'memprof' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later look-ups are plain attribute reads
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULES})
+
+
+class _Package(types.ModuleType):
+    """``memprof.dump`` is the function :func:`memprof.dump.dump`, also once the submodule of the same
+    name is imported (the import system then sets the package attribute to the module)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "dump" and isinstance(value, types.ModuleType):
+            value = value.dump
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

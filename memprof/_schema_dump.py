@@ -10,9 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DUMP_VERSION = "1.0"
-CRASH_VERSION = "1.0"
-STATE_VERSION = "1.0"
+from memprof._schema_versions import CRASH_VERSION, DUMP_VERSION, STATE_VERSION
 
 
 class _Model(BaseModel):

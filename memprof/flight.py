@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from memprof._dump_files import write_atomic
-from memprof.writer import ensure_private_dir
 
 if TYPE_CHECKING:
     from memprof.runtime import Runtime
@@ -95,6 +94,8 @@ class FlightRecorder:
             "inflight_total": total,
             "inflight": inflight,
         }
+        from memprof.writer import ensure_private_dir  # not at the top: the analyzer reads this module
+
         directory = ensure_private_dir(self.path.parent)
         tmp = directory / f".{self.path.name}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -199,6 +200,8 @@ def collect_crashes(data_dir: Path, detected_by: str, host: str | None = None) -
             continue  # another process claimed it
         record = crash_record(doc, detected_by)
         stamp = datetime.fromtimestamp(record["last_seen"], UTC).strftime("%Y%m%dT%H%M%S%f")
+        from memprof.writer import ensure_private_dir
+
         out_dir = ensure_private_dir(data_dir / CRASHES_DIR)
         out = out_dir / f"crash-{stamp}-{pid}.json"
         write_atomic(out, json.dumps(record, indent=1).encode())

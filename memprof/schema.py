@@ -16,16 +16,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # Dump, crash and state records live apart to keep this module small; these are their public names.
-from memprof._schema_dump import CRASH_VERSION, DUMP_VERSION, STATE_VERSION, Crash, Dump, StateRecord
 from memprof._schema_dump import CacheState as CacheState
+from memprof._schema_dump import Crash, Dump, StateRecord
 from memprof._schema_dump import InflightRequest as InflightRequest
 
-SAMPLE_SCHEMA = "memprof.sample"
-SAMPLE_VERSION = "1.0"
-
-
-class UnsupportedRecord(ValueError):
-    """A record whose schema tag or major version this memprof does not know."""
+# Tags, versions and the version check need no pydantic (the analyzer uses them); public names here.
+from memprof._schema_versions import CRASH_VERSION as CRASH_VERSION
+from memprof._schema_versions import DUMP_VERSION as DUMP_VERSION
+from memprof._schema_versions import SAMPLE_SCHEMA as SAMPLE_SCHEMA
+from memprof._schema_versions import SAMPLE_VERSION as SAMPLE_VERSION
+from memprof._schema_versions import STATE_VERSION as STATE_VERSION
+from memprof._schema_versions import VERSIONS
+from memprof._schema_versions import UnsupportedRecord as UnsupportedRecord
+from memprof._schema_versions import check_version as check_version
 
 
 class _Model(BaseModel):
@@ -226,21 +229,7 @@ RECORD_MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "memprof.crash": (Crash, CRASH_VERSION),
     "memprof.state": (StateRecord, STATE_VERSION),
 }
-
-
-def check_version(record: dict[str, Any]) -> str:
-    """Return the record's schema tag, or raise :class:`UnsupportedRecord` naming what is wrong."""
-    tag = record.get("schema")
-    if tag not in RECORD_MODELS:
-        raise UnsupportedRecord(f"unknown record schema {tag!r}")
-    _model, current = RECORD_MODELS[tag]
-    version = str(record.get("version", ""))
-    if version.split(".", 1)[0] != current.split(".", 1)[0]:
-        raise UnsupportedRecord(
-            f"{tag} version {version!r} is not supported (this memprof reads {current.split('.')[0]}.x); "
-            "upgrade memprof to read it"
-        )
-    return str(tag)
+assert RECORD_MODELS.keys() == VERSIONS.keys(), "a record kind without a model, or a model without a version"
 
 
 def parse_record(record: dict[str, Any]) -> BaseModel:

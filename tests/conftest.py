@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 import structlog
 
+# `import memprof` loads nothing (its names are imported on first use), and pytester's in-process runs
+# (test_plugin, test_reproduce_docs) drop the modules first imported during a run when it ends. The app
+# stack is imported here, once, so that every inner run shares one copy of it: one SQLAlchemy, one runtime.
 import memprof
+import memprof.integrations.sqlalchemy
+import memprof.testing.client
 from memprof.isolation import errors as internal_errors
 from memprof.settings import MemprofSettings
 

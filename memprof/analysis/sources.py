@@ -19,14 +19,12 @@ from typing import IO, Any, cast
 
 import orjson
 
-from memprof.schema import RECORD_MODELS, UnsupportedRecord, check_version
+from memprof._schema_versions import UnsupportedRecord, check_version
 
 SAMPLE = "memprof.sample"
 DUMP = "memprof.dump"
 CRASH = "memprof.crash"
 STATE = "memprof.state"
-# Majors this analyzer reads, for record kinds not (yet) in memprof.schema.RECORD_MODELS.
-KNOWN_MAJORS = {SAMPLE: "1", DUMP: "1", CRASH: "1", STATE: "1"}
 SAMPLE_EVENT = "memprof.request.completed"
 MAX_EXAMPLES = 20
 
@@ -164,20 +162,9 @@ class VersionCheck:
             if seen is None:
                 self.last_refusal = self.refusals[key]
             return seen
-        tag, version = key
         result: str | None = None
         try:
-            if tag in RECORD_MODELS:
-                result = check_version(rec)
-            elif tag in KNOWN_MAJORS:
-                if str(version).split(".", 1)[0] != KNOWN_MAJORS[tag]:
-                    raise UnsupportedRecord(
-                        f"{tag} version {version!r} is not supported (this memprof reads "
-                        f"{KNOWN_MAJORS[tag]}.x); upgrade memprof to read it"
-                    )
-                result = str(tag)
-            else:
-                raise UnsupportedRecord(f"unknown record schema {tag!r}")
+            result = check_version(rec)
         except UnsupportedRecord as exc:
             self.refusals[key] = self.last_refusal = str(exc)
         self._seen[key] = result

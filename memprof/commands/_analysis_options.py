@@ -6,13 +6,17 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from memprof.analysis import Filters, InputError, parse_time
-from memprof.analysis.sources import Source
 from memprof.cli import CliError
+
+if TYPE_CHECKING:
+    from memprof.analysis.filters import Filters
+    from memprof.analysis.sources import Source
+
+# The analyzer is imported inside the functions, when a command runs: `memprof --help` stays cheap.
 
 Paths = Annotated[
     list[str] | None,
@@ -49,6 +53,8 @@ def make_filters(
     since: str | None, until: str | None, route: str | None, worker: str | None, pattern: str | None = None
 ) -> Filters:
     """Filters from command-line values; a bad time becomes a CliError naming the option."""
+    from memprof.analysis.filters import Filters, parse_time
+
     try:
         lo = parse_time(since) if since else None
         hi = parse_time(until) if until else None
@@ -62,6 +68,8 @@ def make_filters(
 @contextmanager
 def input_errors() -> Iterator[None]:
     """Turn the analyzer's InputError into the CLI's one-sentence error."""
+    from memprof.analysis.sources import InputError
+
     try:
         yield
     except InputError as exc:

@@ -7,11 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from memprof.analysis import discover
-from memprof.analysis.analyze import analyze_sources
-from memprof.analysis.render_json import render as render_json
-from memprof.analysis.render_text import render_summary
-from memprof.analysis.render_views import render_recent
 from memprof.cli import CliError
 from memprof.commands._analysis_options import (
     Jobs,
@@ -62,6 +57,12 @@ def run(
     jobs: Jobs = None,
 ) -> None:
     """Diagnose memory: statistics per route and phase, SQL/model/session hot spots, dumps, crashes, findings."""
+    from memprof.analysis.analyze import analyze_sources
+    from memprof.analysis.render_json import render as render_json
+    from memprof.analysis.render_text import render_summary
+    from memprof.analysis.render_views import render_recent
+    from memprof.analysis.sources import discover
+
     inputs = default_paths(paths)
     filters = make_filters(since, until, route, worker, pattern)
     with input_errors():

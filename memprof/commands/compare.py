@@ -6,9 +6,6 @@ from typing import Annotated
 
 import typer
 
-from memprof.analysis.compare import compare, load_summary
-from memprof.analysis.render_json import render as render_json
-from memprof.analysis.render_views import render_compare
 from memprof.cli import CliError
 from memprof.commands._analysis_options import (
     Json,
@@ -38,6 +35,10 @@ def run(
     ] = False,
 ) -> None:
     """Compare two runs side by side: per-route memory deltas, findings resolved/new, and a verdict."""
+    from memprof.analysis.compare import compare, load_summary
+    from memprof.analysis.render_json import render as render_json
+    from memprof.analysis.render_views import render_compare
+
     filters = make_filters(since, until, route, worker)
     with input_errors():
         result = compare(load_summary(baseline, filters), load_summary(postfix, filters))

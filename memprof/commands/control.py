@@ -13,12 +13,12 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from memprof.control import control_path, redis_client
-from memprof.settings import MemprofConfigError, MemprofSettings, load_settings
+if TYPE_CHECKING:
+    from memprof.settings import MemprofSettings
 
 MAX_WINDOW_S = 24 * 3600
 DEFAULT_AGGRESSIVE_S = 30 * 60
@@ -42,6 +42,7 @@ def parse_duration(text: str) -> int:
 def cli_settings(data_dir: Path | None) -> MemprofSettings:
     """The settings the CLI acts with: ``MEMPROF_*`` variables, ``--data-dir`` winning."""
     from memprof.cli import CliError
+    from memprof.settings import MemprofConfigError, load_settings
 
     try:
         return load_settings(**({"data_dir": data_dir} if data_dir is not None else {}))
@@ -50,6 +51,8 @@ def cli_settings(data_dir: Path | None) -> MemprofSettings:
 
 
 def _redis(settings: MemprofSettings) -> Any:
+    from memprof.control import redis_client
+
     return redis_client(str(settings.redis_url))
 
 
@@ -63,6 +66,8 @@ def _redis_failed(settings: MemprofSettings, exc: Exception) -> Exception:
 
 def set_override(settings: MemprofSettings, mode: str | None, seconds: int | None) -> dict[str, Any]:
     """Clear the kill switch and set (or, with ``mode`` None, clear) the mode override."""
+    from memprof.control import control_path
+
     until = None if seconds is None else time.time() + seconds
     if settings.redis_url:
         prefix = settings.redis_prefix
@@ -90,6 +95,8 @@ def set_override(settings: MemprofSettings, mode: str | None, seconds: int | Non
 
 def set_disabled(settings: MemprofSettings, seconds: int | None) -> dict[str, Any]:
     """Turn profiling off on every worker (the kill switch)."""
+    from memprof.control import control_path
+
     until = None if seconds is None else time.time() + seconds
     if settings.redis_url:
         try:

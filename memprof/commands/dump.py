@@ -13,13 +13,12 @@ from typing import Annotated
 
 import typer
 
-from memprof._dump_request import ask_for_dump
-from memprof.flight import live_workers, worker_alive
-
 
 def request_dumps(data_dir: Path, name: str | None, pids: list[int] | None, wait: float) -> list[Path]:
     """Ask for dumps and wait up to ``wait`` seconds for one from each expected worker; return the paths."""
+    from memprof._dump_request import ask_for_dump
     from memprof.cli import CliError
+    from memprof.flight import live_workers, worker_alive
 
     if not data_dir.is_dir():
         raise CliError(f"data dir {str(data_dir)!r} does not exist; pass the MEMPROF_DATA_DIR of the service")

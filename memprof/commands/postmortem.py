@@ -14,14 +14,13 @@ from typing import Annotated, Any
 
 import typer
 
-from memprof.flight import collect_crashes, live_workers, read_crashes, worker_alive
-
 _MB = 1024 * 1024
 
 
 def postmortem(data_dir: Path) -> dict[str, Any]:
     """Collect crashes in ``data_dir`` and return ``{"crashes": [...], "running": [...]}`` (pure data)."""
     from memprof.cli import CliError
+    from memprof.flight import collect_crashes, live_workers, read_crashes, worker_alive
 
     if not data_dir.is_dir():
         raise CliError(f"data dir {str(data_dir)!r} does not exist; pass the MEMPROF_DATA_DIR of the service")

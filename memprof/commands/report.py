@@ -7,10 +7,6 @@ from typing import Annotated
 
 import typer
 
-from memprof.analysis import discover
-from memprof.analysis.analyze import analyze_sources
-from memprof.analysis.report_html import render
-from memprof.analysis.summary import series
 from memprof.cli import CliError
 from memprof.commands._analysis_options import (
     Jobs,
@@ -40,6 +36,11 @@ def run(
     jobs: Jobs = None,
 ) -> None:
     """Write an HTML report: memory over time per worker with dumps marked, per-route distributions, phases, findings."""
+    from memprof.analysis.analyze import analyze_sources
+    from memprof.analysis.report_html import render
+    from memprof.analysis.sources import discover
+    from memprof.analysis.summary import series
+
     inputs = default_paths(paths)
     filters = make_filters(since, until, route, worker)
     with input_errors():

@@ -12,13 +12,14 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from memprof.commands.control import DataDir, cli_settings
-from memprof.control import STATUS_DIR, STATUS_SUFFIX, redis_client
-from memprof.settings import MemprofSettings
+
+if TYPE_CHECKING:
+    from memprof.settings import MemprofSettings
 
 STALE_AFTER_S = 20.0
 
@@ -50,6 +51,8 @@ def _last_dump(data_dir: Path, pid: int | None = None) -> dict[str, Any] | None:
 
 def collect(settings: MemprofSettings) -> dict[str, Any]:
     """Every worker's published status, with ``age_s``, ``stale`` and its last dump; pure data."""
+    from memprof.control import STATUS_DIR, STATUS_SUFFIX, redis_client
+
     found: dict[str, dict[str, Any]] = {}
     for path in sorted((settings.data_dir / STATUS_DIR).glob(f"*{STATUS_SUFFIX}")):
         try:
@@ -88,6 +91,8 @@ def collect(settings: MemprofSettings) -> dict[str, Any]:
 
 def render(data: dict[str, Any]) -> str:
     """The text report of :func:`collect`."""
+    from memprof.control import STATUS_DIR
+
     lines = []
     if data["redis_error"]:
         lines.append(f"Redis did not answer ({data['redis_error']}); showing status files only")

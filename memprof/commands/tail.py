@@ -8,9 +8,6 @@ from typing import Annotated
 
 import typer
 
-from memprof.analysis.render_json import render_line
-from memprof.analysis.render_views import render_tail_event
-from memprof.analysis.tail import Follower, is_high
 from memprof.cli import CliError
 from memprof.commands._analysis_options import Json, Paths, default_paths, emit
 
@@ -33,6 +30,10 @@ def run(
     json: Json = False,
 ) -> None:
     """Follow data dirs live; high-memory requests, dumps and killed workers are marked with !!."""
+    from memprof.analysis.render_json import render_line
+    from memprof.analysis.render_views import render_tail_event
+    from memprof.analysis.tail import Follower, is_high
+
     inputs = default_paths(paths)
     for p in inputs:
         if not Path(p).is_dir():

@@ -1,0 +1,138 @@
+"""Imports stay lazy: what a fresh interpreter has loaded after ``import memprof``, after pytest started with
+the plugin, and after ``memprof --help`` or ``memprof analyze`` (module lists, never timings)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import memprof
+from memprof.analysis.synthetic import T0, sample, write_jsonl
+
+# The app stack: what a process that only imports memprof, runs its pytest plugin or analyzes records
+# must not load.
+APP_STACK = ("sqlalchemy", "starlette", "fastapi", "httpx", "pydantic", "pydantic_settings", "structlog")
+RUNTIME = ("memprof.runtime", "memprof.middleware", "memprof.settings", "memprof.integrations.sqlalchemy")
+PRINT_MODULES = "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+
+
+def _modules_after(code: str, cwd: Path | None = None) -> set[str]:
+    """The modules a fresh interpreter has loaded after running ``code`` (its last line of output)."""
+    out = subprocess.run(
+        [sys.executable, "-c", code + PRINT_MODULES], capture_output=True, text=True, check=True, cwd=cwd
+    ).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def _heavy(modules: set[str], allowed: tuple[str, ...] = ()) -> list[str]:
+    tops = {m.split(".")[0] for m in modules}
+    return sorted({*(tops & set(APP_STACK)), *(modules & set(RUNTIME))} - set(allowed))
+
+
+def test_import_memprof_loads_nothing_else() -> None:
+    modules = _modules_after("import memprof")
+    assert _heavy(modules) == []
+    assert sorted(m for m in modules if m.startswith("memprof")) == ["memprof"]
+
+
+def test_every_public_name_resolves_on_first_use() -> None:
+    modules = _modules_after("from memprof import *")
+    assert {"sqlalchemy", "memprof.runtime", "memprof.middleware"} <= modules
+    for name in memprof.__all__:
+        assert getattr(memprof, name) is not None
+        assert name in dir(memprof)
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        memprof.nonexistent  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_memprof_dump_stays_the_function_once_its_module_is_imported() -> None:
+    # The watchdog imports the submodule memprof.dump, which would make memprof.dump a module.
+    code = "import memprof, memprof.watchdog\nprint(type(memprof.dump).__name__, memprof.dump.__module__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["function", "memprof.dump"]
+
+
+def test_the_pytest_plugin_loads_nothing_of_the_app_stack(tmp_path: Path) -> None:
+    assert _heavy(_modules_after("import memprof.testing.plugin")) == []
+    # The same in a real pytest run, up to a test using a marker (which needs no more than tracemalloc).
+    (tmp_path / "test_trivial.py").write_text(
+        textwrap.dedent(
+            """
+            import json, sys
+            import pytest
+
+            @pytest.mark.memory_limit("50 MB")
+            def test_modules(request):
+                assert request.config.pluginmanager.hasplugin("memprof")
+                print("MODULES", json.dumps(sorted(sys.modules)))
+            """
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("MODULES"))
+    modules = set(json.loads(line.removeprefix("MODULES ")))
+    assert "memprof.testing._measure" in modules
+    assert _heavy(modules) == []
+
+
+def test_a_memprof_fixture_imports_the_runtime_when_used(tmp_path: Path) -> None:
+    (tmp_path / "test_fixture.py").write_text(
+        "import sys\n\n"
+        "def test_settings(memprof_settings):\n"
+        "    assert memprof_settings.mode == 'aggressive'\n"
+        "    assert 'pydantic_settings' in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _cli(*args: str) -> str:
+    return f"import sys\nfrom memprof.cli import main\nsys.argv = ['memprof', *{args!r}]\ntry:\n    main()\nexcept SystemExit:\n    pass"
+
+
+def test_memprof_help_loads_no_command_s_dependencies() -> None:
+    modules = _modules_after(_cli("--help"))
+    assert _heavy(modules) == []
+    assert not any(m.startswith(("memprof.analysis", "memprof.control", "memprof.flight")) for m in modules)
+
+
+def test_memprof_analyze_loads_the_analyzer_only(tmp_path: Path) -> None:
+    data = tmp_path / "memprof-data"
+    write_jsonl(data / "samples-1.jsonl", [sample(t=T0 + i) for i in range(3)])
+    modules = _modules_after(_cli("analyze", str(data)), cwd=tmp_path)
+    assert "memprof.analysis.analyze" in modules
+    # typer itself imports pydantic to convert a command's parameters; memprof's models are not loaded.
+    assert _heavy(modules, allowed=("pydantic",)) == []
+    assert "memprof.schema" not in modules
+
+
+def test_type_checkers_see_every_lazy_name_where_it_is_imported_from() -> None:
+    """The ``if TYPE_CHECKING:`` imports of memprof/__init__.py (what mypy sees) match the lazy table."""
+    tree = ast.parse(Path(memprof.__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    seen = {
+        alias.name: node.module
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.asname == alias.name  # "import X as X": re-exported under mypy --strict
+    }
+    assert seen == memprof._MODULES
+    assert set(memprof.__all__) == {*seen, "__version__"}
