@@ -17,12 +17,12 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from memprof import forksafe  # noqa: F401  (registers the at-fork handler)
+from memprof._schema_versions import SAMPLE_SCHEMA, SAMPLE_VERSION
 from memprof.control import POLLER, Controller
 from memprof.guards import CircuitBreaker, OverheadGuard
 from memprof.isolation import errors, internal_error
 from memprof.memory import MemoryLimit, detect_limit, peak_at, rss_at
 from memprof.profile import RequestProfile
-from memprof.schema import SAMPLE_SCHEMA, SAMPLE_VERSION
 from memprof.settings import DEFAULT_SAMPLE_RATES, MemprofSettings, Mode
 from memprof.tokens import TokenVerifier
 from memprof.writer import RecordWriter

@@ -21,8 +21,9 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
+import orjson
 import structlog
 
 from memprof.isolation import internal_error
@@ -51,6 +52,19 @@ def unregister_sink(sink: RecordSink) -> None:
     """Stop calling ``sink``."""
     if sink in SINKS:
         SINKS.remove(sink)
+
+
+_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+
+def encode_line(record: dict[str, Any]) -> bytes:
+    """One JSON Lines line (UTF-8, compact, newline-terminated). orjson takes ~1 µs where the standard
+    library's encoder takes ~13 µs for a sample record; what orjson refuses (an integer beyond 64 bits in
+    a recorded parameter, say) goes through the standard library. Anything else becomes its ``str``."""
+    try:
+        return orjson.dumps(record, default=str, option=_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError):
+        return (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -90,7 +104,7 @@ class RecordWriter:
         self._wake = threading.Event()
         self._wake_at = max(1, self.queue_size // 4)
         self._thread: threading.Thread | None = None
-        self._file: TextIO | None = None
+        self._file: BinaryIO | None = None
         self._file_path: Path | None = None
         self._file_bytes = 0
         self._seq = 0
@@ -180,7 +194,7 @@ class RecordWriter:
             self._idle.notify_all()
 
     def _write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        line = encode_line(record)
         with self._lock:
             if self._file is None or self._file_bytes + len(line) > self.max_file_bytes:
                 self._rotate()
@@ -206,7 +220,7 @@ class RecordWriter:
         self._seq += 1
         path = self.data_dir / f"samples-{self._started}-{self._pid}-{self._seq:04d}.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._file = os.fdopen(fd, "a", encoding="utf-8")
+        self._file = os.fdopen(fd, "ab")
         self._file_path = path
         self._file_bytes = 0
         self._enforce_total(keep=path)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from memprof._schema_versions import SAMPLE_SCHEMA
 from memprof.isolation import internal_error
 from memprof.memory import MemoryLimit, detect_limit, peak_rss_bytes, rss_bytes
 from memprof.profile import RequestProfile
@@ -38,7 +39,6 @@ from memprof.runtime import (
     register_hooks,
     route_template,
 )
-from memprof.schema import SAMPLE_SCHEMA
 from memprof.writer import register_sink, unregister_sink
 
 METER_NAME = "memprof"
