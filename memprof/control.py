@@ -324,7 +324,12 @@ class _Poller:
         controller must be collectable)."""
         now = time.monotonic()
         wait = 1.0
-        for controller in list(self.controllers):
+        # Weak references, resolved one at a time: a list of the controllers themselves would keep every
+        # one alive while the slowest ticks (a dead runtime's controller outliving a gc.collect()).
+        for ref in [weakref.ref(c) for c in self.controllers]:
+            controller = ref()
+            if controller is None:
+                continue
             if now >= controller._next_due:
                 controller._next_due = now + controller.interval
                 try:
@@ -335,6 +340,7 @@ class _Poller:
                     except Exception:
                         pass  # the test switch re-raises; the poller must keep running
             wait = min(wait, max(0.01, controller._next_due - time.monotonic()))
+            controller = None
         return wait
 
     def reinit_after_fork(self) -> None:
