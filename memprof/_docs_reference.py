@@ -1,7 +1,8 @@
-"""Generated parts of docs/IMPLEMENTATION_GUIDE.md: the settings and commands references.
+"""Generated parts of the docs: the settings and commands references of docs/IMPLEMENTATION_GUIDE.md and the
+analyzer's thresholds in docs/analyzer.md.
 
 ``python -m memprof._docs_reference`` rewrites the blocks between ``<!-- NAME:start -->`` and
-``<!-- NAME:end -->``; tests/test_docs.py fails when the guide and the code disagree.
+``<!-- NAME:end -->``; tests/test_docs.py fails when the docs and the code disagree.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import typer
 
 from memprof.settings import ENV_PREFIX, MemprofSettings
 
-GUIDE = Path(__file__).resolve().parent.parent / "docs" / "IMPLEMENTATION_GUIDE.md"
+DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
+GUIDE = DOCS_DIR / "IMPLEMENTATION_GUIDE.md"
 
 
 def settings_table() -> str:
@@ -49,7 +51,23 @@ def commands_table() -> str:
     return "\n".join(rows)
 
 
-BLOCKS = {"settings": settings_table, "commands": commands_table}
+def thresholds_table() -> str:
+    """Every analyzer threshold: name, default, meaning."""
+    import dataclasses
+
+    from memprof._units import format_size
+    from memprof.analysis.thresholds import BYTE_THRESHOLDS, Thresholds
+
+    rows = ["| threshold | default | meaning |", "| --- | --- | --- |"]
+    for f in dataclasses.fields(Thresholds):
+        default = format_size(f.default) if f.name in BYTE_THRESHOLDS else str(f.default)  # type: ignore[arg-type]
+        rows.append(f"| `{f.name}` | {default} | {f.metadata['doc']} |")
+    return "\n".join(rows)
+
+
+BLOCKS = {"settings": settings_table, "commands": commands_table, "thresholds": thresholds_table}
+# Which file holds which generated blocks.
+FILES = {GUIDE: ("settings", "commands"), DOCS_DIR / "analyzer.md": ("thresholds",)}
 
 
 def render(text: str) -> str:
@@ -61,6 +79,6 @@ def render(text: str) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else GUIDE
-    path.write_text(render(path.read_text()))
-    print(path)
+    for path in [Path(a) for a in sys.argv[1:]] or list(FILES):
+        path.write_text(render(path.read_text()))
+        print(path)

@@ -272,3 +272,28 @@ def test_tail_shows_odd_records_without_failing(tmp_path: Path) -> None:
         and "GET /ok" in lines[1]
     )
     assert "skipped 1 unreadable lines or files" in r.stderr
+
+
+def test_thresholds_from_the_command_line(problem_dir: Path, tmp_path: Path) -> None:
+    def kinds(*extra: str) -> list[str]:
+        r = run("analyze", str(problem_dir), "--json", *extra)
+        assert r.code == 0, r
+        return [f["kind"] for f in json.loads(r.stdout)["findings"]]
+
+    assert "route_family_overhead" in kinds()
+    raised = kinds("--threshold", "route_family_min_growth=100MB", "--threshold", "leak_min_samples=50")
+    assert "route_family_overhead" not in raised and "n_plus_one" in raised
+    out = tmp_path / "r.html"
+    r = run("report", str(problem_dir), "--html", str(out), "--threshold", "route_family_min_growth=100MB")
+    assert r.code == 0 and f"{len(raised)} findings" in r.stdout, r
+    r = run("compare", str(problem_dir), str(problem_dir), "--json", "--threshold", "route_family_min_growth=1GB")
+    assert r.code == 0 and "route_family_overhead" not in r.stdout, r
+    for bad, message in [
+        ("nope=1", "'nope' is not a threshold: expected one of cache_min_growth, cartesian_ratio,"),
+        ("n_plus_one=lots", "n_plus_one='lots': expected an integer"),
+        ("session_max=big", "session_max='big': expected a size such as 2MB"),
+        ("variance_min_r=-1", "variance_min_r='-1': must not be negative"),
+        ("session_max", "'session_max' is not NAME=VALUE (for example n_plus_one=5)"),
+    ]:
+        r = run("analyze", str(problem_dir), "--threshold", bad)
+        assert r.code == 2 and r.stderr.startswith(f"memprof: --threshold: {message}"), (bad, r)

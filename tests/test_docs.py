@@ -103,12 +103,12 @@ def test_documented_variables_are_settings_and_back() -> None:
         assert f"| {var} |" in readme, f"{var} is missing from the README's configuration table"
 
 
-def test_generated_references_in_the_guide_are_current() -> None:
-    from memprof._docs_reference import BLOCKS, render
+def test_generated_references_in_the_docs_are_current() -> None:
+    from memprof._docs_reference import BLOCKS, FILES, render
 
-    guide = (ROOT / "docs" / "IMPLEMENTATION_GUIDE.md").read_text()
-    for name in BLOCKS:
-        assert f"<!-- {name}:start -->" in guide, f"the guide has no generated {name} block"
-    assert guide == render(guide), (
-        "docs/IMPLEMENTATION_GUIDE.md is stale: run python -m memprof._docs_reference"
-    )
+    assert sorted(name for names in FILES.values() for name in names) == sorted(BLOCKS)
+    for path, names in FILES.items():
+        text = path.read_text()
+        for name in names:
+            assert f"<!-- {name}:start -->" in text, f"{path.name} has no generated {name} block"
+        assert text == render(text), f"docs/{path.name} is stale: run python -m memprof._docs_reference"

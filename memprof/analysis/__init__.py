@@ -6,8 +6,8 @@ Rendering lives in :mod:`memprof.analysis.render_text`, :mod:`memprof.analysis.r
 
 from memprof.analysis.analyze import Analysis, analyze, collect, summarize
 from memprof.analysis.filters import Filters, parse_time
-from memprof.analysis.findings_sql import Thresholds
 from memprof.analysis.sources import InputError, LoadReport, discover
+from memprof.analysis.thresholds import Thresholds
 
 __all__ = [
     "Analysis",

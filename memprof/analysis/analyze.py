@@ -13,7 +13,6 @@ from typing import Any
 from memprof.analysis.collect import Collector
 from memprof.analysis.filters import Filters
 from memprof.analysis.findings import detect
-from memprof.analysis.findings_sql import Thresholds
 from memprof.analysis.flight_files import dead_worker_crashes
 from memprof.analysis.parallel import collect_parallel
 from memprof.analysis.sources import InputError, LoadReport, Progress, Source, discover
@@ -28,6 +27,7 @@ from memprof.analysis.summary import (
     sql_section,
     worker_rows,
 )
+from memprof.analysis.thresholds import Thresholds
 
 SUMMARY_FORMAT = "memprof.analysis"
 SUMMARY_VERSION = "1.0"

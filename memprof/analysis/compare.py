@@ -15,6 +15,7 @@ import orjson
 from memprof.analysis.analyze import SUMMARY_FORMAT, analyze
 from memprof.analysis.filters import Filters
 from memprof.analysis.sources import InputError
+from memprof.analysis.thresholds import Thresholds
 
 COMPARE_FORMAT = "memprof.compare"
 COMPARE_VERSION = "1.0"
@@ -22,8 +23,11 @@ MIN_NOISE = 256 * 1024
 SEVERE = ("critical", "warning")
 
 
-def load_summary(path: str, filters: Filters | None = None) -> dict[str, Any]:
-    """A saved ``memprof analyze --json`` file, or the analysis of a data dir (or log file)."""
+def load_summary(
+    path: str, filters: Filters | None = None, thresholds: Thresholds | None = None
+) -> dict[str, Any]:
+    """A saved ``memprof analyze --json`` file (its findings as saved), or the analysis of a data dir (or
+    log file) with ``thresholds``."""
     p = Path(path)
     if p.is_file() and p.suffix == ".json" and not p.name.startswith(("dump-", "crash-")):
         try:
@@ -41,7 +45,7 @@ def load_summary(path: str, filters: Filters | None = None) -> dict[str, Any]:
                 f"{path} is a summary of version {data.get('version')!r}; this memprof reads 1.x"
             )
         return data
-    return analyze([path], filters).summary
+    return analyze([path], filters, thresholds=thresholds).summary
 
 
 def noise(base: dict[str, Any], post: dict[str, Any]) -> float:

@@ -10,8 +10,6 @@ from typing import Any
 
 from memprof.analysis.collect import Collector
 from memprof.analysis.findings_sql import (
-    MIB,
-    Thresholds,
     cartesian_join,
     finding,
     large_result_set,
@@ -28,6 +26,7 @@ from memprof.analysis.stats import (
     quarter_medians,
     slope,
 )
+from memprof.analysis.thresholds import MIB, Thresholds
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 KINDS = ("session_bloat", "n_plus_one", "cartesian_join", "large_result_set", "loader_criteria_explosion",

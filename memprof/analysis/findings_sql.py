@@ -3,37 +3,10 @@ session bloat. Each detector is a pure function of the collected aggregates and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from memprof.analysis.collect import Collector
-
-KIB = 1024
-MIB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Where a pattern becomes a finding. The defaults keep a healthy app free of warnings."""
-
-    n_plus_one: int = 10  # executions of one statement in one request
-    cartesian_rows: int = 1000  # rows fetched by one statement in one request...
-    cartesian_ratio: float = 10.0  # ...at least this many times the instances built
-    large_instances: int = 5000  # ORM instances from one statement in one request
-    large_rss: int = 64 * MIB  # RSS growth over one statement
-    criteria_per_request: int = 50  # loader criteria applications per request
-    session_p95: int = 64 * KIB
-    session_max: int = 256 * KIB
-    session_growth: int = 32 * KIB  # growth of one session across its requests
-    route_family_min_growth: int = 4 * MIB
-    route_family_min_objects: int = 1000  # ORM instances per request (p50), 10x the rest
-    leak_min_growth: int = 8 * MIB
-    leak_min_samples: int = 40
-    cache_min_growth: int = 100  # entries
-    variance_min_std: int = 2 * MIB
-    variance_min_samples: int = 20
-    variance_min_cv: float = 0.3  # std at least this fraction of the mean
-    variance_min_r: float = 0.6
+from memprof.analysis.thresholds import KIB, MIB, Thresholds
 
 
 def finding(

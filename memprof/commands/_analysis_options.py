@@ -15,6 +15,7 @@ from memprof.cli import CliError
 if TYPE_CHECKING:
     from memprof.analysis.filters import Filters
     from memprof.analysis.sources import Source
+    from memprof.analysis.thresholds import Thresholds
 
 # The analyzer is imported inside the functions, when a command runs: `memprof --help` stays cheap.
 
@@ -42,6 +43,16 @@ Jobs = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON (stable, documented in docs/analyzer.md).")]
+Threshold = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--threshold",
+        metavar="NAME=VALUE",
+        help="Where a pattern becomes a finding, e.g. n_plus_one=5 or session_max=1MB (repeatable; the names "
+        "and defaults are in docs/analyzer.md).",
+        show_default=False,
+    ),
+]
 
 
 def default_paths(paths: list[str] | None) -> list[str]:
@@ -63,6 +74,18 @@ def make_filters(
     if lo is not None and hi is not None and lo > hi:
         raise CliError("--since is later than --until: nothing can match")
     return Filters(since=lo, until=hi, route=route, worker=worker, pattern=pattern)
+
+
+def make_thresholds(overrides: list[str] | None) -> Thresholds | None:
+    """Thresholds from ``--threshold NAME=VALUE`` options (None: the defaults); a bad one is a CliError."""
+    if not overrides:
+        return None
+    from memprof.analysis.thresholds import parse_thresholds
+
+    try:
+        return parse_thresholds(overrides)
+    except ValueError as exc:
+        raise CliError(f"--threshold: {exc}") from None
 
 
 @contextmanager

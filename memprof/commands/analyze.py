@@ -14,12 +14,14 @@ from memprof.commands._analysis_options import (
     Paths,
     Route,
     Since,
+    Threshold,
     Until,
     Worker,
     default_paths,
     emit,
     input_errors,
     make_filters,
+    make_thresholds,
     progress_bar,
 )  # fmt: skip
 
@@ -55,6 +57,7 @@ def run(
     ] = FailOn.never,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on a terminal.")] = True,
     jobs: Jobs = None,
+    threshold: Threshold = None,
 ) -> None:
     """Diagnose memory: statistics per route and phase, SQL/model/session hot spots, dumps, crashes, findings."""
     from memprof.analysis.analyze import analyze_sources
@@ -64,11 +67,14 @@ def run(
     from memprof.analysis.sources import discover
 
     inputs = default_paths(paths)
+    limits = make_thresholds(threshold)
     filters = make_filters(since, until, route, worker, pattern)
     with input_errors():
         sources = discover(inputs)
         with progress_bar(sources, progress and not json) as advance:
-            result = analyze_sources(sources, inputs, filters, recent=recent, progress=advance, jobs=jobs)
+            result = analyze_sources(
+                sources, inputs, filters, recent=recent, progress=advance, thresholds=limits, jobs=jobs
+            )
     show_summary = summary if summary is not None else not recent
     recent_records = result.collector.recent_records()
     if json:

@@ -11,11 +11,13 @@ from memprof.commands._analysis_options import (
     Json,
     Route,
     Since,
+    Threshold,
     Until,
     Worker,
     emit,
     input_errors,
     make_filters,
+    make_thresholds,
 )
 
 
@@ -33,6 +35,7 @@ def run(
     fail_if_worse: Annotated[
         bool, typer.Option(help="Exit with code 3 when the verdict is worse (for CI).")
     ] = False,
+    threshold: Threshold = None,
 ) -> None:
     """Compare two runs side by side: per-route memory deltas, findings resolved/new, and a verdict."""
     from memprof.analysis.compare import compare, load_summary
@@ -40,8 +43,9 @@ def run(
     from memprof.analysis.render_views import render_compare
 
     filters = make_filters(since, until, route, worker)
+    limits = make_thresholds(threshold)
     with input_errors():
-        result = compare(load_summary(baseline, filters), load_summary(postfix, filters))
+        result = compare(load_summary(baseline, filters, limits), load_summary(postfix, filters, limits))
     emit(render_json(result) if json else render_compare(result))
     if fail_if_worse and result["verdict"] == "worse":
         raise CliError("the postfix run is worse than the baseline (--fail-if-worse)", 3)

@@ -13,11 +13,13 @@ from memprof.commands._analysis_options import (
     Paths,
     Route,
     Since,
+    Threshold,
     Until,
     Worker,
     default_paths,
     input_errors,
     make_filters,
+    make_thresholds,
     progress_bar,
 )  # fmt: skip
 
@@ -34,6 +36,7 @@ def run(
     worker: Worker = None,
     points: Annotated[int, typer.Option(help="Most points per worker in the memory chart.", min=10)] = 800,
     jobs: Jobs = None,
+    threshold: Threshold = None,
 ) -> None:
     """Write an HTML report: memory over time per worker with dumps marked, per-route distributions, phases, findings."""
     from memprof.analysis.analyze import analyze_sources
@@ -42,11 +45,12 @@ def run(
     from memprof.analysis.summary import series
 
     inputs = default_paths(paths)
+    limits = make_thresholds(threshold)
     filters = make_filters(since, until, route, worker)
     with input_errors():
         sources = discover(inputs)
         with progress_bar(sources, True) as advance:
-            result = analyze_sources(sources, inputs, filters, progress=advance, jobs=jobs)
+            result = analyze_sources(sources, inputs, filters, progress=advance, thresholds=limits, jobs=jobs)
     page = render(result.summary, series(result.collector, points), title=title)
     try:
         html.write_text(page, encoding="utf-8")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from memprof.testing._units import format_size, parse_size
+from memprof._units import format_size, parse_size
 
 if TYPE_CHECKING:
     from memprof.testing.client import ResponseProfile

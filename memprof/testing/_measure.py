@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from memprof.testing._units import format_size
+from memprof._units import format_size
 from memprof.testing.fit import Fit, growth_per_step, keeps_growing, robust_growth
 
 _IGNORED_FILES = (

@@ -31,10 +31,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from memprof._units import parse_size
 from memprof.memory import rss_bytes
 from memprof.testing._imports import load_app
 from memprof.testing._measure import Traced, client_files
-from memprof.testing._units import parse_size
 from memprof.testing.fit import explain, linear_fit
 from memprof.testing.results import Measurement, ReproductionResult, VariableEffect, VariantResult
 from memprof.testing.variables import Context, RequestSpec, Variable, series_of, variants

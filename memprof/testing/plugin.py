@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from memprof._units import format_size, parse_size
 from memprof.testing._fixtures import CLIENTS, memprof_app, memprof_client, memprof_settings
 from memprof.testing._markers import (
     MARKERS,
@@ -27,7 +28,6 @@ from memprof.testing._markers import (
     positive_int,
 )
 from memprof.testing._options import add_options, option
-from memprof.testing._units import format_size, parse_size
 
 __all__ = [
     "memprof_app",

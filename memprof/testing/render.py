@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from memprof.testing._units import format_size
+from memprof._units import format_size
 from memprof.testing.results import ReproductionResult
 
 

@@ -9,7 +9,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from memprof.testing._units import format_size
+from memprof._units import format_size
 from memprof.testing.fit import Explanation, Fit, robust_growth
 
 GROWTH_NOISE = 2048
