@@ -286,7 +286,9 @@ def test_thresholds_from_the_command_line(problem_dir: Path, tmp_path: Path) -> 
     out = tmp_path / "r.html"
     r = run("report", str(problem_dir), "--html", str(out), "--threshold", "route_family_min_growth=100MB")
     assert r.code == 0 and f"{len(raised)} findings" in r.stdout, r
-    r = run("compare", str(problem_dir), str(problem_dir), "--json", "--threshold", "route_family_min_growth=1GB")
+    r = run(
+        "compare", str(problem_dir), str(problem_dir), "--json", "--threshold", "route_family_min_growth=1GB"
+    )
     assert r.code == 0 and "route_family_overhead" not in r.stdout, r
     for bad, message in [
         ("nope=1", "'nope' is not a threshold: expected one of cache_min_growth, cartesian_ratio,"),
