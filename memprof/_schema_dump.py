@@ -29,8 +29,27 @@ class CacheState(_Model):
     unbounded: bool
 
 
+class OutsideStatement(_Model):
+    """One statement run outside profiled requests (placeholders only, never parameter values)."""
+
+    sql: str
+    count: int
+    total_ms: float
+
+
+class SqlOutsideRequests(_Model):
+    """SQL this process ran outside profiled requests since it started: start-up, background jobs and, in
+    light mode, the unsampled requests. Cumulative counters; the statements by total time."""
+
+    count: int
+    total_ms: float
+    statements: list[OutsideStatement] = Field(description="The most expensive statements, at most 20.")
+    dropped_statements: int = Field(0, description="Distinct statements past the per-process cap.")
+
+
 class StateRecord(_Model):
-    """Cache sizes observed at start-up, periodically and at shutdown (lines of ``state-*.jsonl``)."""
+    """Cache sizes observed at start-up, periodically and at shutdown (lines of ``state-*.jsonl``), and the
+    SQL run outside profiled requests when the SQLAlchemy integration is in use."""
 
     schema_: Literal["memprof.state"] = Field("memprof.state", alias="schema")
     version: str = STATE_VERSION
@@ -40,6 +59,9 @@ class StateRecord(_Model):
     worker: str
     phase: Literal["startup", "periodic", "shutdown"]
     caches: list[CacheState]
+    sql_outside_requests: SqlOutsideRequests | None = Field(
+        None, description="Absent when the SQLAlchemy integration is not loaded."
+    )
 
 
 class InflightRequest(_Model):

@@ -242,6 +242,24 @@ def snapshot(discover: bool = True) -> list[dict[str, Any]]:
     return caches
 
 
+MAX_OUTSIDE_STATEMENTS = 20
+
+
+def sql_outside_requests() -> dict[str, Any] | None:
+    """The SQLAlchemy integration's count of SQL run outside profiled requests (None when it is not loaded:
+    memprof never imports SQLAlchemy for an app that does not use it)."""
+    module = sys.modules.get("memprof.integrations.sqlalchemy")
+    if module is None:
+        return None
+    try:
+        data: dict[str, Any] = module.unattributed()
+    except Exception as exc:
+        internal_error("state_sql_outside", exc)
+        return None
+    data["statements"] = data["statements"][:MAX_OUTSIDE_STATEMENTS]
+    return data
+
+
 class StateLog:
     """Appends ``memprof.state`` observations to ``DATA_DIR/state-<start>-<pid>.jsonl``."""
 
@@ -274,6 +292,9 @@ class StateLog:
             "phase": phase,
             "caches": snapshot(),
         }
+        outside = sql_outside_requests()
+        if outside is not None:
+            record["sql_outside_requests"] = outside
         if self._pruned and not self.data_dir.is_dir():
             return record  # the data dir was removed on purpose: do not bring it back
         ensure_private_dir(self.data_dir)

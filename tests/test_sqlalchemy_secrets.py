@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,31 @@ def test_literals_written_into_sql_are_masked(
     assert stmt["sql"] == "SELECT '?' AS a, '?' AS b, 42 AS n"
     for content in written_files(data_dir).values():
         assert SECRET_TOKEN.encode() not in content
+
+
+def test_sql_outside_profiled_requests_reaches_the_state_records_and_the_analyzer(
+    engine: Engine, schema: Schema, make_settings: Settings, samples: Any, data_dir: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from memprof.cli import app as cli
+    from memprof.schema import StateRecord
+
+    reset_unattributed()
+    # Light mode, nothing sampled: every request's SQL runs outside a profiled request.
+    run(sync_app(schema, sessionmaker(engine)), make_settings(mode="light", sample_rate=0.0), *["/login"] * 3)
+    assert samples() == []
+    states = [json.loads(line) for p in data_dir.glob("state-*.jsonl") for line in p.read_text().splitlines()]
+    (shutdown,) = [s for s in states if s["phase"] == "shutdown"]
+    StateRecord.model_validate(shutdown)
+    outside = shutdown["sql_outside_requests"]
+    assert outside["count"] == 3 and outside["total_ms"] > 0
+    (login,) = [s for s in outside["statements"] if "WHERE" in s["sql"]]
+    assert login["count"] == 3 and SECRET_PASSWORD not in json.dumps(shutdown)
+    result = CliRunner().invoke(cli, ["analyze", str(data_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    section = json.loads(result.stdout)["sql_outside_requests"]
+    assert section["count"] == 3 and section["workers"] == 1
+    assert section["statements"][0] == {"sql": login["sql"], "count": 3, "total_ms": login["total_ms"]}
+    text = CliRunner().invoke(cli, ["analyze", str(data_dir)]).stdout
+    assert "SQL outside profiled requests (start-up, jobs, unsampled requests): 3 statements" in text

@@ -24,6 +24,7 @@ from memprof.analysis.summary import (
     phase_rows,
     route_rows,
     session_section,
+    sql_outside_section,
     sql_section,
     worker_rows,
 )
@@ -76,6 +77,7 @@ def summarize(c: Collector, report: LoadReport, thresholds: Thresholds | None = 
         "dumps": dumps_section(c),
         "crashes": sorted(c.events.crashes, key=lambda x: (x["last_seen"] or 0, x["ref"])),
         "caches": cache_rows(c),
+        "sql_outside_requests": sql_outside_section(c),
         "findings": detect(c, threshold, sessions, thresholds),
     }
 

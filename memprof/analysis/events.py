@@ -54,6 +54,8 @@ class EventCollector:
         self.frames: Counter[str] = Counter()
         self.crashes: list[dict[str, Any]] = []
         self.caches: dict[tuple[str, str], dict[str, Any]] = {}
+        # Per worker, its latest count of SQL outside profiled requests: (time, data, ref).
+        self.sql_outside: dict[str, tuple[float, dict[str, Any], str]] = {}
         self.state_records = 0
         self.filtered_out = 0
 
@@ -164,7 +166,11 @@ class EventCollector:
         if not self._keep(t, rec, []):
             return
         self.state_records += 1
-        self._observe_caches(_worker(rec), t, rec.get("caches") or [], ref)
+        worker = _worker(rec)
+        self._observe_caches(worker, t, rec.get("caches") or [], ref)
+        outside = rec.get("sql_outside_requests")
+        if isinstance(outside, dict) and (worker not in self.sql_outside or t >= self.sql_outside[worker][0]):
+            self.sql_outside[worker] = (t, outside, ref)  # cumulative: the latest observation holds it all
 
     def _observe_caches(self, worker: str, t: float, caches: list[Any], ref: str) -> None:
         for cache in caches:

@@ -179,6 +179,9 @@ def _merge_events(a: EventCollector, b: EventCollector) -> None:
     a.crashes.extend(b.crashes[: MAX_CRASHES - len(a.crashes)])
     a.state_records += b.state_records
     a.filtered_out += b.filtered_out
+    for worker, latest in b.sql_outside.items():
+        if worker not in a.sql_outside or latest[0] >= a.sql_outside[worker][0]:
+            a.sql_outside[worker] = latest
     for key, cb in b.caches.items():
         ca = a.caches.get(key)
         if ca is None:

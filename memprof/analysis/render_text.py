@@ -180,7 +180,17 @@ def render_summary(summary: dict[str, Any]) -> str:
     lines += _dumps(summary["dumps"])
     lines += _crashes(summary["crashes"])
     lines += _caches(summary["caches"])
+    lines += _sql_outside(summary.get("sql_outside_requests"))
     return "\n".join(lines) + "\n"
+
+
+def _sql_outside(s: dict[str, Any] | None) -> list[str]:
+    if not s or not s["count"]:
+        return []
+    head = (f"SQL outside profiled requests (start-up, jobs, unsampled requests): {plural(s['count'], 'statement')}, "
+            f"{s['total_ms']:.0f} ms over {plural(s['workers'], 'worker')}")  # fmt: skip
+    rows = [[x["count"], f"{x['total_ms']:.1f}", x["sql"][:90]] for x in s["statements"][:5]]
+    return ["", head, *table(["count", "ms", "statement"], rows)]
 
 
 def _sessions(s: dict[str, Any] | None) -> list[str]:

@@ -232,6 +232,40 @@ def dumps_section(c: Collector) -> dict[str, Any]:
     }
 
 
+def sql_outside_section(c: Collector) -> dict[str, Any] | None:
+    """SQL run outside profiled requests (start-up, jobs, unsampled requests), from each worker's latest
+    state record: totals over workers and the statements by total time. None when no worker reported it."""
+    latest = c.events.sql_outside
+    if not latest:
+        return None
+    statements: dict[str, list[float]] = {}
+    count, total_ms = 0, 0.0
+    for _t, data, _ref in latest.values():
+        count += _int(data.get("count"))
+        total_ms += _float(data.get("total_ms"))
+        for stmt in data.get("statements") or ():
+            if isinstance(stmt, dict) and isinstance(stmt.get("sql"), str):
+                acc = statements.setdefault(stmt["sql"], [0, 0.0])
+                acc[0] += _int(stmt.get("count"))
+                acc[1] += _float(stmt.get("total_ms"))
+    top = sorted(statements.items(), key=lambda kv: (-kv[1][1], kv[0]))[:10]
+    return {
+        "workers": len(latest),
+        "count": count,
+        "total_ms": round(total_ms, 3),
+        "statements": [{"sql": sql, "count": int(n), "total_ms": round(ms, 3)} for sql, (n, ms) in top],
+        "refs": sorted(ref for _t, _d, ref in latest.values())[:5],
+    }
+
+
+def _int(value: Any) -> int:
+    return value if type(value) is int else 0
+
+
+def _float(value: Any) -> float:
+    return float(value) if type(value) in (int, float) else 0.0
+
+
 def cache_rows(c: Collector) -> list[dict[str, Any]]:
     rows = []
     for agg in c.events.caches.values():
