@@ -97,9 +97,15 @@ def test_sql_outside_profiled_requests_reaches_the_state_records_and_the_analyze
     from memprof.cli import app as cli
     from memprof.schema import StateRecord
 
+    from tests._memprof_server import wait_for
+
     reset_unattributed()
     # Light mode, nothing sampled: every request's SQL runs outside a profiled request.
-    run(sync_app(schema, sessionmaker(engine)), make_settings(mode="light", sample_rate=0.0), *["/login"] * 3)
+    settings = make_settings(mode="light", sample_rate=0.0, watchdog_interval_ms=20)
+    with TestClient(MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=settings)) as client:
+        assert wait_for(lambda: list(data_dir.glob("state-*.jsonl")))  # observing (start-up line written)
+        for _ in range(3):
+            assert client.get("/login").status_code == 200
     assert samples() == []
     states = [json.loads(line) for p in data_dir.glob("state-*.jsonl") for line in p.read_text().splitlines()]
     (shutdown,) = [s for s in states if s["phase"] == "shutdown"]
