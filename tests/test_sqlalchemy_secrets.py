@@ -96,7 +96,6 @@ def test_sql_outside_profiled_requests_reaches_the_state_records_and_the_analyze
 
     from memprof.cli import app as cli
     from memprof.schema import StateRecord
-
     from tests._memprof_server import wait_for
 
     reset_unattributed()
