@@ -38,12 +38,12 @@ __all__ = [
     "uninstrument_sqlalchemy",
 ]
 
-# (event, listener, keywords): before_cursor_execute returns its arguments itself (retval=True), which
-# spares SQLAlchemy's wrapper function on every execution.
+# (event, listener, keywords): dialect events only (on an engine they land on its dialect, on Engine on
+# Dialect): a connection event would make every Connection join its engine's dispatch (see _sqla_events).
 _ENGINE_EVENTS: tuple[tuple[str, Callable[..., Any], dict[str, Any]], ...] = (
-    ("before_cursor_execute", _sqla_events.before_cursor_execute, {"retval": True}),
-    ("after_cursor_execute", _sqla_events.after_cursor_execute, {}),
-    ("handle_error", _sqla_events.handle_error, {}),
+    ("do_execute", _sqla_events.do_execute, {}),
+    ("do_execute_no_params", _sqla_events.do_execute_no_params, {}),
+    ("do_executemany", _sqla_events.do_executemany, {}),
 )
 
 _lock = threading.RLock()
@@ -86,13 +86,6 @@ def _listen(target: Any, name: str, fn: Callable[..., Any], **kw: Any) -> None:
     event.listen(target, name, fn, **kw)
     ref: Callable[[], Any] = weakref.ref(target) if isinstance(target, Engine) else _Strong(target)
     _registry.append((ref, name, fn))
-
-
-def _on_engine_connect(conn: Any) -> None:
-    try:
-        _sqla_events.remember_engine(conn.engine)
-    except Exception as exc:
-        internal_error("sqlalchemy.engine_connect", exc)
 
 
 def instrument_sqlalchemy(
@@ -138,7 +131,7 @@ def _instrument_all() -> None:
     _own.clear()
     for name, fn, kw in _ENGINE_EVENTS:
         _listen(Engine, name, fn, **kw)
-    _listen(Engine, "engine_connect", _on_engine_connect)
+    _sqla_events.set_remember_all(True)  # engines are noted as they execute SQL
     _global = True
 
 
@@ -173,6 +166,7 @@ def uninstrument_sqlalchemy() -> None:
         _own.clear()
         _global = False
         _orm_installed = False
+        _sqla_events.set_remember_all(False)
         _sqla_events.set_settings(None)
         if _on_finish in FINISH_HOOKS:
             FINISH_HOOKS.remove(_on_finish)
@@ -203,7 +197,7 @@ def engine_state(engine: Engine) -> dict[str, Any]:
 
 
 def engine_states() -> list[dict[str, Any]]:
-    """The state of every engine memprof knows (instrumented, or seen connecting), for dumps."""
+    """The state of every engine memprof knows (instrumented, or seen executing SQL), for dumps."""
     out = []
     for ref in list(_sqla_events.ENGINES.values()):
         engine = ref()
