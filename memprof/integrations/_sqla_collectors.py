@@ -251,16 +251,30 @@ class ScopeCollector:
         return out
 
 
+def state_dict(figures: tuple[str, int | None, int | None, int | None, int | None]) -> dict[str, Any]:
+    """An ``EngineState`` dict from (name, compiled cache size, its capacity, pool checked out, pool
+    size)."""
+    name, cache, capacity, checked_out, size = figures
+    return {
+        "name": name,
+        "compiled_cache": cache,
+        "compiled_cache_max": capacity,
+        "pool_checked_out": checked_out,
+        "pool_size": size,
+    }
+
+
 class EngineCollector:
-    """``profile.sections["engines"]``: the state of the engines a request used, read at its end."""
+    """``profile.sections["engines"]``: the state of the engines a request used, read at its end
+    (plain figures; the dicts are built in the writer thread)."""
 
     __slots__ = ("states",)
 
-    def __init__(self, states: Iterable[dict[str, Any]]) -> None:
+    def __init__(self, states: Iterable[tuple[str, int | None, int | None, int | None, int | None]]) -> None:
         self.states = list(states)
 
     def to_record(self) -> list[dict[str, Any]]:
-        return self.states
+        return [state_dict(figures) for figures in self.states]
 
 
 class Unattributed:

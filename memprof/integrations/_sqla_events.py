@@ -33,7 +33,7 @@ from memprof.integrations._sqla_params import redact_params
 from memprof.isolation import internal_error
 from memprof.memory import rss_bytes
 from memprof.profile import RequestProfile, _current
-from memprof.runtime import current_runtime, runtimes
+from memprof.runtime import _RUNTIMES, current_runtime
 from memprof.settings import MemprofSettings, load_settings
 
 UNATTRIBUTED = Unattributed()
@@ -80,10 +80,13 @@ def remember_engine(engine: Any) -> int:
 
 
 def _settings_of(profile: RequestProfile) -> MemprofSettings:
-    """The settings of the middleware that runs ``profile`` (several may live in one process)."""
+    """The settings of the middleware that runs ``profile`` (several may live in one process). Once
+    per full profile: the runtimes' weak references are read in place, newest first."""
     if _settings_override is None:
-        for runtime in reversed(runtimes()):
-            if profile.request_id in runtime.active:
+        request_id = profile.request_id
+        for ref in reversed(_RUNTIMES):
+            runtime = ref()
+            if runtime is not None and request_id in runtime.active:
                 return runtime.settings
     return current_settings()
 

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapper, Session
 
 from memprof.integrations import _sqla_events, _sqla_orm
-from memprof.integrations._sqla_collectors import EngineCollector, QueryCollector
+from memprof.integrations._sqla_collectors import EngineCollector, QueryCollector, state_dict
 from memprof.isolation import internal_error
 from memprof.profile import RequestProfile
 from memprof.runtime import FINISH_HOOKS, Scope, register_hooks
@@ -182,18 +182,41 @@ def is_instrumented(engine: Any = None) -> bool:
 
 def engine_state(engine: Engine) -> dict[str, Any]:
     """One engine's state as an ``EngineState`` dict: compiled-statement cache and pool use."""
+    return state_dict(_engine_figures(engine))
+
+
+_names: dict[int, tuple[weakref.ref[Any], str]] = {}  # id(engine) -> (engine, its name), weakly
+_MAX_NAMES = 64
+
+
+def _engine_name(engine: Any) -> str:
+    found = _names.get(id(engine))
+    if found is not None and found[0]() is engine:
+        return found[1]
+    url = engine.url
+    name = f"{url.drivername}:{url.database or ''}"
+    if len(_names) >= _MAX_NAMES:
+        for dead in [key for key, (ref, _name) in list(_names.items()) if ref() is None]:
+            del _names[dead]
+    if len(_names) < _MAX_NAMES:
+        _names[id(engine)] = (weakref.ref(engine), name)
+    return name
+
+
+def _engine_figures(engine: Engine) -> tuple[str, int | None, int | None, int | None, int | None]:
+    """What ``EngineState`` holds, as read now (request end): plain values; the dict is built by
+    :func:`state_dict` in the writer thread."""
     cache = engine._compiled_cache
     pool = engine.pool
     checked_out = getattr(pool, "checkedout", None)
     size = getattr(pool, "size", None)
-    url = engine.url
-    return {
-        "name": f"{url.drivername}:{url.database or ''}",
-        "compiled_cache": len(cache) if cache is not None else None,
-        "compiled_cache_max": getattr(cache, "capacity", None),
-        "pool_checked_out": checked_out() if callable(checked_out) else None,
-        "pool_size": size() if callable(size) else None,
-    }
+    return (
+        _engine_name(engine),
+        len(cache) if cache is not None else None,
+        getattr(cache, "capacity", None),
+        checked_out() if callable(checked_out) else None,
+        size() if callable(size) else None,
+    )
 
 
 def engine_states() -> list[dict[str, Any]]:
@@ -221,7 +244,7 @@ def _on_finish(profile: RequestProfile, scope: Scope) -> None:
             ref = _sqla_events.ENGINES.get(engine_id)
             engine = ref() if ref is not None else None
             if engine is not None:
-                states.append(engine_state(engine))
+                states.append(_engine_figures(engine))
         profile.sections["engines"] = EngineCollector(states)
 
 
