@@ -203,11 +203,11 @@ def test_a_failing_listener_never_reaches_the_app(
     with Session(engine) as session:
         seed(session, schema, authors=2)
 
-    def broken() -> str:
+    def broken() -> Any:
         raise RuntimeError("memprof bug")
 
     monkeypatch.setattr(errors, "raise_errors", False)
-    monkeypatch.setattr(_sqla_events, "application_frame", broken)
+    monkeypatch.setattr(_sqla_events, "application_site", broken)
     monkeypatch.setattr(_sqla_frames, "application_frame", broken)
     instrument_sqlalchemy(engine)
     try:

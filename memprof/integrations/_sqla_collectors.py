@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from memprof.integrations._sqla_frames import describe_site
 from memprof.integrations._sqla_params import mask_literals
 
 MAX_STATEMENTS = 200  # distinct statements per request; more are counted in ``dropped_statements``
@@ -64,7 +65,7 @@ class StatementStat:
         self.rows = 0
         self.instances = 0
         self.lazy = 0
-        self.frame: str | None = None
+        self.frame: tuple[str, int, str] | None = None  # (file, line, function): see describe_site
         self.params: list[Any] | None = None
 
     def to_record(self, threshold: int) -> dict[str, Any]:
@@ -80,7 +81,7 @@ class StatementStat:
             "instances": self.instances,
             "n_plus_one": self.count >= threshold,
             "lazy": self.lazy > 0,
-            "frame": self.frame,
+            "frame": describe_site(self.frame),
         }
         if self.params is not None:
             out["params"] = self.params

@@ -27,7 +27,7 @@ from memprof.integrations._sqla_collectors import (
     StatementStat,
     Unattributed,
 )
-from memprof.integrations._sqla_frames import application_frame
+from memprof.integrations._sqla_frames import application_site
 from memprof.integrations._sqla_params import redact_params
 from memprof.isolation import internal_error
 from memprof.memory import rss_bytes
@@ -128,7 +128,7 @@ def _start(statement: str, parameters: Any, context: Any) -> tuple[Any, Any, Any
             queries.dropped += 1
         else:
             stat = queries.statements[statement] = StatementStat(statement, rss)
-            stat.frame = application_frame()
+            stat.frame = application_site()
     if stat is not None:
         _observe(profile, queries, stat, statement, parameters, context)
     models: Any = profile.sections.get("models")  # Any: a cast() would be one more call
@@ -167,7 +167,7 @@ def _observe(
 ) -> None:
     stat.count += 1
     if stat.count == queries.threshold:
-        stat.frame = application_frame()  # the frame of the repetition, usually the N+1 loop
+        stat.frame = application_site()  # the frame of the repetition, usually the N+1 loop
     load_options = context.execution_options.get("_sa_orm_load_options")
     if load_options is not None and getattr(load_options, "_lazy_loaded_from", None) is not None:
         stat.lazy += 1
