@@ -129,11 +129,16 @@ class QueryCollector:
 class ModelCollector:
     """``profile.sections["models"]``: per mapped class counts and Sessions' identity-map sizes."""
 
-    __slots__ = ("by_connection", "classes", "dropped", "sessions")
+    __slots__ = ("by_connection", "classes", "dropped", "hot_class", "hot_entry", "hot_queries", "sessions")
 
     def __init__(self) -> None:
         # id(class) -> [name, loaded, created, updated, deleted, rss_first, rss_last]
         self.classes: dict[int, list[Any]] = {}
+        # The class loaded last, its entry and the request's QueryCollector: the per-instance ``load``
+        # listener's shortcut (a class is referenced only while the request runs).
+        self.hot_class: type | None = None
+        self.hot_entry: list[Any] = []
+        self.hot_queries: Any = None
         self.dropped = 0
         # id(session) -> [weakref to the Session, largest identity-map size seen]
         self.sessions: dict[int, list[Any]] = {}
@@ -174,6 +179,12 @@ class ModelCollector:
                 size = len(session.identity_map)
                 if size > found[1]:
                     found[1] = size
+
+    def request_end(self) -> None:
+        """Request end: sample every Session still alive; drop the reference to the class loaded last."""
+        self.hot_class = self.hot_queries = None
+        self.hot_entry = []
+        self.sample_sessions()
 
     def sample_sessions(self) -> None:
         """Read the identity-map size of every watched Session still alive (request end)."""

@@ -236,7 +236,7 @@ def _on_finish(profile: RequestProfile, scope: Scope) -> None:
     """Request end (full profiles): identity-map sizes of the Sessions used, state of the engines."""
     models = profile.sections.get("models")
     if models is not None:
-        models.sample_sessions()  # type: ignore[attr-defined]
+        models.request_end()  # type: ignore[attr-defined]
     queries = profile.sections.get("queries")
     if isinstance(queries, QueryCollector) and queries.engines:
         states = []
