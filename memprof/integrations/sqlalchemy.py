@@ -5,7 +5,8 @@
     instrument_sqlalchemy(engine)      # an Engine or AsyncEngine; no argument: every engine
 
 Listeners are registered once, through a registry that :func:`uninstrument_sqlalchemy` empties. They
-only observe: statements are never rewritten and no attribute that could trigger a load is read. What
+only observe: statements are never rewritten and no attribute that could trigger a load is read (the
+execution listeners run each execution as SQLAlchemy would, see :mod:`._sqla_events`). What
 they learn goes into the current request's profile (``profile.sections``: ``queries``, ``models``,
 ``scopes``, ``engines``); SQL run outside any profiled request is counted per process
 (:func:`unattributed`). See README "SQLAlchemy" for the record fields.
