@@ -24,10 +24,14 @@ from memprof import MemprofMiddleware, instrument_sqlalchemy, uninstrument_sqlal
 from memprof.integrations import _sqla_events, _sqla_frames, _sqla_orm
 from memprof.integrations.sqlalchemy import is_instrumented
 from memprof.isolation import errors
+from memprof.profile import RequestProfile, _current
 from memprof.runtime import FINISH_HOOKS
 from tests.sqla_apps import make_schema, seed, sync_app
 
-ENGINE_EVENTS = ("before_cursor_execute", "after_cursor_execute", "engine_connect", "handle_error")
+# Dialect events: listening on an engine (or Engine) lands on its dialect (or Dialect).
+ENGINE_EVENTS = ("do_execute", "do_execute_no_params", "do_executemany", "handle_error")
+# Connection events: memprof adds none (one would make every Connection join its engine's dispatch).
+CONNECTION_EVENTS = ("before_cursor_execute", "after_cursor_execute", "engine_connect", "before_execute")
 MAPPER_EVENTS = ("load", "after_insert", "after_update", "after_delete")
 SESSION_EVENTS = ("after_begin", "after_flush", "after_transaction_end")
 
@@ -39,10 +43,10 @@ def listener_counts(engine: Engine) -> dict[str, int]:
     mapper = sa_inspect(make_schema().Author)
     counts = {}
     for label, target in (("engine", engine), ("Engine", probe)):
-        for name in ENGINE_EVENTS[:3]:
+        for name in ENGINE_EVENTS:
+            counts[f"{label}.{name}"] = len(getattr(target.dialect.dispatch, name))
+        for name in CONNECTION_EVENTS:
             counts[f"{label}.{name}"] = len(getattr(target.dispatch, name))
-        # handle_error is a dialect event: listening on an engine (or Engine) lands on its dialect
-        counts[f"{label}.handle_error"] = len(target.dialect.dispatch.handle_error)
     counts.update({f"Mapper.{n}": len(getattr(mapper.dispatch, n)) for n in MAPPER_EVENTS[1:]})
     # load is an instance event: it lands on each mapped class's manager
     counts["Mapper.load"] = len(mapper.class_manager.dispatch.load)
@@ -52,9 +56,9 @@ def listener_counts(engine: Engine) -> dict[str, int]:
 
 def our_functions() -> list[Callable[..., Any]]:
     return [
-        _sqla_events.before_cursor_execute,
-        _sqla_events.after_cursor_execute,
-        _sqla_events.handle_error,
+        _sqla_events.do_execute,
+        _sqla_events.do_execute_no_params,
+        _sqla_events.do_executemany,
         _sqla_orm.on_load,
         _sqla_orm.after_insert,
         _sqla_orm.after_update,
@@ -83,8 +87,8 @@ def test_uninstrument_leaves_no_listener(
     assert not is_instrumented() and not is_instrumented(engine)
     for fn in our_functions():
         for target, names in (
-            (engine, ENGINE_EVENTS[:3]),
-            (Engine, ENGINE_EVENTS[:3]),
+            (engine, ENGINE_EVENTS),
+            (Engine, ENGINE_EVENTS),
             (Mapper, MAPPER_EVENTS),
         ):
             for name in names:
@@ -106,13 +110,13 @@ def test_instrument_is_idempotent(tmp_path: Path) -> None:
         instrument_sqlalchemy(engine)
         instrument_sqlalchemy(engine, count_instances=True)
         assert listener_counts(engine) == once
-        assert once["engine.before_cursor_execute"] == before["engine.before_cursor_execute"] + 1
+        assert once["engine.do_execute"] == before["engine.do_execute"] + 1
         instrument_sqlalchemy()
         instrument_sqlalchemy()
         every = listener_counts(engine)
         # class-level now (an engine's dispatch includes those): still exactly one for the engine
-        assert every["engine.before_cursor_execute"] == before["engine.before_cursor_execute"] + 1
-        assert every["Engine.before_cursor_execute"] == before["Engine.before_cursor_execute"] + 1
+        assert every["engine.do_execute"] == before["engine.do_execute"] + 1
+        assert every["Engine.do_execute"] == before["Engine.do_execute"] + 1
         instrument_sqlalchemy(engine)  # already covered by the class-level listeners
         assert listener_counts(engine) == every
     finally:
@@ -199,11 +203,11 @@ def test_a_failing_listener_never_reaches_the_app(
     with Session(engine) as session:
         seed(session, schema, authors=2)
 
-    def broken() -> str:
+    def broken() -> Any:
         raise RuntimeError("memprof bug")
 
     monkeypatch.setattr(errors, "raise_errors", False)
-    monkeypatch.setattr(_sqla_events, "application_frame", broken)
+    monkeypatch.setattr(_sqla_events, "application_site", broken)
     monkeypatch.setattr(_sqla_frames, "application_frame", broken)
     instrument_sqlalchemy(engine)
     try:
@@ -216,7 +220,7 @@ def test_a_failing_listener_never_reaches_the_app(
     finally:
         uninstrument_sqlalchemy()
         engine.dispose()
-    assert errors.counts["sqlalchemy.before_cursor_execute"] >= 1
+    assert errors.counts["sqlalchemy.before_execute"] >= 1
     (rec,) = samples()
     assert rec["request"]["status"] == 200
 
@@ -238,3 +242,107 @@ def test_public_surface() -> None:
     ]
     for name in integration.__all__:
         assert getattr(integration, name).__doc__, name
+
+
+def _profiled(fn: Callable[[], Any]) -> RequestProfile:
+    """Run ``fn`` inside a full profile, set the way the middleware sets it; the profile."""
+    profile = RequestProfile("GET", "/", "aggressive", True)
+    token = _current.set(profile)
+    try:
+        fn()
+    finally:
+        _current.reset(token)
+    return profile
+
+
+def test_no_connection_event_is_added(tmp_path: Path) -> None:
+    """Only dialect events: a connection event would make every Connection join its engine's dispatch
+    and run the engine's event hooks, profiled or not."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'n.db'}")
+    try:
+        instrument_sqlalchemy(engine)
+        assert not engine._has_events and engine.dialect._has_events
+        with engine.connect() as conn:
+            assert not conn._has_events
+        instrument_sqlalchemy()
+        probe = create_engine("sqlite://")
+        assert not engine._has_events and not probe._has_events and not Engine._has_events
+        with probe.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        uninstrument_sqlalchemy()
+        engine.dispose()
+
+
+def test_other_do_execute_listeners_run_as_without_memprof(tmp_path: Path) -> None:
+    """memprof runs the execution itself: listeners registered after it still run, in order, and one
+    that executes the statement itself (returns True) still replaces the dialect's execution."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'o.db'}")
+    calls: list[str] = []
+
+    def first(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        calls.append("first")
+        return False
+
+    def replacing(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        calls.append("replacing")
+        cursor.execute(statement.replace("41", "40"), parameters)
+        return True
+
+    def never(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        calls.append("never")
+        return False
+
+    event.listen(engine, "do_execute", first)
+    instrument_sqlalchemy(engine)
+    event.listen(engine, "do_execute", replacing)
+    event.listen(engine, "do_execute", never)
+    results: list[int] = []
+
+    def run() -> None:
+        with engine.connect() as conn:
+            results.append(conn.execute(text("SELECT 41 + :one"), {"one": 1}).scalar_one())
+
+    try:
+        profile = _profiled(run)
+        assert results == [41] and calls == ["first", "replacing"]
+        queries = profile.sections["queries"].to_record()
+        assert queries["count"] == 1 and queries["statements"][0]["rows"] == 1
+        event.remove(engine, "do_execute", replacing)
+        event.remove(engine, "do_execute", never)
+        _profiled(run)
+        assert results == [41, 42]
+    finally:
+        uninstrument_sqlalchemy()
+        event.remove(engine, "do_execute", first)
+        engine.dispose()
+
+
+def test_executemany_no_params_and_failures_are_counted(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+    instrument_sqlalchemy(engine)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": "a"}, {"v": "b"}])  # executemany
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 2  # no parameters
+            try:
+                conn.execute(text("SELECT nope FROM t"))
+            except Exception as exc:  # the driver's error, unchanged
+                failure.append(exc)
+
+    try:
+        profile = _profiled(run)
+    finally:
+        uninstrument_sqlalchemy()
+        engine.dispose()
+    assert type(failure[0]).__name__ == "OperationalError" and "nope" in str(failure[0])
+    queries = profile.sections["queries"].to_record()
+    by_sql = {s["sql"]: s for s in queries["statements"]}
+    assert queries["count"] == 3 and len(by_sql) == 3
+    assert by_sql["SELECT count(*) FROM t"]["rows"] == 1
+    assert by_sql["INSERT INTO t (v) VALUES (?)"]["count"] == 1
+    assert by_sql["SELECT nope FROM t"]["count"] == 1 and by_sql["SELECT nope FROM t"]["total_ms"] >= 0

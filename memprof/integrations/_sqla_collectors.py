@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from memprof.integrations._sqla_frames import describe_site
 from memprof.integrations._sqla_params import mask_literals
 
 MAX_STATEMENTS = 200  # distinct statements per request; more are counted in ``dropped_statements``
@@ -64,7 +65,7 @@ class StatementStat:
         self.rows = 0
         self.instances = 0
         self.lazy = 0
-        self.frame: str | None = None
+        self.frame: tuple[str, int, str] | None = None  # (file, line, function): see describe_site
         self.params: list[Any] | None = None
 
     def to_record(self, threshold: int) -> dict[str, Any]:
@@ -80,7 +81,7 @@ class StatementStat:
             "instances": self.instances,
             "n_plus_one": self.count >= threshold,
             "lazy": self.lazy > 0,
-            "frame": self.frame,
+            "frame": describe_site(self.frame),
         }
         if self.params is not None:
             out["params"] = self.params
@@ -128,11 +129,16 @@ class QueryCollector:
 class ModelCollector:
     """``profile.sections["models"]``: per mapped class counts and Sessions' identity-map sizes."""
 
-    __slots__ = ("by_connection", "classes", "dropped", "sessions")
+    __slots__ = ("by_connection", "classes", "dropped", "hot_class", "hot_entry", "hot_queries", "sessions")
 
     def __init__(self) -> None:
         # id(class) -> [name, loaded, created, updated, deleted, rss_first, rss_last]
         self.classes: dict[int, list[Any]] = {}
+        # The class loaded last, its entry and the request's QueryCollector: the per-instance ``load``
+        # listener's shortcut (a class is referenced only while the request runs).
+        self.hot_class: type | None = None
+        self.hot_entry: list[Any] = []
+        self.hot_queries: Any = None
         self.dropped = 0
         # id(session) -> [weakref to the Session, largest identity-map size seen]
         self.sessions: dict[int, list[Any]] = {}
@@ -173,6 +179,12 @@ class ModelCollector:
                 size = len(session.identity_map)
                 if size > found[1]:
                     found[1] = size
+
+    def request_end(self) -> None:
+        """Request end: sample every Session still alive; drop the reference to the class loaded last."""
+        self.hot_class = self.hot_queries = None
+        self.hot_entry = []
+        self.sample_sessions()
 
     def sample_sessions(self) -> None:
         """Read the identity-map size of every watched Session still alive (request end)."""
@@ -251,16 +263,30 @@ class ScopeCollector:
         return out
 
 
+def state_dict(figures: tuple[str, int | None, int | None, int | None, int | None]) -> dict[str, Any]:
+    """An ``EngineState`` dict from (name, compiled cache size, its capacity, pool checked out, pool
+    size)."""
+    name, cache, capacity, checked_out, size = figures
+    return {
+        "name": name,
+        "compiled_cache": cache,
+        "compiled_cache_max": capacity,
+        "pool_checked_out": checked_out,
+        "pool_size": size,
+    }
+
+
 class EngineCollector:
-    """``profile.sections["engines"]``: the state of the engines a request used, read at its end."""
+    """``profile.sections["engines"]``: the state of the engines a request used, read at its end
+    (plain figures; the dicts are built in the writer thread)."""
 
     __slots__ = ("states",)
 
-    def __init__(self, states: Iterable[dict[str, Any]]) -> None:
+    def __init__(self, states: Iterable[tuple[str, int | None, int | None, int | None, int | None]]) -> None:
         self.states = list(states)
 
     def to_record(self) -> list[dict[str, Any]]:
-        return self.states
+        return [state_dict(figures) for figures in self.states]
 
 
 class Unattributed:

@@ -1,15 +1,20 @@
-"""Engine listeners: time, memory, rows and parameters of each SQL execution.
+"""Execution listeners: time, memory, rows and parameters of each SQL execution.
 
-The state of one execution lives on its execution context (``context._memprof``), set in
-``before_cursor_execute`` and closed in ``after_cursor_execute`` or ``handle_error``. Rows are counted
-as they are fetched (SQLite's ``cursor.rowcount`` is -1 for a SELECT) by a fetch strategy that
-delegates every call to the one SQLAlchemy would have used and only counts what comes back.
+They are dialect events (``do_execute``, ``do_execute_no_params``, ``do_executemany``): each runs the
+execution itself, between its two halves (:func:`_start`, :func:`_finish`), exactly as SQLAlchemy
+would have run it, and returns True. Connection events (``before/after_cursor_execute``) would cost
+more on every request, profiled or not: an engine with any connection listener makes each new
+Connection join the engine's event dispatch and run its event hooks at every step (about 100 more
+Python calls per ``Session.get``). Rows are counted as they are fetched (SQLite's ``cursor.rowcount``
+is -1 for a SELECT) by a fetch strategy that delegates every call to the one SQLAlchemy would have used
+and only counts what comes back.
 """
 
 from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy.engine import cursor as _cursor
@@ -18,24 +23,22 @@ from memprof.integrations import _sqla_orm
 from memprof.integrations._sqla_collectors import (
     MAX_PARAM_SETS,
     MAX_STATEMENTS,
-    ModelCollector,
     QueryCollector,
     StatementStat,
     Unattributed,
 )
-from memprof.integrations._sqla_frames import application_frame
+from memprof.integrations._sqla_frames import application_site
 from memprof.integrations._sqla_params import redact_params
 from memprof.isolation import internal_error
 from memprof.memory import rss_bytes
 from memprof.profile import RequestProfile, _current
-from memprof.runtime import current_runtime, runtimes
+from memprof.runtime import _RUNTIMES, current_runtime
 from memprof.settings import MemprofSettings, load_settings
 
 UNATTRIBUTED = Unattributed()
 MAX_ENGINES = 64
-# Every engine known (instrumented, seen connecting, or used in a full profile), weakly: id -> ref.
+# Every engine known (instrumented, seen executing SQL in every-engine mode, or used in a full profile), weakly: id -> ref.
 ENGINES: dict[int, weakref.ref[Any]] = {}
-_ATTR = "_memprof"
 _perf = time.perf_counter_ns
 
 _settings_override: MemprofSettings | None = None
@@ -76,10 +79,13 @@ def remember_engine(engine: Any) -> int:
 
 
 def _settings_of(profile: RequestProfile) -> MemprofSettings:
-    """The settings of the middleware that runs ``profile`` (several may live in one process)."""
+    """The settings of the middleware that runs ``profile`` (several may live in one process). Once
+    per full profile: the runtimes' weak references are read in place, newest first."""
     if _settings_override is None:
-        for runtime in reversed(runtimes()):
-            if profile.request_id in runtime.active:
+        request_id = profile.request_id
+        for ref in reversed(_RUNTIMES):
+            runtime = ref()
+            if runtime is not None and request_id in runtime.active:
                 return runtime.settings
     return current_settings()
 
@@ -96,44 +102,59 @@ def _queries(profile: RequestProfile) -> QueryCollector:
     return cast(QueryCollector, found)
 
 
-def before_cursor_execute(
-    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-) -> tuple[str, Any]:
-    """Start timing; in full profiles also read RSS, find the statement's counters and note its
-    frame (first execution and at the N+1 threshold), lazy origin, parameters and loader criteria."""
-    try:
-        profile = _current.get()
-        if profile is None or profile.finished:
-            setattr(context, _ATTR, (None, None, None, 0, _perf()))
-            return statement, parameters
-        queries = _queries(profile)
-        queries.count += 1
-        if not queries.full:
-            setattr(context, _ATTR, (profile, queries, None, 0, _perf()))
-            return statement, parameters
-        t0 = _perf()
-        rss = rss_bytes()
-        queries.last_rss = rss
-        engine = conn.engine
-        if id(engine) not in queries.engines:
-            queries.engines.add(remember_engine(engine))
-        stat = queries.statements.get(statement)
-        if stat is None:
-            if len(queries.statements) >= MAX_STATEMENTS:
-                queries.dropped += 1
-            else:
-                stat = queries.statements[statement] = StatementStat(statement, rss)
-                stat.frame = application_frame()
-        if stat is not None:
-            _observe(profile, queries, stat, statement, parameters, context)
-        models = profile.sections.get("models")
-        if models is not None:
-            cast(ModelCollector, models).sample_connection(conn)
-        profile.overhead_ns += _perf() - t0
-        setattr(context, _ATTR, (profile, queries, stat, rss, _perf()))
-    except Exception as exc:
-        internal_error("sqlalchemy.before_cursor_execute", exc)
-    return statement, parameters
+def _start(statement: str, parameters: Any, context: Any) -> tuple[Any, Any, Any, int]:
+    """Before an execution: in full profiles read RSS, find the statement's counters and note its
+    frame (first execution and at the N+1 threshold), lazy origin, parameters and loader criteria.
+    The state handed to :func:`_finish`: (profile, queries, statement counters, RSS before)."""
+    profile = _current.get()
+    if profile is None or profile.finished:
+        if _remember_all:
+            _remember_context_engine(context)
+        return _NO_PROFILE
+    queries = _queries(profile)
+    queries.count += 1
+    if not queries.full:
+        return (profile, queries, None, 0)
+    t0 = _perf()
+    rss = rss_bytes()
+    queries.last_rss = rss
+    conn = context.root_connection
+    engine = conn.engine
+    if id(engine) not in queries.engines:
+        queries.engines.add(remember_engine(engine))
+    stat = queries.statements.get(statement)
+    if stat is None:
+        if len(queries.statements) >= MAX_STATEMENTS:
+            queries.dropped += 1
+        else:
+            stat = queries.statements[statement] = StatementStat(statement, rss)
+            stat.frame = application_site()
+    if stat is not None:
+        _observe(profile, queries, stat, statement, parameters, context)
+    models: Any = profile.sections.get("models")  # Any: a cast() would be one more call
+    if models is not None:
+        models.sample_connection(conn)
+    profile.overhead_ns += _perf() - t0
+    return (profile, queries, stat, rss)
+
+
+def _remember_context_engine(context: Any) -> None:
+    """Every-engine mode: note the engine behind an execution (no ``engine_connect`` listener: a
+    connection event would make every Connection join its engine's dispatch)."""
+    engine = context.root_connection.engine
+    known = ENGINES.get(id(engine))
+    if known is None or known() is not engine:
+        remember_engine(engine)
+
+
+_NO_PROFILE: tuple[Any, Any, Any, int] = (None, None, None, 0)
+_remember_all = False
+
+
+def set_remember_all(on: bool) -> None:
+    """Every-engine mode: remember each engine that executes SQL (for :func:`engine_states`)."""
+    global _remember_all
+    _remember_all = on
 
 
 def _observe(
@@ -146,7 +167,7 @@ def _observe(
 ) -> None:
     stat.count += 1
     if stat.count == queries.threshold:
-        stat.frame = application_frame()  # the frame of the repetition, usually the N+1 loop
+        stat.frame = application_site()  # the frame of the repetition, usually the N+1 loop
     load_options = context.execution_options.get("_sa_orm_load_options")
     if load_options is not None and getattr(load_options, "_lazy_loaded_from", None) is not None:
         stat.lazy += 1
@@ -164,16 +185,10 @@ def _observe(
         _sqla_orm.observe_criteria(profile, options, statement)
 
 
-def after_cursor_execute(
-    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-) -> None:
-    """Close the execution's timing; arrange for its rows to be counted as they are fetched."""
+def _finish(state: tuple[Any, Any, Any, int], cursor: Any, statement: str, context: Any, ns: int) -> None:
+    """After a successful execution: its time; arrange for its rows to be counted as they are fetched."""
     try:
-        state = context.__dict__.pop(_ATTR, None)
-        if state is None:
-            return
-        profile, queries, stat, rss_before, t0 = state
-        ns = _perf() - t0
+        profile, queries, stat, rss_before = state
         if queries is None:
             UNATTRIBUTED.add(statement, ns)
             return
@@ -188,28 +203,121 @@ def after_cursor_execute(
             _record_rss(queries, stat, rss_before, rss_bytes())
         profile.overhead_ns += _perf() - t1
     except Exception as exc:
-        internal_error("sqlalchemy.after_cursor_execute", exc)
+        internal_error("sqlalchemy.after_execute", exc)
 
 
-def handle_error(exception_context: Any) -> None:
-    """Close the state of an execution that failed (its time is counted; the error is untouched)."""
+def _failed(state: tuple[Any, Any, Any, int], statement: str, ns: int) -> None:
+    """After a failed execution: its time is counted (the error goes on unchanged)."""
     try:
-        context = exception_context.execution_context
-        state = context.__dict__.pop(_ATTR, None) if context is not None else None
-        if state is None:
-            return
-        _profile, queries, stat, _rss, t0 = state
-        ns = _perf() - t0
-        statement = exception_context.statement or ""
+        _profile, queries, stat, _rss = state
         if queries is None:
             UNATTRIBUTED.add(statement, ns)
             return
         queries.total_ns += ns
         if stat is not None:
             stat.total_ns += ns
-            stat.max_ns = max(stat.max_ns, ns)
+            if ns > stat.max_ns:
+                stat.max_ns = ns
     except Exception as exc:
-        internal_error("sqlalchemy.handle_error", exc)
+        internal_error("sqlalchemy.after_execute", exc)
+
+
+def _rest_of_chain(me: Any, listeners: Any, default: Callable[..., Any], *args: Any) -> None:
+    """Run what SQLAlchemy would have run after ``me``: the later listeners (the first that returns
+    true executed the statement) or else the dialect's own method."""
+    after = False
+    for fn in list(listeners):
+        if after:
+            if fn(*args):
+                return
+        elif fn is me:
+            after = True
+    default(*args)
+
+
+def _last(listeners: Any, me: Any) -> bool:
+    own = listeners.listeners  # the dialect's own listeners run after its class's (parent_listeners)
+    return (own[-1] if own else listeners.parent_listeners[-1]) is me
+
+
+def do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    """``DialectEvents.do_execute``: run the execution ourselves, timed, exactly as SQLAlchemy would
+    have (the dialect's ``do_execute``, or the listeners registered after this one), and return True
+    so that it is not run again. A dialect event, unlike ``before/after_cursor_execute``, does not make
+    every Connection join its engine's event dispatch and run the engine's event hooks."""
+    if context is None:  # SQLAlchemy's own executions outside a statement (sequences): not ours
+        return False
+    try:
+        state = _start(statement, parameters, context)
+    except Exception as exc:
+        internal_error("sqlalchemy.before_execute", exc)
+        return False
+    dialect = context.dialect
+    listeners = dialect.dispatch.do_execute
+    t0 = _perf()
+    try:
+        if _last(listeners, do_execute):
+            dialect.do_execute(cursor, statement, parameters, context)
+        else:
+            _rest_of_chain(do_execute, listeners, dialect.do_execute, cursor, statement, parameters, context)
+    except BaseException:
+        _failed(state, statement, _perf() - t0)
+        raise
+    _finish(state, cursor, statement, context, _perf() - t0)
+    return True
+
+
+def do_execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+    """``DialectEvents.do_execute_no_params``: as :func:`do_execute`, for a statement without
+    parameters."""
+    if context is None:
+        return False
+    try:
+        state = _start(statement, (), context)
+    except Exception as exc:
+        internal_error("sqlalchemy.before_execute", exc)
+        return False
+    dialect = context.dialect
+    listeners = dialect.dispatch.do_execute_no_params
+    t0 = _perf()
+    try:
+        if _last(listeners, do_execute_no_params):
+            dialect.do_execute_no_params(cursor, statement, context)
+        else:
+            _rest_of_chain(
+                do_execute_no_params, listeners, dialect.do_execute_no_params, cursor, statement, context
+            )
+    except BaseException:
+        _failed(state, statement, _perf() - t0)
+        raise
+    _finish(state, cursor, statement, context, _perf() - t0)
+    return True
+
+
+def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    """``DialectEvents.do_executemany``: as :func:`do_execute`, for ``cursor.executemany``."""
+    if context is None:
+        return False
+    try:
+        state = _start(statement, parameters, context)
+    except Exception as exc:
+        internal_error("sqlalchemy.before_execute", exc)
+        return False
+    dialect = context.dialect
+    listeners = dialect.dispatch.do_executemany
+    t0 = _perf()
+    try:
+        if _last(listeners, do_executemany):
+            dialect.do_executemany(cursor, statement, parameters, context)
+        else:
+            _rest_of_chain(
+                do_executemany, listeners, dialect.do_executemany, cursor, statement, parameters, context
+            )
+    except BaseException:
+        _failed(state, statement, _perf() - t0)
+        raise
+    _finish(state, cursor, statement, context, _perf() - t0)
+    return True
 
 
 def _record_rss(queries: QueryCollector, stat: StatementStat, rss_before: int, rss: int) -> None:

@@ -55,30 +55,48 @@ def _last_rss(profile: RequestProfile) -> int:
 
 
 def on_load(state: Any, context: Any) -> None:
-    """``Mapper.load`` (raw): one instance built from rows. The hot path: one contextvar read, two
-    dict lookups, three increments (typed loosely on purpose: ``cast`` is a call)."""
+    """``Mapper.load`` (raw): one instance built from rows. The hot path: one contextvar read, one
+    dict lookup, an identity check of the class loaded last, three increments (typed loosely on
+    purpose: ``cast`` is a call)."""
     profile = _current.get()
     if profile is None or not profile.full or profile.finished:
         return
     try:
-        sections: Any = profile.sections
-        queries = sections.get("queries")
-        models = sections.get("models")
-        if models is None:
-            models = sections["models"] = ModelCollector()
-        cls = state.class_
-        entry = models.classes.get(id(cls))
-        rss = queries.last_rss if queries is not None else 0
-        if entry is None:
-            entry = models.entry(cls, rss or rss_bytes())
-            if entry is None:
-                return
-        entry[1] += 1  # loaded
-        entry[6] = rss  # rss_last
-        if queries is not None and queries.current is not None:
-            queries.current.instances += 1
+        models: Any = profile.sections.get("models")
+        if models is not None and models.hot_class is state.class_:
+            entry = models.hot_entry
+            queries = models.hot_queries
+            entry[1] += 1  # loaded
+            entry[6] = queries.last_rss  # rss_last
+            current = queries.current
+            if current is not None:
+                current.instances += 1
+            return
+        _load(profile, state)
     except Exception as exc:
         internal_error("sqlalchemy.load", exc)
+
+
+def _load(profile: RequestProfile, state: Any) -> None:
+    """``on_load`` for a class other than the one loaded last (or before any statement)."""
+    sections: Any = profile.sections
+    queries = sections.get("queries")
+    models = sections.get("models")
+    if models is None:
+        models = sections["models"] = ModelCollector()
+    cls = state.class_
+    entry = models.classes.get(id(cls))
+    rss = queries.last_rss if queries is not None else 0
+    if entry is None:
+        entry = models.entry(cls, rss or rss_bytes())
+        if entry is None:
+            return
+    entry[1] += 1  # loaded
+    entry[6] = rss  # rss_last
+    if queries is not None:
+        if queries.current is not None:
+            queries.current.instances += 1
+        models.hot_class, models.hot_entry, models.hot_queries = cls, entry, queries
 
 
 def _count(mapper: Any, index: int) -> None:

@@ -5,7 +5,8 @@
     instrument_sqlalchemy(engine)      # an Engine or AsyncEngine; no argument: every engine
 
 Listeners are registered once, through a registry that :func:`uninstrument_sqlalchemy` empties. They
-only observe: statements are never rewritten and no attribute that could trigger a load is read. What
+only observe: statements are never rewritten and no attribute that could trigger a load is read (the
+execution listeners run each execution as SQLAlchemy would, see :mod:`._sqla_events`). What
 they learn goes into the current request's profile (``profile.sections``: ``queries``, ``models``,
 ``scopes``, ``engines``); SQL run outside any profiled request is counted per process
 (:func:`unattributed`). See README "SQLAlchemy" for the record fields.
@@ -23,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapper, Session
 
 from memprof.integrations import _sqla_events, _sqla_orm
-from memprof.integrations._sqla_collectors import EngineCollector, QueryCollector
+from memprof.integrations._sqla_collectors import EngineCollector, QueryCollector, state_dict
 from memprof.isolation import internal_error
 from memprof.profile import RequestProfile
 from memprof.runtime import FINISH_HOOKS, Scope, register_hooks
@@ -38,12 +39,12 @@ __all__ = [
     "uninstrument_sqlalchemy",
 ]
 
-# (event, listener, keywords): before_cursor_execute returns its arguments itself (retval=True), which
-# spares SQLAlchemy's wrapper function on every execution.
+# (event, listener, keywords): dialect events only (on an engine they land on its dialect, on Engine on
+# Dialect): a connection event would make every Connection join its engine's dispatch (see _sqla_events).
 _ENGINE_EVENTS: tuple[tuple[str, Callable[..., Any], dict[str, Any]], ...] = (
-    ("before_cursor_execute", _sqla_events.before_cursor_execute, {"retval": True}),
-    ("after_cursor_execute", _sqla_events.after_cursor_execute, {}),
-    ("handle_error", _sqla_events.handle_error, {}),
+    ("do_execute", _sqla_events.do_execute, {}),
+    ("do_execute_no_params", _sqla_events.do_execute_no_params, {}),
+    ("do_executemany", _sqla_events.do_executemany, {}),
 )
 
 _lock = threading.RLock()
@@ -86,13 +87,6 @@ def _listen(target: Any, name: str, fn: Callable[..., Any], **kw: Any) -> None:
     event.listen(target, name, fn, **kw)
     ref: Callable[[], Any] = weakref.ref(target) if isinstance(target, Engine) else _Strong(target)
     _registry.append((ref, name, fn))
-
-
-def _on_engine_connect(conn: Any) -> None:
-    try:
-        _sqla_events.remember_engine(conn.engine)
-    except Exception as exc:
-        internal_error("sqlalchemy.engine_connect", exc)
 
 
 def instrument_sqlalchemy(
@@ -138,7 +132,7 @@ def _instrument_all() -> None:
     _own.clear()
     for name, fn, kw in _ENGINE_EVENTS:
         _listen(Engine, name, fn, **kw)
-    _listen(Engine, "engine_connect", _on_engine_connect)
+    _sqla_events.set_remember_all(True)  # engines are noted as they execute SQL
     _global = True
 
 
@@ -173,6 +167,7 @@ def uninstrument_sqlalchemy() -> None:
         _own.clear()
         _global = False
         _orm_installed = False
+        _sqla_events.set_remember_all(False)
         _sqla_events.set_settings(None)
         if _on_finish in FINISH_HOOKS:
             FINISH_HOOKS.remove(_on_finish)
@@ -188,22 +183,45 @@ def is_instrumented(engine: Any = None) -> bool:
 
 def engine_state(engine: Engine) -> dict[str, Any]:
     """One engine's state as an ``EngineState`` dict: compiled-statement cache and pool use."""
+    return state_dict(_engine_figures(engine))
+
+
+_names: dict[int, tuple[weakref.ref[Any], str]] = {}  # id(engine) -> (engine, its name), weakly
+_MAX_NAMES = 64
+
+
+def _engine_name(engine: Any) -> str:
+    found = _names.get(id(engine))
+    if found is not None and found[0]() is engine:
+        return found[1]
+    url = engine.url
+    name = f"{url.drivername}:{url.database or ''}"
+    if len(_names) >= _MAX_NAMES:
+        for dead in [key for key, (ref, _name) in list(_names.items()) if ref() is None]:
+            del _names[dead]
+    if len(_names) < _MAX_NAMES:
+        _names[id(engine)] = (weakref.ref(engine), name)
+    return name
+
+
+def _engine_figures(engine: Engine) -> tuple[str, int | None, int | None, int | None, int | None]:
+    """What ``EngineState`` holds, as read now (request end): plain values; the dict is built by
+    :func:`state_dict` in the writer thread."""
     cache = engine._compiled_cache
     pool = engine.pool
     checked_out = getattr(pool, "checkedout", None)
     size = getattr(pool, "size", None)
-    url = engine.url
-    return {
-        "name": f"{url.drivername}:{url.database or ''}",
-        "compiled_cache": len(cache) if cache is not None else None,
-        "compiled_cache_max": getattr(cache, "capacity", None),
-        "pool_checked_out": checked_out() if callable(checked_out) else None,
-        "pool_size": size() if callable(size) else None,
-    }
+    return (
+        _engine_name(engine),
+        len(cache) if cache is not None else None,
+        getattr(cache, "capacity", None),
+        checked_out() if callable(checked_out) else None,
+        size() if callable(size) else None,
+    )
 
 
 def engine_states() -> list[dict[str, Any]]:
-    """The state of every engine memprof knows (instrumented, or seen connecting), for dumps."""
+    """The state of every engine memprof knows (instrumented, or seen executing SQL), for dumps."""
     out = []
     for ref in list(_sqla_events.ENGINES.values()):
         engine = ref()
@@ -219,7 +237,7 @@ def _on_finish(profile: RequestProfile, scope: Scope) -> None:
     """Request end (full profiles): identity-map sizes of the Sessions used, state of the engines."""
     models = profile.sections.get("models")
     if models is not None:
-        models.sample_sessions()  # type: ignore[attr-defined]
+        models.request_end()  # type: ignore[attr-defined]
     queries = profile.sections.get("queries")
     if isinstance(queries, QueryCollector) and queries.engines:
         states = []
@@ -227,7 +245,7 @@ def _on_finish(profile: RequestProfile, scope: Scope) -> None:
             ref = _sqla_events.ENGINES.get(engine_id)
             engine = ref() if ref is not None else None
             if engine is not None:
-                states.append(engine_state(engine))
+                states.append(_engine_figures(engine))
         profile.sections["engines"] = EngineCollector(states)
 
 
