@@ -142,9 +142,7 @@ def test_status_shows_each_worker(make_settings: Callable[..., Any], data_dir: P
         status_file = data_dir / "status" / f"{mw.runtime.host}-{os.getpid()}.json"
         assert wait_for(lambda: status_file.exists())
         poll_now()
-        assert wait_for(
-            lambda: json.loads(status_file.read_text())["targeted"].get("malformed") == 1, timeout=5
-        )
+        assert wait_for(lambda: json.loads(status_file.read_text())["targeted"].get("malformed") == 1)
         out = cli("status", data_dir=data_dir)
         assert f"{mw.runtime.host}-" in out and "mode targeted, configured targeted" in out
         assert "breaker closed (0/5 failures, 0 trips)" in out

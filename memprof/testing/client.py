@@ -197,7 +197,7 @@ class ProfiledClient(TestClient):
         if settings is None:
             if data_dir is None:
                 self._tmp: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(
-                    prefix="memprof-client-"
+                    prefix="memprof-client-", ignore_cleanup_errors=True
                 )
                 data_dir = self._tmp.name
             else:
