@@ -30,7 +30,7 @@ from memprof.integrations._sqla_collectors import (
 from memprof.integrations._sqla_frames import application_site
 from memprof.integrations._sqla_params import redact_params
 from memprof.isolation import internal_error
-from memprof.memory import rss_bytes
+from memprof.memory import rss_at
 from memprof.profile import RequestProfile, _current
 from memprof.runtime import _RUNTIMES, current_runtime
 from memprof.settings import MemprofSettings, load_settings
@@ -116,7 +116,7 @@ def _start(statement: str, parameters: Any, context: Any) -> tuple[Any, Any, Any
     if not queries.full:
         return (profile, queries, None, 0)
     t0 = _perf()
-    rss = rss_bytes()
+    rss = rss_at(t0)  # shares a reading made under 20 µs before (see memprof.memory)
     queries.last_rss = rss
     conn = context.root_connection
     engine = conn.engine
@@ -200,7 +200,7 @@ def _finish(state: tuple[Any, Any, Any, int], cursor: Any, statement: str, conte
         if ns > stat.max_ns:
             stat.max_ns = ns
         if cursor.description is None or not _count_rows(profile, queries, stat, rss_before, context):
-            _record_rss(queries, stat, rss_before, rss_bytes())
+            _record_rss(queries, stat, rss_before, rss_at(t1))
         profile.overhead_ns += _perf() - t1
     except Exception as exc:
         internal_error("sqlalchemy.after_execute", exc)
@@ -414,7 +414,7 @@ class CountingFetch(_cursor.CursorFetchStrategy):
                 return
             self._done = True
             t0 = _perf()
-            _record_rss(self._queries, self._stat, self._rss, rss_bytes())
+            _record_rss(self._queries, self._stat, self._rss, rss_at(t0))
             self._profile.overhead_ns += _perf() - t0
         except Exception as exc:
             internal_error("sqlalchemy.fetch", exc)

@@ -9,6 +9,7 @@ built): it does two dict lookups and three increments.
 from __future__ import annotations
 
 import linecache
+import time
 from typing import Any, cast
 
 from sqlalchemy.orm.util import LoaderCriteriaOption
@@ -23,7 +24,7 @@ from memprof.integrations._sqla_collectors import (
 from memprof.integrations._sqla_frames import short_path
 from memprof.integrations._sqla_params import mask_literals
 from memprof.isolation import internal_error
-from memprof.memory import rss_bytes
+from memprof.memory import rss_at
 from memprof.profile import RequestProfile, _current
 
 _DESCRIPTIONS: dict[Any, str] = {}  # criteria key -> description, shared by requests (plain strings)
@@ -51,7 +52,7 @@ def _full_profile() -> RequestProfile | None:
 def _last_rss(profile: RequestProfile) -> int:
     queries = profile.sections.get("queries")
     rss = cast(QueryCollector, queries).last_rss if queries is not None else 0
-    return rss or rss_bytes()
+    return rss or rss_at(time.perf_counter_ns())
 
 
 def on_load(state: Any, context: Any) -> None:
@@ -88,7 +89,7 @@ def _load(profile: RequestProfile, state: Any) -> None:
     entry = models.classes.get(id(cls))
     rss = queries.last_rss if queries is not None else 0
     if entry is None:
-        entry = models.entry(cls, rss or rss_bytes())
+        entry = models.entry(cls, rss or rss_at(time.perf_counter_ns()))
         if entry is None:
             return
     entry[1] += 1  # loaded
