@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from memprof.integrations import sessions as _sessions  # noqa: F401  (registers the session hook)
 from memprof.isolation import internal_error
 from memprof.profile import RequestProfile, _current
 from memprof.runtime import RESPONSE_END_HOOKS, Runtime

@@ -136,3 +136,35 @@ def test_type_checkers_see_every_lazy_name_where_it_is_imported_from() -> None:
     }
     assert seen == memprof._MODULES
     assert set(memprof.__all__) == {*seen, "__version__"}
+
+
+def test_the_built_in_session_analysis_needs_no_import_of_its_own(tmp_path: Path) -> None:
+    """Lazy imports must not lose a hook: a fresh process that only imports the middleware analyzes the
+    session of a Starlette app (the integration registers itself when the middleware is imported)."""
+    code = textwrap.dedent(
+        f"""
+        from starlette.applications import Starlette
+        from starlette.middleware import Middleware
+        from starlette.middleware.sessions import SessionMiddleware
+        from starlette.responses import PlainTextResponse
+        from starlette.routing import Route
+        from starlette.testclient import TestClient
+
+        import memprof
+        from memprof import MemprofMiddleware
+
+        async def fill(request):
+            request.session["cart"] = "x" * 5000
+            return PlainTextResponse("ok")
+
+        app = Starlette(routes=[Route("/", fill)], middleware=[Middleware(SessionMiddleware, secret_key="k" * 32)])
+        settings = memprof.load_settings(mode="aggressive", data_dir={str(tmp_path)!r}, watchdog_interval_ms=0)
+        with TestClient(MemprofMiddleware(app, settings=settings)) as client:
+            assert client.get("/").text == "ok"
+        memprof.flush()
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    (path,) = tmp_path.glob("samples-*.jsonl")
+    (record,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert record["session"]["largest"][0]["key"] == "cart" and record["session"]["size"] > 5000
