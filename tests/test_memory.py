@@ -61,38 +61,30 @@ def test_cgroup_figures_are_numbers_or_none() -> None:
         assert figures[key] is None or isinstance(figures[key], int)
 
 
-def test_readings_closer_than_the_resolution_share_one_kernel_read(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("shared", "kernel", "last"),
+    [("rss_at", "rss_bytes", "_last_rss"), ("peak_at", "peak_rss_bytes", "_last_peak")],
+)
+def test_readings_closer_than_the_resolution_share_one_kernel_read(
+    monkeypatch: pytest.MonkeyPatch, shared: str, kernel: str, last: str
+) -> None:
     reads: list[int] = []
-    real = memory.rss_bytes
+    real = getattr(memory, kernel)
 
     def counted() -> int:
         reads.append(1)
-        return real()
+        return int(real())
 
-    monkeypatch.setattr(memory, "rss_bytes", counted)
-    monkeypatch.setattr(memory, "_last_rss", memory._NEVER)
+    monkeypatch.setattr(memory, kernel, counted)
+    monkeypatch.setattr(memory, last, memory._NEVER)
+    at = getattr(memory, shared)
     now = time.perf_counter_ns()
-    first = memory.rss_at(now)
-    assert memory.rss_at(now + memory.READING_RESOLUTION_NS - 1) == first and len(reads) == 1
-    memory.rss_at(now + memory.READING_RESOLUTION_NS)  # old enough: read again
+    first = at(now)
+    assert first > 0 and at(now + memory.READING_RESOLUTION_NS - 1) == first and len(reads) == 1
+    at(now + memory.READING_RESOLUTION_NS)  # old enough: read again
     assert len(reads) == 2
-    memory.rss_at(now)  # a time before the reading (another thread's clock): read again
+    at(now)  # a time before the reading (another thread's clock): read again
     assert len(reads) == 3
-
-
-def test_peak_readings_are_shared_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:
-    reads: list[int] = []
-    real = memory.peak_rss_bytes
-
-    def counted() -> int:
-        reads.append(1)
-        return real()
-
-    monkeypatch.setattr(memory, "peak_rss_bytes", counted)
-    monkeypatch.setattr(memory, "_last_peak", memory._NEVER)
-    now = time.perf_counter_ns()
-    assert memory.peak_at(now) == memory.peak_at(now + 1) >= memory.rss_bytes() - 4096 * 16
-    assert len(reads) == 1
 
 
 def test_a_forked_child_never_reuses_the_parents_reading() -> None:
