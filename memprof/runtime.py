@@ -42,6 +42,10 @@ COMPLETE_HOOKS: list[EndHook] = []
 
 _MB = 1024 * 1024
 OFF_MODE = "off"
+# Enum members as module constants: ``Mode.TARGETED`` is an attribute lookup on the enum class that costs
+# ~0.1 µs on Python 3.11, more than the rest of an unsampled request's decision.
+_TARGETED = Mode.TARGETED
+_AGGRESSIVE = Mode.AGGRESSIVE
 
 
 def register_hooks(
@@ -125,7 +129,7 @@ class Runtime:
         if self.paused is not None:
             return None
         mode = self.mode
-        if mode is Mode.TARGETED:
+        if mode is _TARGETED:
             verifier = self.verifier
             if verifier is None or not verifier.check_scope(scope):
                 return None
@@ -134,7 +138,7 @@ class Runtime:
             rate = self.sample_rate
             if rate <= 0.0 or (rate < 1.0 and random.random() >= rate):
                 return None
-            full = mode is Mode.AGGRESSIVE
+            full = mode is _AGGRESSIVE
         if self.breaker.half_open and not self.breaker.claim_trial():
             return None
         return full
