@@ -333,6 +333,9 @@ def test_robust_growth_ignores_a_stray_reading() -> None:
 
 def test_keeps_growing_and_explain() -> None:
     assert keeps_growing([0, 10, 20, 30, 40], tolerance=5)
+    assert keeps_growing([0, 30, 60, 290, 120, 150, 180], tolerance=5)  # a leak with one stray reading
+    # Readings scattered around a flat line rise in most steps with a slope above tolerance, but no trend.
+    assert not keeps_growing([10, 50, 0, 60, 65, 5, 70], tolerance=4)  # slope 5, 4 rises of 6, R² 0.15
     assert not keeps_growing(
         [0, 100, 100, 100, 100], tolerance=5
     )  # one jump, then level: a cache, not a leak

@@ -74,16 +74,24 @@ def robust_growth(values: Sequence[float]) -> float:
     return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2.0
 
 
+MIN_TREND_R2 = 0.3
+"""How much of a series' variance a trend must explain before it counts as growth (see keeps_growing)."""
+
+
 def keeps_growing(values: Sequence[float], tolerance: float) -> bool:
     """Whether a series measured after each iteration keeps growing by more than ``tolerance`` a step.
 
-    Growing means: the (robust) growth per step is above ``tolerance`` and the series rose in most steps (a single
-    jump, like a cache filled once, is not a leak), as in SQLAlchemy's "does memory level off?" tests.
+    Growing means: the (robust) growth per step is above ``tolerance``, the series rose in most steps (a
+    single jump, like a cache filled once, is not a leak), as in SQLAlchemy's "does memory level off?"
+    tests, and the trend explains at least ``MIN_TREND_R2`` of the variance: readings scattered around a
+    flat line also have a slope, but not a trend (a leak with one stray reading keeps R² well above it).
     """
     if len(values) < 3:
         return False
     rises = sum(1 for a, b in itertools.pairwise(values) if b > a)
-    return robust_growth(values) > tolerance and rises * 2 > len(values) - 1
+    if robust_growth(values) <= tolerance or rises * 2 <= len(values) - 1:
+        return False
+    return growth_per_step([float(v) for v in values]).r2 >= MIN_TREND_R2
 
 
 @dataclass(frozen=True, slots=True)
