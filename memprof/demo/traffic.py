@@ -37,12 +37,16 @@ def plan(seed: int = 7) -> list[list[str]]:
         body = paths[1:]
         rng.shuffle(body)
         clients.append([paths[0], *body])
-    # The export is the large result set that pushes memory past the dump threshold. The first one runs
-    # early, while memory is low, so it is profiled in full before the memory guard reduces profiling to
-    # checkpoints; two more come at the end.
-    clients[0].insert(1, "/export")
+    # The power user's session grows on /dashboard: its dashboard requests come first, so that every one
+    # is profiled in full (with its session) before anything can raise the memory guard, and the analyzer
+    # sees the route the session grows on. The export is the large result set that pushes memory past the
+    # dump threshold: the first one follows those dashboards while memory is still low, so it is profiled
+    # in full before the memory guard reduces profiling to checkpoints; two more come at the end.
+    power = clients[USERS.index("power")]
+    rest = [path for path in power[1:] if path != "/dashboard"]
+    power[1:] = [*(["/dashboard"] * power.count("/dashboard")), "/export", *rest]
+    clients[0].append("/export")
     clients[1].append("/export")
-    clients[2].append("/export")
     return clients
 
 
