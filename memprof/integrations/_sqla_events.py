@@ -245,6 +245,27 @@ def do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bo
     have (the dialect's ``do_execute``, or the listeners registered after this one), and return True
     so that it is not run again. A dialect event, unlike ``before/after_cursor_execute``, does not make
     every Connection join its engine's event dispatch and run the engine's event hooks."""
+    return _timed(do_execute, "do_execute", parameters, context, cursor, statement, parameters, context)
+
+
+def do_execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+    """``DialectEvents.do_execute_no_params``: as :func:`do_execute`, for a statement without
+    parameters."""
+    return _timed(do_execute_no_params, "do_execute_no_params", (), context, cursor, statement, context)
+
+
+def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    """``DialectEvents.do_executemany``: as :func:`do_execute`, for ``cursor.executemany``."""
+    return _timed(
+        do_executemany, "do_executemany", parameters, context, cursor, statement, parameters, context
+    )
+
+
+def _timed(
+    me: Any, event: str, parameters: Any, context: Any, cursor: Any, statement: str, *rest: Any
+) -> bool:
+    """The body of the three dialect listeners: ``me`` is the listener, ``event`` the dialect method and
+    event name, ``(cursor, statement, *rest)`` the arguments SQLAlchemy passed."""
     if context is None:  # SQLAlchemy's own executions outside a statement (sequences): not ours
         return False
     try:
@@ -253,66 +274,14 @@ def do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bo
         internal_error("sqlalchemy.before_execute", exc)
         return False
     dialect = context.dialect
-    listeners = dialect.dispatch.do_execute
+    listeners = getattr(dialect.dispatch, event)
+    default = getattr(dialect, event)
     t0 = _perf()
     try:
-        if _last(listeners, do_execute):
-            dialect.do_execute(cursor, statement, parameters, context)
+        if _last(listeners, me):
+            default(cursor, statement, *rest)
         else:
-            _rest_of_chain(do_execute, listeners, dialect.do_execute, cursor, statement, parameters, context)
-    except BaseException:
-        _failed(state, statement, _perf() - t0)
-        raise
-    _finish(state, cursor, statement, context, _perf() - t0)
-    return True
-
-
-def do_execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
-    """``DialectEvents.do_execute_no_params``: as :func:`do_execute`, for a statement without
-    parameters."""
-    if context is None:
-        return False
-    try:
-        state = _start(statement, (), context)
-    except Exception as exc:
-        internal_error("sqlalchemy.before_execute", exc)
-        return False
-    dialect = context.dialect
-    listeners = dialect.dispatch.do_execute_no_params
-    t0 = _perf()
-    try:
-        if _last(listeners, do_execute_no_params):
-            dialect.do_execute_no_params(cursor, statement, context)
-        else:
-            _rest_of_chain(
-                do_execute_no_params, listeners, dialect.do_execute_no_params, cursor, statement, context
-            )
-    except BaseException:
-        _failed(state, statement, _perf() - t0)
-        raise
-    _finish(state, cursor, statement, context, _perf() - t0)
-    return True
-
-
-def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-    """``DialectEvents.do_executemany``: as :func:`do_execute`, for ``cursor.executemany``."""
-    if context is None:
-        return False
-    try:
-        state = _start(statement, parameters, context)
-    except Exception as exc:
-        internal_error("sqlalchemy.before_execute", exc)
-        return False
-    dialect = context.dialect
-    listeners = dialect.dispatch.do_executemany
-    t0 = _perf()
-    try:
-        if _last(listeners, do_executemany):
-            dialect.do_executemany(cursor, statement, parameters, context)
-        else:
-            _rest_of_chain(
-                do_executemany, listeners, dialect.do_executemany, cursor, statement, parameters, context
-            )
+            _rest_of_chain(me, listeners, default, cursor, statement, *rest)
     except BaseException:
         _failed(state, statement, _perf() - t0)
         raise
