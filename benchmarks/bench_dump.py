@@ -68,8 +68,8 @@ def timed(fn: Callable[[], Any], runs: int) -> float:
 
 def flight_cost(runtime: Any, data_dir: Path, n: int = 500) -> None:
     """The watchdog's per-tick work: one RSS reading and a flight-recorder check (and a rewrite)."""
-    from memprof.flight import FlightRecorder
     from memprof.memory import peak_rss_bytes, rss_bytes
+    from memprof.watchdog.flight import FlightRecorder
 
     recorder = FlightRecorder(data_dir, runtime.host)
     runtimes = [runtime]
@@ -92,10 +92,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import memprof
-    from memprof import _dump_collect as collect
     from memprof.memory import rss_bytes
     from memprof.middleware import MemprofMiddleware
-    from memprof.state import snapshot
+    from memprof.watchdog import collect
+    from memprof.watchdog.state import snapshot
 
     async def app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - never called
         pass

@@ -15,12 +15,9 @@ needed; see "Import cost" in docs/performance.md.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from memprof.dump import dump as dump
     from memprof.integrations.sessions import register_session_provider as register_session_provider
     from memprof.integrations.sqlalchemy import instrument_sqlalchemy as instrument_sqlalchemy
     from memprof.integrations.sqlalchemy import uninstrument_sqlalchemy as uninstrument_sqlalchemy
@@ -32,7 +29,8 @@ if TYPE_CHECKING:
     from memprof.settings import MemprofSettings as MemprofSettings
     from memprof.settings import Mode as Mode
     from memprof.settings import load_settings as load_settings
-    from memprof.state import register_state as register_state
+    from memprof.watchdog.dump import dump as dump
+    from memprof.watchdog.state import register_state as register_state
     from memprof.writer import flush as flush
 
 __version__ = "0.1.0"
@@ -57,7 +55,7 @@ __all__ = [
 
 # Public name -> the module that defines it.
 _MODULES = {
-    "dump": "memprof.dump",
+    "dump": "memprof.watchdog.dump",
     "register_session_provider": "memprof.integrations.sessions",
     "instrument_sqlalchemy": "memprof.integrations.sqlalchemy",
     "uninstrument_sqlalchemy": "memprof.integrations.sqlalchemy",
@@ -69,7 +67,7 @@ _MODULES = {
     "MemprofSettings": "memprof.settings",
     "Mode": "memprof.settings",
     "load_settings": "memprof.settings",
-    "register_state": "memprof.state",
+    "register_state": "memprof.watchdog.state",
     "flush": "memprof.writer",
 }
 
@@ -87,16 +85,3 @@ if not TYPE_CHECKING:  # type checkers see the imports above, and flag a misspel
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_MODULES})
-
-
-class _Package(types.ModuleType):
-    """``memprof.dump`` is the function :func:`memprof.dump.dump`, also once the submodule of the same
-    name is imported (the import system then sets the package attribute to the module)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "dump" and isinstance(value, types.ModuleType):
-            value = value.dump
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -1,20 +1,59 @@
 """The ``memprof`` command line: a thin typer app over pure functions.
 
-Every module in :mod:`memprof.commands` defines ``register(app)`` and is found here, so that one
-subcommand is one module. Errors for people are raised as :class:`CliError` and mapped to a clear
-message and a non-zero exit code in exactly one place, :func:`main`.
+One module per subcommand in :mod:`memprof.commands`, each a plain function listed in :data:`COMMANDS`
+(an explicit list: what the CLI offers does not depend on what was imported first). Commands raise
+:class:`memprof.commands._errors.CliError` for people; :func:`main` is the one place that turns it into a
+message and an exit code.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
-import memprof.commands
 from memprof import __version__
+from memprof.commands import (
+    analyze,
+    compare,
+    control,
+    demo,
+    dump,
+    postmortem,
+    report,
+    reproduce,
+    sign,
+    status,
+    tail,
+)
+from memprof.commands._errors import CliError
+
+__all__ = ["COMMANDS", "CliError", "app", "main"]
+
+
+def version() -> None:
+    """Print memprof's version."""
+    typer.echo(__version__)
+
+
+# Subcommand name -> the function behind it, in the order of `memprof --help`.
+COMMANDS: list[tuple[str, Callable[..., Any]]] = [
+    ("analyze", analyze.run),
+    ("compare", compare.run),
+    ("report", report.run),
+    ("tail", tail.run),
+    ("postmortem", postmortem.postmortem_command),
+    ("dump", dump.dump_command),
+    ("status", status.status),
+    ("enable", control.enable),
+    ("disable", control.disable),
+    ("sign", sign.sign),
+    ("reproduce", reproduce.reproduce),
+    ("demo", demo.demo),
+    ("version", version),
+]
 
 app = typer.Typer(
     name="memprof",
@@ -25,34 +64,13 @@ app = typer.Typer(
 )
 
 
-class CliError(Exception):
-    """An error a person can act on: printed as one sentence, exit code ``code``."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 @app.callback()
 def _root() -> None:
     """Find out why a Python web worker runs out of memory: profile, diagnose, compare, reproduce."""
 
 
-@app.command()
-def version() -> None:
-    """Print memprof's version."""
-    typer.echo(__version__)
-
-
-def _register_commands() -> None:
-    for info in sorted(pkgutil.iter_modules(memprof.commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"memprof.commands.{info.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(app)
-
-
-_register_commands()
+for _name, _command in COMMANDS:
+    app.command(_name)(_command)
 
 
 def main() -> None:

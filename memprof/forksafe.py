@@ -1,58 +1,54 @@
-"""Fork safety: what a child process (a gunicorn prefork worker) must not inherit from its parent.
+"""Fork safety: the one ordered list of what a forked child (a gunicorn prefork worker) must reset.
 
-``os.fork()`` copies memory but only the calling thread: the writer and control threads are gone, any
-lock another thread held stays locked forever, and inherited descriptors still point at the parent's
-files. :func:`after_fork_in_child` runs in every forked child (``os.register_at_fork``) and gives each
-memprof object fresh locks, a fresh writer (its own samples file, under the child's pid), a fresh Redis
-client, and restarts the control thread. The RSS descriptor is reopened by :mod:`memprof.memory`.
+``os.fork()`` copies memory but only the calling thread: memprof's threads are gone, a lock another thread
+held stays locked forever, and inherited descriptors still point at the parent's files. :func:`after_fork_in_child`
+runs in every forked child (``os.register_at_fork``, registered when this module is imported by the
+composition root, :mod:`memprof.middleware`) and resets, in order: the memory readings (the statm
+descriptor), request ids, the internal-error counter, the writers (their own samples files), the dump
+lock, every runtime's locks, the control thread, and the watchdog thread.
 """
 
 from __future__ import annotations
 
 import os
-import threading
+from collections.abc import Callable
+
+from memprof import memory, profile, runtime, writer
+from memprof.safety import control, isolation
+from memprof.watchdog import dump
+from memprof.watchdog.thread import WATCHDOG
 
 
-def _silence_inherited_file(fd: int) -> None:
-    # The child's copy of the parent's samples file may hold buffered lines: pointing the child's
-    # descriptor at /dev/null makes the eventual flush of that copy harmless (no duplicated lines).
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
+def _writers() -> None:
+    for w in writer.writers():
+        w.reinit_after_fork()
+
+
+def _runtimes() -> None:
+    for rt in runtime.runtimes():
+        rt.reinit_after_fork()
+
+
+# In order: what later steps rely on (readings, ids, error counting) comes first.
+RESETS: list[tuple[str, Callable[[], None]]] = [
+    ("memory", memory.reinit_after_fork),
+    ("request_ids", profile.reinit_after_fork),
+    ("internal_errors", isolation.errors.reinit_after_fork),
+    ("writers", _writers),
+    ("dump_lock", dump.reinit_after_fork),
+    ("runtimes", _runtimes),
+    ("control", control.POLLER.reinit_after_fork),
+    ("watchdog", WATCHDOG.after_fork),
+]
 
 
 def after_fork_in_child() -> None:
-    """Re-create threads, locks, descriptors and clients in a forked child. Never raises."""
-    from memprof import control, isolation, runtime, writer
-
-    isolation.errors.reinit_after_fork()
-    for w in list(writer._WRITERS):
+    """Run every reset in a forked child; one failing never stops the others, and nothing raises."""
+    for _name, reset in RESETS:
         try:
-            if w._file is not None:
-                _silence_inherited_file(w._file.fileno())
-            w._lock = threading.Lock()
-            w._reset()
-        except Exception:
+            reset()
+        except Exception:  # a child must start even if memprof cannot
             pass
-    for rt in runtime.runtimes():
-        try:
-            rt.reinit_after_fork()
-        except Exception:
-            pass
-    try:
-        control.POLLER.reinit_after_fork()
-    except Exception:
-        pass
 
 
-def _guarded() -> None:
-    try:
-        after_fork_in_child()
-    except Exception:  # pragma: no cover - a child must start even if memprof cannot
-        pass
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_guarded)
+os.register_at_fork(after_in_child=after_fork_in_child)

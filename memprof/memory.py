@@ -69,9 +69,17 @@ def _forget_readings() -> None:
 
 if sys.platform.startswith("linux"):
     _open_statm()
-    os.register_at_fork(after_in_child=_reopen_after_fork)
-elif hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_readings)
+
+
+def reinit_after_fork() -> None:
+    """In a forked child (see :mod:`memprof.forksafe`): a fresh lock, this process's own statm descriptor
+    (the inherited one still reads the parent's) and no reading of the parent's kept."""
+    global _fd_lock
+    _fd_lock = threading.Lock()
+    if sys.platform.startswith("linux"):
+        _reopen_after_fork()
+    else:
+        _forget_readings()
 
 
 def rss_at(now_ns: int) -> int:

@@ -12,11 +12,13 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from memprof.integrations import sessions as _sessions  # noqa: F401  (registers the session hook)
-from memprof.isolation import internal_error
+from memprof import forksafe  # noqa: F401  (registers the after-fork resets)
+from memprof.integrations import sessions
 from memprof.profile import RequestProfile, _current
 from memprof.runtime import RESPONSE_END_HOOKS, Runtime
+from memprof.safety.isolation import internal_error
 from memprof.settings import MemprofSettings, load_settings
+from memprof.watchdog.thread import WATCHDOG
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,12 +32,16 @@ class MemprofMiddleware:
 
     A bad setting raises :class:`memprof.MemprofConfigError` here, at start-up; once running,
     memprof never raises into the app.
+
+    This is the composition root: it builds the runtime and wires the watchdog (dumps, flight recorder,
+    cache state), the session integration and the after-fork resets (:mod:`memprof.forksafe`).
     """
 
     def __init__(self, app: ASGIApp, *, settings: MemprofSettings | None = None) -> None:
         self.app = app
         self.settings = settings if settings is not None else load_settings()
-        self.runtime = Runtime(self.settings)
+        sessions.install()
+        self.runtime = Runtime(self.settings, background=WATCHDOG)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

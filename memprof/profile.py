@@ -18,8 +18,8 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar, cast
 
-from memprof.isolation import internal_error
 from memprof.memory import rss_at
+from memprof.safety.isolation import internal_error
 
 MAX_CHECKPOINTS = 200
 
@@ -28,13 +28,12 @@ _id_prefix = os.urandom(4).hex()
 _id_counter = itertools.count(1)
 
 
-def _new_ids_after_fork() -> None:
+def reinit_after_fork() -> None:
+    """In a forked child (see :mod:`memprof.forksafe`): request ids of its own."""
     global _id_prefix, _id_counter
     _id_prefix = os.urandom(4).hex()
     _id_counter = itertools.count(1)
 
-
-os.register_at_fork(after_in_child=_new_ids_after_fork)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -14,17 +14,17 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
-from memprof import forksafe  # noqa: F401  (registers the at-fork handler)
-from memprof._schema_versions import SAMPLE_SCHEMA, SAMPLE_VERSION
-from memprof.control import POLLER, Controller
-from memprof.guards import CircuitBreaker, OverheadGuard
-from memprof.isolation import errors, internal_error
 from memprof.memory import MemoryLimit, detect_limit, peak_at, rss_at
 from memprof.profile import RequestProfile
+from memprof.records.versions import SAMPLE_SCHEMA, SAMPLE_VERSION
+from memprof.routes import route_template
+from memprof.safety.control import POLLER, Controller
+from memprof.safety.guards import CircuitBreaker, OverheadGuard
+from memprof.safety.isolation import errors, internal_error
+from memprof.safety.tokens import TokenVerifier
 from memprof.settings import DEFAULT_SAMPLE_RATES, MemprofSettings, Mode
-from memprof.tokens import TokenVerifier
 from memprof.writer import RecordWriter
 
 Scope = MutableMapping[str, Any]
@@ -68,10 +68,31 @@ def register_hooks(
         COMPLETE_HOOKS.append(on_complete)
 
 
-class Runtime:
-    """State shared by every request a middleware instance sees."""
+class Background(Protocol):
+    """What the runtime hands to its background side (the watchdog), wired by the composition root."""
 
-    def __init__(self, settings: MemprofSettings) -> None:
+    def attach(self, runtime: Runtime) -> None:
+        """Start watching ``runtime``."""
+
+    def on_begin(self, runtime: Runtime) -> None:
+        """The first profiled request began (the serving event loop is current)."""
+
+    def on_memory_error(self, runtime: Runtime, scope: Scope) -> None:
+        """A ``MemoryError`` passed through the middleware for the request of ``scope``."""
+
+    def shutdown(self, runtime: Runtime) -> None:
+        """A clean shutdown of ``runtime``."""
+
+
+class Runtime:
+    """State shared by every request a middleware instance sees.
+
+    ``background`` (the watchdog) is given by the composition root, :class:`memprof.middleware.MemprofMiddleware`;
+    the runtime imports nothing above it.
+    """
+
+    def __init__(self, settings: MemprofSettings, background: Background | None = None) -> None:
+        self.background = background
         self.settings = settings
         self.limit: MemoryLimit = detect_limit(settings.memory_limit_bytes)
         self.mode: Mode = settings.mode
@@ -117,7 +138,7 @@ class Runtime:
         self.refresh()
         _RUNTIMES.append(weakref.ref(self))
         POLLER.add(self.control)
-        _background("attach", self)
+        self._tell_background("attach", lambda b: b.attach(self))
 
     # -- sampling ---------------------------------------------------------------------------------
     def decide(self, scope: Scope) -> bool | None:
@@ -191,6 +212,16 @@ class Runtime:
         if self.verifier is not None:
             self.verifier.reinit_after_fork()
 
+    def _tell_background(self, place: str, call: Callable[[Background], None]) -> None:
+        """Hand an event to the background side, guarded: its failure never reaches the request."""
+        background = self.background
+        if background is None:
+            return
+        try:
+            call(background)
+        except Exception as exc:
+            internal_error(f"watchdog_{place}", exc)
+
     # -- a profiled request -----------------------------------------------------------------------
     def begin(self, scope: Scope, full: bool) -> RequestProfile:
         """Start a profile: RSS, peak, concurrency, the ``request_start`` checkpoint, start hooks."""
@@ -207,7 +238,7 @@ class Runtime:
         self.active[profile.request_id] = profile
         self.scopes[profile.request_id] = scope
         if self.loop_ref is None:
-            _background("on_begin", self)
+            self._tell_background("on_begin", lambda b: b.on_begin(self))
         self.profiled += 1
         if full:
             for hook in START_HOOKS:
@@ -273,12 +304,12 @@ class Runtime:
 
     def memory_error(self, scope: Scope) -> None:
         """A ``MemoryError`` passed through the middleware: the watchdog writes a dump naming the request."""
-        _background("on_memory_error", self, scope)
+        self._tell_background("on_memory_error", lambda b: b.on_memory_error(self, scope))
 
     def shutdown(self) -> None:
         """Clean shutdown (lifespan): write out records, final cache state, remove the flight file."""
         self.writer.flush()
-        _background("shutdown", self)
+        self._tell_background("shutdown", lambda b: b.shutdown(self))
 
     def close(self, timeout: float = 5.0) -> None:
         """Finish for good: a clean shutdown, then the writer thread stopped and its file closed, and the
@@ -291,7 +322,7 @@ class Runtime:
 
     # -- the record (writer thread) ---------------------------------------------------------------
     def build_record(self, profile: RequestProfile) -> dict[str, Any]:
-        """The ``sample`` record of a finished profile (see :class:`memprof.schema.Sample`)."""
+        """The ``sample`` record of a finished profile (see :class:`memprof.records.models.Sample`)."""
         limit = self.limit
         checkpoints = []
         for name, ns, rss, extra in profile.checkpoints:
@@ -339,36 +370,6 @@ class Runtime:
             except Exception as exc:
                 internal_error(f"section:{name}", exc)
         return record
-
-
-def route_template(scope: Scope) -> str:
-    """The route template of a handled request (``/users/{user_id}``), mounts included.
-
-    Starlette's router stores the matched route in ``scope["route"]`` and grows ``root_path`` for each
-    mount. With no router the raw path is used; with a router but no match, ``<unmatched>`` (raw paths
-    of 404s would explode the number of routes).
-    """
-    route = scope.get("route")
-    template = getattr(route, "path", None) if route is not None else None
-    if isinstance(template, str):
-        prefix = scope.get("root_path", "") or ""
-        app_root = scope.get("app_root_path", "") or ""
-        if prefix.startswith(app_root):
-            prefix = prefix[len(app_root) :]
-        return (prefix.rstrip("/") + template) or "/"
-    if "router" in scope:
-        return "<unmatched>"
-    return str(scope.get("path", ""))
-
-
-def _background(event: str, runtime: Runtime, *args: Any) -> None:
-    """Hand a runtime event to the watchdog (dumps, flight recorder, cache state), guarded."""
-    try:
-        from memprof import watchdog
-
-        getattr(watchdog, event)(runtime, *args)
-    except Exception as exc:
-        internal_error(f"watchdog_{event}", exc)
 
 
 _RUNTIMES: list[weakref.ref[Runtime]] = []

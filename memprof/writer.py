@@ -26,7 +26,8 @@ from typing import Any, BinaryIO
 import orjson
 import structlog
 
-from memprof.isolation import internal_error
+from memprof.files import open_private_append
+from memprof.safety.isolation import internal_error
 
 log = structlog.get_logger("memprof")
 
@@ -65,12 +66,6 @@ def encode_line(record: dict[str, Any]) -> bytes:
         return orjson.dumps(record, default=str, option=_OPTIONS)
     except (orjson.JSONEncodeError, TypeError):
         return (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
-
-
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (mode 0700) if needed and return it."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
 
 
 class RecordWriter:
@@ -114,6 +109,19 @@ class RecordWriter:
         # what flush() waits on. Notified through ``_idle`` when the thread goes idle.
         self._busy = False
         self._idle = threading.Condition(threading.Lock())
+
+    def reinit_after_fork(self) -> None:
+        """In a forked child (see :mod:`memprof.forksafe`): a fresh lock, queue and thread, and its own
+        samples file under the child's pid. The inherited copy of the parent's file may hold buffered
+        lines: its descriptor is pointed at /dev/null so that flushing that copy duplicates nothing."""
+        if self._file is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._file.fileno())
+            finally:
+                os.close(devnull)
+        self._lock = threading.Lock()
+        self._reset()
 
     def submit(self, item: Any, build: RecordBuilder) -> bool:
         """Queue ``item``; the writer thread calls ``build(item)`` to get the record. Never blocks."""
@@ -216,10 +224,9 @@ class RecordWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
-        ensure_private_dir(self.data_dir)
         self._seq += 1
         path = self.data_dir / f"samples-{self._started}-{self._pid}-{self._seq:04d}.jsonl"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = open_private_append(path)
         self._file = os.fdopen(fd, "ab")
         self._file_path = path
         self._file_bytes = 0
@@ -266,6 +273,11 @@ class RecordWriter:
 
 
 _WRITERS: weakref.WeakSet[RecordWriter] = weakref.WeakSet()
+
+
+def writers() -> list[RecordWriter]:
+    """Every live writer in this process."""
+    return list(_WRITERS)
 
 
 def flush(timeout: float = 5.0) -> bool:

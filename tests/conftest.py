@@ -18,7 +18,7 @@ import structlog
 import memprof
 import memprof.integrations.sqlalchemy
 import memprof.testing.client
-from memprof.isolation import errors as internal_errors
+from memprof.safety.isolation import errors as internal_errors
 from memprof.settings import MemprofSettings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from memprof import MemprofMiddleware, instrument_sqlalchemy, uninstrument_sqlalchemy
-from memprof.schema import Sample
+from memprof.records.models import Sample
 from tests.sqla_apps import Schema, make_schema, seed
 
 Settings = Callable[..., Any]

@@ -200,7 +200,7 @@ def test_dumps_crashes_and_frames(tmp_path: Path) -> None:
 
 def test_hand_built_records_match_the_published_schema() -> None:
     """The records these tests are built from validate against the runtime's own record models."""
-    from memprof.schema import Crash, Dump, Sample, StateRecord
+    from memprof.records.models import Crash, Dump, Sample, StateRecord
 
     lazy = s.statement("SELECT 1", 12, n_plus_one=True, frame="a.py:1 in f")
     Sample.model_validate(s.sample(queries=s.queries(lazy), session=s.session(10, {"k": 5}, "h")))

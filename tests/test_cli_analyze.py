@@ -12,30 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from memprof.analysis import synthetic as s
-from memprof.cli import CliError, app
+from tests.cli import CliResult, run_cli
 
 MIB = s.MIB
 
 
-class Result:
-    def __init__(self, code: int, stdout: str, stderr: str) -> None:
-        self.code, self.stdout, self.stderr = code, stdout, stderr
-
-    def __repr__(self) -> str:
-        return f"exit {self.code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
-
-
-def run(*args: str, stdin: str | None = None) -> Result:
-    """Invoke the CLI the way memprof.cli.main does: CliError becomes its message and exit code."""
-    result = CliRunner().invoke(app, list(args), input=stdin)
-    if isinstance(result.exception, CliError):
-        return Result(result.exception.code, result.stdout, f"memprof: {result.exception}")
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return Result(result.exit_code, result.stdout, result.stderr)
+def run(*args: str, stdin: str | None = None) -> CliResult:
+    """``memprof ARGS`` through main(): exit code, stdout and the stderr line a person sees."""
+    return run_cli(*args, stdin=stdin)
 
 
 @pytest.fixture
@@ -95,7 +81,7 @@ def test_missing_and_empty_dirs_fail_with_one_sentence(tmp_path: Path) -> None:
     assert (
         r.code == 2
         and r.stderr
-        == f"memprof: {tmp_path / 'nope'} does not exist: pass a memprof data dir (MEMPROF_DATA_DIR), a log file or -"
+        == f"memprof: {tmp_path / 'nope'} does not exist: pass a memprof data dir (MEMPROF_DATA_DIR), a log file or -\n"
     )
     (tmp_path / "empty").mkdir()
     r = run("analyze", str(tmp_path / "empty"))

@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from typer.testing import CliRunner
 
 from memprof import MemprofMiddleware
-from memprof.cli import app as cli_app
-from memprof.control import poll_now
+from memprof.safety.control import poll_now
 from tests.apps import starlette_app
+from tests.cli import run_cli
 
 SECRET = "control-secret-0123456789abcdef"
 
@@ -42,9 +41,9 @@ def detail(client: TestClient) -> str | None:
 
 
 def cli(*args: str, data_dir: Path) -> str:
-    result = CliRunner().invoke(cli_app, [*args, "--data-dir", str(data_dir)])
-    assert result.exit_code == 0, result.output
-    return result.output
+    result = run_cli(*args, "--data-dir", str(data_dir))
+    assert result.code == 0 and result.stderr == "", result
+    return result.stdout
 
 
 def test_kill_switch_file_disables_within_a_poll_and_enable_restores(
@@ -120,15 +119,15 @@ def test_aggressive_window_is_allowed_up_to_the_ceiling_and_expires(
 
 
 def test_cli_rejects_bad_arguments_with_one_sentence(data_dir: Path) -> None:
-    runner = CliRunner()
     for args, message in [
         (["enable", "turbo"], "mode 'turbo' is not one of light, aggressive, targeted"),
         (["enable", "light", "--for", "soon"], "is not a duration"),
         (["disable", "--for", "3d"], "longer than the 24h"),
     ]:
-        result = runner.invoke(cli_app, [*args, "--data-dir", str(data_dir)])
-        assert result.exit_code != 0
-        assert message in str(result.exception), result.output
+        result = run_cli(*args, "--data-dir", str(data_dir))
+        assert result.code == 2 and result.stdout == "", result
+        assert result.stderr.startswith("memprof: ") and message in result.stderr, result
+        assert result.stderr.count("\n") == 1, result
 
 
 def test_status_shows_each_worker(make_settings: Callable[..., Any], data_dir: Path) -> None:

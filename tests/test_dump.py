@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 import memprof
 from memprof import MemprofMiddleware
 from memprof.memory import MemoryLimit, rss_bytes
-from memprof.schema import Dump
+from memprof.records.models import Dump
 from tests._memprof_server import wait_for
 
 NAME_RE = re.compile(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from memprof.schema import Dump
+from memprof.records.models import Dump
 from tests._memprof_server import Server, read_json_files, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from memprof.schema import Crash, StateRecord
+from memprof.records.models import Crash, StateRecord
 from tests._memprof_server import Server, read_json_files, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

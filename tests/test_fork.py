@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from memprof import MemprofMiddleware
-from memprof import control as control_mod
-from memprof.control import redis_client
+from memprof.safety import control as control_mod
+from memprof.safety.control import redis_client
 from tests.apps import starlette_app
 from tests.conftest import IN_CI
 

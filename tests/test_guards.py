@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from memprof import MemprofMiddleware
 from memprof import runtime as runtime_mod
-from memprof.guards import (
+from memprof.safety.guards import (
     COOLDOWN_S,
     MAX_COOLDOWN_S,
     OVERHEAD_TRIP_COUNT,
@@ -20,7 +20,7 @@ from memprof.guards import (
     OverheadGuard,
     narrow,
 )
-from memprof.isolation import errors
+from memprof.safety.isolation import errors
 from memprof.settings import Mode
 from tests.apps import starlette_app
 

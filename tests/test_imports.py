@@ -4,6 +4,7 @@ the plugin, and after ``memprof --help`` or ``memprof analyze`` (module lists, n
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import subprocess
 import sys
@@ -41,21 +42,42 @@ def test_import_memprof_loads_nothing_else() -> None:
     assert sorted(m for m in modules if m.startswith("memprof")) == ["memprof"]
 
 
-def test_every_public_name_resolves_on_first_use() -> None:
+def test_the_public_surface_is_exactly_this() -> None:
+    assert memprof.__all__ == [
+        "MemprofConfigError",
+        "MemprofMiddleware",
+        "MemprofSettings",
+        "Mode",
+        "RequestProfile",
+        "__version__",
+        "checkpoint",
+        "current_profile",
+        "dump",
+        "flush",
+        "instrument_sqlalchemy",
+        "load_settings",
+        "register_session_provider",
+        "register_state",
+        "uninstrument_sqlalchemy",
+    ]
+
+
+def test_every_public_name_resolves_on_first_use_to_what_its_module_defines() -> None:
     modules = _modules_after("from memprof import *")
     assert {"sqlalchemy", "memprof.runtime", "memprof.middleware"} <= modules
-    for name in memprof.__all__:
-        assert getattr(memprof, name) is not None
+    for name, module in memprof._MODULES.items():
+        assert getattr(memprof, name) is getattr(importlib.import_module(module), name), name
         assert name in dir(memprof)
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         memprof.nonexistent  # type: ignore[attr-defined]  # noqa: B018
 
 
-def test_memprof_dump_stays_the_function_once_its_module_is_imported() -> None:
-    # The watchdog imports the submodule memprof.dump, which would make memprof.dump a module.
-    code = "import memprof, memprof.watchdog\nprint(type(memprof.dump).__name__, memprof.dump.__module__)"
+def test_memprof_dump_is_the_function_whatever_is_imported_first() -> None:
+    code = (
+        "import memprof.watchdog.dump, memprof\nprint(type(memprof.dump).__name__, memprof.dump.__module__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["function", "memprof.dump"]
+    assert out.split() == ["function", "memprof.watchdog.dump"]
 
 
 def test_the_pytest_plugin_loads_nothing_of_the_app_stack(tmp_path: Path) -> None:
@@ -110,7 +132,11 @@ def _cli(*args: str) -> str:
 def test_memprof_help_loads_no_command_s_dependencies() -> None:
     modules = _modules_after(_cli("--help"))
     assert _heavy(modules) == []
-    assert not any(m.startswith(("memprof.analysis", "memprof.control", "memprof.flight")) for m in modules)
+    loaded = [
+        m for m in modules if m.startswith(("memprof.analysis", "memprof.safety.control", "memprof.watchdog"))
+    ]
+    assert loaded == []
+    assert "psutil" not in modules
 
 
 def test_memprof_analyze_loads_the_analyzer_only(tmp_path: Path) -> None:
@@ -120,7 +146,7 @@ def test_memprof_analyze_loads_the_analyzer_only(tmp_path: Path) -> None:
     assert "memprof.analysis.analyze" in modules
     # typer itself imports pydantic to convert a command's parameters; memprof's models are not loaded.
     assert _heavy(modules, allowed=("pydantic",)) == []
-    assert "memprof.schema" not in modules
+    assert "memprof.records.models" not in modules
 
 
 def test_type_checkers_see_every_lazy_name_where_it_is_imported_from() -> None:

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from memprof import MemprofMiddleware
 from memprof import profile as profile_module
 from memprof import runtime as runtime_module
-from memprof.isolation import errors as internal_errors
+from memprof.safety.isolation import errors as internal_errors
 from tests.apps import AppError, fastapi_app, starlette_app
 
 Messages = list[dict[str, Any]]

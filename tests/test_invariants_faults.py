@@ -13,7 +13,6 @@ covered by the ``integration_hooks`` entries, which make every registered hook f
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,21 +27,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-import memprof.integrations._sqla_events as sqla_events
 import memprof.integrations.sessions as sessions_mod
+import memprof.integrations.sqlalchemy._events as sqla_events
 from memprof import MemprofMiddleware, instrument_sqlalchemy, uninstrument_sqlalchemy
 from memprof import profile as profile_mod
 from memprof import runtime as runtime_mod
-from memprof.control import Controller, poll_now
-from memprof.guards import CircuitBreaker, OverheadGuard
-from memprof.isolation import errors
 from memprof.profile import RequestProfile
 from memprof.runtime import Runtime
-from memprof.tokens import TokenVerifier, sign_token
+from memprof.safety.control import Controller, poll_now
+from memprof.safety.guards import CircuitBreaker, OverheadGuard
+from memprof.safety.isolation import errors
+from memprof.safety.tokens import TokenVerifier, sign_token
+from memprof.watchdog import dump as dump_mod
 from memprof.writer import RecordWriter
 from tests.apps import BACKGROUND_DONE, AppError, fastapi_app, starlette_app
-
-dump_mod = importlib.import_module("memprof.dump")  # the attribute memprof.dump is the function
 
 SECRET = "faults-secret-0123456789abcdef"
 Patch = Callable[[pytest.MonkeyPatch], None]

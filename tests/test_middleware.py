@@ -11,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from memprof import MemprofMiddleware
-from memprof.schema import Sample
+from memprof.records.models import Sample
 from tests.apps import BACKGROUND_DONE, AppError, fastapi_app, starlette_app
 
 FIVE = ["request_start", "app_start", "response_start", "response_end", "request_end"]
@@ -199,7 +199,7 @@ def test_endpoint_reaches_its_profile(make_settings: Callable[..., Any], samples
 def test_close_writes_out_stops_threads_and_passes_through(
     make_settings: Callable[..., Any], samples: Any, data_dir: Any
 ) -> None:
-    from memprof.control import POLLER
+    from memprof.safety.control import POLLER
     from tests._memprof_server import wait_for
 
     app = MemprofMiddleware(starlette_app(), settings=make_settings(watchdog_interval_ms=20))

@@ -19,8 +19,8 @@ from opentelemetry.trace import SpanKind
 import memprof
 from memprof import MemprofMiddleware
 from memprof.integrations import opentelemetry as otel
-from memprof.isolation import errors as internal_errors
 from memprof.memory import rss_bytes
+from memprof.safety.isolation import errors as internal_errors
 from tests.apps import fastapi_app, starlette_app
 
 pytestmark = pytest.mark.anyio

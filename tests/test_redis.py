@@ -15,12 +15,11 @@ from typing import Any
 import httpx
 import pytest
 from starlette.testclient import TestClient
-from typer.testing import CliRunner
 
 from memprof import MemprofMiddleware
-from memprof.cli import app as cli_app
-from memprof.control import poll_now, redis_client
+from memprof.safety.control import poll_now, redis_client
 from tests.apps import starlette_app
+from tests.cli import run_cli
 from tests.conftest import IN_CI
 
 REDIS_URL = os.environ.get("MEMPROF_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -128,20 +127,19 @@ def test_cli_goes_through_redis_when_configured(
     monkeypatch.setenv("MEMPROF_REDIS_PREFIX", redis_prefix)
     settings = make_settings(redis_url=REDIS_URL, redis_prefix=redis_prefix, control_poll_interval_s=0.05)
     rt = MemprofMiddleware(starlette_app(), settings=settings).runtime
-    runner = CliRunner()
-    out = runner.invoke(cli_app, ["disable", "--data-dir", str(data_dir)])
-    assert out.exit_code == 0 and "via redis" in out.output
+    out = run_cli("disable", "--data-dir", str(data_dir))
+    assert out.code == 0 and "via redis" in out.stdout, out
     assert not (data_dir / "DISABLED").exists()
     assert wait_for(lambda: rt.paused == "redis_disable")
-    out = runner.invoke(cli_app, ["enable", "light", "--for", "10m", "--data-dir", str(data_dir)])
-    assert out.exit_code == 0, out.output
+    out = run_cli("enable", "light", "--for", "10m", "--data-dir", str(data_dir))
+    assert out.code == 0, out
     assert 590 <= redis_client(REDIS_URL).ttl(redis_prefix + "mode") <= 600
     assert wait_for(lambda: rt.paused is None and rt.mode.value == "light")
     poll_now()
     status_key = f"{redis_prefix}worker:{rt.host}-{os.getpid()}"
     assert wait_for(lambda: redis_client(REDIS_URL).get(status_key) is not None)
-    out = runner.invoke(cli_app, ["status", "--json", "--data-dir", str(data_dir / "elsewhere")])
-    assert out.exit_code == 0 and f'"{rt.host}-{os.getpid()}"' in out.output  # found through Redis
+    out = run_cli("status", "--json", "--data-dir", str(data_dir / "elsewhere"))
+    assert out.code == 0 and f'"{rt.host}-{os.getpid()}"' in out.stdout, out  # found through Redis
 
 
 def test_unreachable_redis_leaves_local_settings_in_force(
@@ -160,9 +158,11 @@ def test_unreachable_redis_leaves_local_settings_in_force(
     assert status["control"]["redis"]["ok"] is False
     assert "hunter2" not in str(status)
     monkeypatch.setenv("MEMPROF_REDIS_URL", url)
-    out = CliRunner().invoke(cli_app, ["disable", "--data-dir", str(data_dir)])
-    assert out.exit_code != 0 and "did not answer" in str(out.exception)
-    assert "hunter2" not in str(out.exception)
+    out = run_cli("disable", "--data-dir", str(data_dir))
+    assert out.code == 3 and out.stderr.startswith("memprof: Redis at ") and "did not answer" in out.stderr, (
+        out
+    )
+    assert "hunter2" not in out.stderr + out.stdout
 
 
 @pytest.mark.slow

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from memprof.analysis import analyze
 from memprof.analysis import synthetic as s
 from memprof.analysis.report_html import render
 from memprof.analysis.summary import series
-from memprof.cli import app
+from tests.cli import run_cli
 from tests.conftest import IN_CI
 
 MIB = s.MIB
@@ -83,10 +82,8 @@ def data_dir(tmp_path: Path) -> Path:
 
 def test_report_draws_its_charts_in_chromium(tmp_path: Path) -> None:
     out = tmp_path / "report.html"
-    result = CliRunner().invoke(
-        app, ["report", str(data_dir(tmp_path)), "--html", str(out), "--title", "API <prod>"]
-    )
-    assert result.exit_code == 0, result.output
+    result = run_cli("report", str(data_dir(tmp_path)), "--html", str(out), "--title", "API <prod>")
+    assert result.code == 0, result
     page = out.read_text()
     assert "<script src" not in page and "<link" not in page  # self-contained: nothing to fetch
     dom = Elements()

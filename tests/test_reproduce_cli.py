@@ -1,4 +1,4 @@
-"""``memprof reproduce`` through typer's CliRunner, on the apps of tests/test_reproduce.py."""
+"""``memprof reproduce`` through main() (exit code, stdout, stderr), on the apps of tests/test_reproduce.py."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from memprof.cli import CliError, app
+from tests.cli import run_cli
 from tests.conftest import read_samples
 
 APP = "tests.test_reproduce:perm_app"
 
 
-def invoke(*args: str) -> tuple[int, str, BaseException | None]:
-    result = CliRunner().invoke(app, ["reproduce", *args])
-    print(result.output)
-    return result.exit_code, result.output, result.exception
+def invoke(*args: str) -> tuple[int, str, str]:
+    """``memprof reproduce ARGS`` through main(): exit code, stdout, stderr."""
+    result = run_cli("reproduce", *args)
+    print(result)
+    return result.code, result.stdout, result.stderr
 
 
 def test_json_names_the_parameter_memory_follows(data_dir: Path) -> None:
@@ -112,13 +112,12 @@ def test_table_with_every_kind_of_variation() -> None:
     ],
 )
 def test_bad_input_is_one_clear_error(args: list[str], message: str) -> None:
-    code, _out, exc = invoke(APP, *args)
-    assert code != 0
-    assert isinstance(exc, CliError) and message in str(exc)
+    code, out, err = invoke(APP, *args)
+    assert code == 2 and out == ""
+    assert err.startswith("memprof: ") and message in err and err.count("\n") == 1
 
 
 def test_bad_app_is_one_clear_error() -> None:
-    code, _out, exc = invoke("tests.test_reproduce:nothing", "--request", "GET /")
-    assert code != 0
-    assert isinstance(exc, CliError)
-    assert "has no attribute 'nothing'" in str(exc)
+    code, out, err = invoke("tests.test_reproduce:nothing", "--request", "GET /")
+    assert code == 2 and out == ""
+    assert err.startswith("memprof: ") and "has no attribute 'nothing'" in err

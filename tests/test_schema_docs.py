@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memprof import schema
+from memprof.records import models as schema
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -12,7 +12,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 def test_json_schemas_are_current(tmp_path: Path) -> None:
     for generated in schema.write_json_schemas(tmp_path):
         published = DOCS / "schema" / generated.name
-        assert published.is_file(), f"{published} is missing: run python -m memprof.schema docs/schema"
+        assert published.is_file(), (
+            f"{published} is missing: run python -m memprof.records.models docs/schema"
+        )
         assert published.read_text() == generated.read_text(), f"{published.name} is stale"
 
 

@@ -29,10 +29,10 @@ from structlog.testing import capture_logs
 
 from memprof import MemprofMiddleware, instrument_sqlalchemy, uninstrument_sqlalchemy
 from memprof import runtime as runtime_mod
-from memprof.control import poll_now
-from memprof.dump import dump
-from memprof.isolation import errors
-from memprof.redaction import redact, redact_text
+from memprof.safety.control import poll_now
+from memprof.safety.isolation import errors
+from memprof.safety.redaction import redact, redact_text
+from memprof.watchdog.dump import dump
 from tests.datadir import written_files
 
 CHANNELS = [

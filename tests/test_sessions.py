@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 import memprof
 from memprof import MemprofMiddleware
 from memprof.integrations.sessions import hash_identity, unregister_session_provider
-from memprof.schema import SessionInfo
+from memprof.records.models import SessionInfo
 from tests.datadir import written_files
 
 PLANTED = "PLANTED-session-value-9d41"

@@ -18,12 +18,12 @@ import pytest
 
 import memprof
 from memprof import MemprofMiddleware
-from memprof import control as control_mod
 from memprof import runtime as runtime_mod
-from memprof.guards import BREAKERS
-from memprof.isolation import errors
 from memprof.profile import RequestProfile
-from memprof.tokens import sign_token
+from memprof.safety import control as control_mod
+from memprof.safety.guards import BREAKERS
+from memprof.safety.isolation import errors
+from memprof.safety.tokens import sign_token
 from tests.apps import AppError, starlette_app
 
 MEMPROF_DIR = str(Path(memprof.__file__).parent)

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from memprof import MemprofMiddleware, instrument_sqlalchemy, uninstrument_sqlalchemy
 from memprof.integrations.sqlalchemy import engine_states
-from memprof.schema import Sample
+from memprof.records.models import Sample
 from tests.sqla_apps import Schema, criteria_session_class, seed, sync_app
 from tests.sqla_support import Settings, engine, model, only, run, schema, statement
 

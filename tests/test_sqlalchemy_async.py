@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from memprof import MemprofMiddleware, instrument_sqlalchemy, uninstrument_sqlalchemy
 from memprof.integrations.sqlalchemy import engine_states
-from memprof.schema import Sample
+from memprof.records.models import Sample
 from tests.sqla_apps import Schema, async_app, make_schema, seed, sync_app
 from tests.sqla_support import Settings, engine, run, schema, statement
 

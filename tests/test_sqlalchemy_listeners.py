@@ -21,11 +21,13 @@ from starlette.testclient import TestClient
 
 import memprof
 from memprof import MemprofMiddleware, instrument_sqlalchemy, uninstrument_sqlalchemy
-from memprof.integrations import _sqla_events, _sqla_frames, _sqla_orm
+from memprof.integrations.sqlalchemy import _events as _sqla_events
+from memprof.integrations.sqlalchemy import _frames as _sqla_frames
+from memprof.integrations.sqlalchemy import _orm as _sqla_orm
 from memprof.integrations.sqlalchemy import is_instrumented
-from memprof.isolation import errors
 from memprof.profile import RequestProfile, _current
 from memprof.runtime import FINISH_HOOKS
+from memprof.safety.isolation import errors
 from tests.sqla_apps import make_schema, seed, sync_app
 
 # Dialect events: listening on an engine (or Engine) lands on its dialect (or Dialect).

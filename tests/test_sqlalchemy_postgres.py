@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
 from memprof import MemprofMiddleware, instrument_sqlalchemy, uninstrument_sqlalchemy
-from memprof.schema import Sample
+from memprof.records.models import Sample
 from tests.conftest import IN_CI
 from tests.datadir import written_files
 from tests.sqla_apps import SECRET_PASSWORD, SECRET_TOKEN, Schema, async_app, make_schema, seed, sync_app

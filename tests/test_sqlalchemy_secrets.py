@@ -92,11 +92,9 @@ def test_literals_written_into_sql_are_masked(
 def test_sql_outside_profiled_requests_reaches_the_state_records_and_the_analyzer(
     engine: Engine, schema: Schema, make_settings: Settings, samples: Any, data_dir: Path
 ) -> None:
-    from typer.testing import CliRunner
-
-    from memprof.cli import app as cli
-    from memprof.schema import StateRecord
+    from memprof.records.models import StateRecord
     from tests._memprof_server import wait_for
+    from tests.cli import run_cli
 
     reset_unattributed()
     # Light mode, nothing sampled: every request's SQL runs outside a profiled request.
@@ -113,10 +111,10 @@ def test_sql_outside_profiled_requests_reaches_the_state_records_and_the_analyze
     assert outside["count"] == 3 and outside["total_ms"] > 0
     (login,) = [s for s in outside["statements"] if "WHERE" in s["sql"]]
     assert login["count"] == 3 and SECRET_PASSWORD not in json.dumps(shutdown)
-    result = CliRunner().invoke(cli, ["analyze", str(data_dir), "--json"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("analyze", str(data_dir), "--json")
+    assert result.code == 0, result
     section = json.loads(result.stdout)["sql_outside_requests"]
     assert section["count"] == 3 and section["workers"] == 1
     assert section["statements"][0] == {"sql": login["sql"], "count": 3, "total_ms": login["total_ms"]}
-    text = CliRunner().invoke(cli, ["analyze", str(data_dir)]).stdout
+    text = run_cli("analyze", str(data_dir)).stdout
     assert "SQL outside profiled requests (start-up, jobs, unsampled requests): 3 statements" in text

@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 
 import memprof
 from memprof import MemprofMiddleware
-from memprof.schema import StateRecord
-from memprof.state import snapshot, unregister_state
+from memprof.records.models import StateRecord
+from memprof.watchdog.state import snapshot, unregister_state
 from tests._memprof_server import wait_for
 
 MODULE = textwrap.dedent(
@@ -135,7 +135,7 @@ def test_providers_return_ints_mappings_or_sized(cached_module: Any) -> None:
 
 @pytest.mark.internal_errors_expected
 def test_a_failing_provider_is_an_internal_error_not_an_app_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from memprof.isolation import errors
+    from memprof.safety.isolation import errors
 
     monkeypatch.setattr(errors, "raise_errors", False)
 

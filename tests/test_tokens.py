@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from typer.testing import CliRunner
 
 from memprof import MemprofConfigError, MemprofMiddleware
-from memprof.cli import app as cli_app
-from memprof.tokens import MAX_TTL_S, TokenVerifier, sign_token
+from memprof.safety.tokens import MAX_TTL_S, TokenVerifier, sign_token
 from tests.apps import starlette_app
+from tests.cli import run_cli
 from tests.datadir import written_files
 
 SECRET = "targeted-secret-0123456789abcdef"
@@ -125,9 +124,9 @@ def test_sign_cli_prints_the_bare_header_value(
     make_settings: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MEMPROF_TARGETED_SECRET", SECRET)
-    result = CliRunner().invoke(cli_app, ["sign", "--ttl", "120", "--path", "/users"])
-    assert result.exit_code == 0, result.output
-    token = result.output.strip()
+    result = run_cli("sign", "--ttl", "120", "--path", "/users")
+    assert result.code == 0 and result.stderr == "", result
+    token = result.stdout.strip()
     assert "\n" not in token and token.startswith("v1.")
     mw = targeted(make_settings)
     with TestClient(mw) as client:

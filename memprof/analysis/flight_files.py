@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from memprof.flight import WORKERS_DIR, crash_record, live_workers, worker_alive
+from memprof.watchdog.flight import WORKERS_DIR, crash_record, live_workers
+from memprof.workers import worker_alive
 
 
 def dead_worker_crashes(paths: list[str]) -> Iterator[tuple[dict[str, Any], str]]:

@@ -19,7 +19,7 @@ from typing import IO, Any, cast
 
 import orjson
 
-from memprof._schema_versions import UnsupportedRecord, check_version
+from memprof.records.versions import UnsupportedRecord, check_version
 
 SAMPLE = "memprof.sample"
 DUMP = "memprof.dump"

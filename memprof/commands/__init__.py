@@ -1,1 +1,1 @@
-"""One module per CLI subcommand. Each module defines ``register(app)``; :mod:`memprof.cli` finds them."""
+"""One module per CLI subcommand, each a plain function; :data:`memprof.cli.COMMANDS` lists them."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from memprof.cli import CliError
+from memprof.commands._errors import CliError
 
 if TYPE_CHECKING:
     from memprof.analysis.filters import Filters

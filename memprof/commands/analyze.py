@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from memprof.cli import CliError
 from memprof.commands._analysis_options import (
     Jobs,
     Json,
@@ -24,6 +23,7 @@ from memprof.commands._analysis_options import (
     make_thresholds,
     progress_bar,
 )  # fmt: skip
+from memprof.commands._errors import CliError
 
 SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
 
@@ -95,8 +95,3 @@ def run(
         worst = max((SEVERITY_RANK[f["severity"]] for f in result.summary["findings"]), default=0)
         if worst >= SEVERITY_RANK[fail_on.value]:
             raise CliError(f"findings of severity {fail_on.value} or worse were found (--fail-on)", 3)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``memprof analyze``."""
-    app.command("analyze")(run)

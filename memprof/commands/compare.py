@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from memprof.cli import CliError
 from memprof.commands._analysis_options import (
     Json,
     Route,
@@ -19,6 +18,7 @@ from memprof.commands._analysis_options import (
     make_filters,
     make_thresholds,
 )
+from memprof.commands._errors import CliError
 
 
 def run(
@@ -49,8 +49,3 @@ def run(
     emit(render_json(result) if json else render_compare(result))
     if fail_if_worse and result["verdict"] == "worse":
         raise CliError("the postfix run is worse than the baseline (--fail-if-worse)", 3)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``memprof compare``."""
-    app.command("compare")(run)

@@ -8,8 +8,6 @@ goes through Redis keys that every worker of the fleet polls. A worker never goe
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ MODES = ("light", "aggressive", "targeted")
 
 def parse_duration(text: str) -> int:
     """Seconds in ``90s``, ``30m``, ``2h``, ``1d`` or a bare number of seconds."""
-    from memprof.cli import CliError
+    from memprof.commands._errors import CliError
 
     match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
     if match is None or int(match.group(1)) == 0:
@@ -41,7 +39,7 @@ def parse_duration(text: str) -> int:
 
 def cli_settings(data_dir: Path | None) -> MemprofSettings:
     """The settings the CLI acts with: ``MEMPROF_*`` variables, ``--data-dir`` winning."""
-    from memprof.cli import CliError
+    from memprof.commands._errors import CliError
     from memprof.settings import MemprofConfigError, load_settings
 
     try:
@@ -51,14 +49,14 @@ def cli_settings(data_dir: Path | None) -> MemprofSettings:
 
 
 def _redis(settings: MemprofSettings) -> Any:
-    from memprof.control import redis_client
+    from memprof.safety.control_plane import redis_client
 
     return redis_client(str(settings.redis_url))
 
 
 def _redis_failed(settings: MemprofSettings, exc: Exception) -> Exception:
-    from memprof.cli import CliError
-    from memprof.redaction import redact_text
+    from memprof.commands._errors import CliError
+    from memprof.safety.redaction import redact_text
 
     url = redact_text(str(settings.redis_url))
     return CliError(f"Redis at {url} did not answer ({type(exc).__name__}); nothing was changed", 3)
@@ -66,60 +64,46 @@ def _redis_failed(settings: MemprofSettings, exc: Exception) -> Exception:
 
 def set_override(settings: MemprofSettings, mode: str | None, seconds: int | None) -> dict[str, Any]:
     """Clear the kill switch and set (or, with ``mode`` None, clear) the mode override."""
-    from memprof.control import control_path
+    from memprof.safety.control_plane import disable_key, mode_key, write_override
 
     until = None if seconds is None else time.time() + seconds
     if settings.redis_url:
         prefix = settings.redis_prefix
         try:
             client = _redis(settings)
-            client.delete(prefix + "disable")
+            client.delete(disable_key(prefix))
             if mode is None:
-                client.delete(prefix + "mode")
+                client.delete(mode_key(prefix))
             else:
-                client.set(prefix + "mode", mode, ex=seconds)
+                client.set(mode_key(prefix), mode, ex=seconds)
         except Exception as exc:
             raise _redis_failed(settings, exc) from None
         via = "redis"
     else:
-        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         settings.effective_kill_switch_file.unlink(missing_ok=True)
-        path = control_path(settings.data_dir)
-        if mode is None:
-            path.unlink(missing_ok=True)
-        else:
-            _write_atomic(path, {"mode": mode, "until": until, "set_at": time.time()})
+        write_override(settings.data_dir, mode, until)
         via = "control_file"
     return {"mode": mode, "until": until, "via": via}
 
 
 def set_disabled(settings: MemprofSettings, seconds: int | None) -> dict[str, Any]:
     """Turn profiling off on every worker (the kill switch)."""
-    from memprof.control import control_path
+    from memprof.safety.control_plane import OFF, disable_key, write_kill_switch, write_override
 
     until = None if seconds is None else time.time() + seconds
     if settings.redis_url:
         try:
-            _redis(settings).set(settings.redis_prefix + "disable", "1", ex=seconds)
+            _redis(settings).set(disable_key(settings.redis_prefix), "1", ex=seconds)
         except Exception as exc:
             raise _redis_failed(settings, exc) from None
         via = "redis"
+    elif seconds is not None:
+        write_override(settings.data_dir, OFF, until)
+        via = "control_file"
     else:
-        if seconds is not None:
-            _write_atomic(control_path(settings.data_dir), {"mode": "off", "until": until})
-        else:
-            path = settings.effective_kill_switch_file
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _write_atomic(path, {"disabled_at": time.time(), "by": "memprof disable"})
-        via = "control_file" if seconds is not None else "kill_switch_file"
+        write_kill_switch(settings.effective_kill_switch_file)
+        via = "kill_switch_file"
     return {"disabled": True, "until": until, "via": via}
-
-
-def _write_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def _when(until: float | None) -> str:
@@ -140,7 +124,7 @@ def enable(
     data_dir: DataDir = None,
 ) -> None:
     """Switch profiling on (or to a mode) on every worker; an aggressive window always expires."""
-    from memprof.cli import CliError
+    from memprof.commands._errors import CliError
 
     if mode is not None and mode not in MODES:
         raise CliError(f"mode {mode!r} is not one of light, aggressive, targeted")
@@ -161,9 +145,3 @@ def disable(for_: For = None, data_dir: DataDir = None) -> None:
     seconds = parse_duration(for_) if for_ is not None else None
     done = set_disabled(cli_settings(data_dir), seconds)
     typer.echo(f"profiling: off {_when(done['until'])} (via {done['via']})")
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``enable`` and ``disable``."""
-    app.command("enable")(enable)
-    app.command("disable")(disable)

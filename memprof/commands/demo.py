@@ -14,15 +14,10 @@ def demo(
     ] = Path("memprof-demo"),
 ) -> None:
     """Run an example FastAPI + SQLAlchemy app with planted memory problems, profile it, diagnose it."""
-    from memprof.cli import CliError
+    from memprof.commands._errors import CliError
     from memprof.demo.run import run_demo
 
     try:
         run_demo(directory, echo=typer.echo)
     except RuntimeError as exc:
         raise CliError(str(exc), code=1) from None
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``demo`` to the CLI."""
-    app.command()(demo)

@@ -16,9 +16,10 @@ import typer
 
 def request_dumps(data_dir: Path, name: str | None, pids: list[int] | None, wait: float) -> list[Path]:
     """Ask for dumps and wait up to ``wait`` seconds for one from each expected worker; return the paths."""
-    from memprof._dump_request import ask_for_dump
-    from memprof.cli import CliError
-    from memprof.flight import live_workers, worker_alive
+    from memprof.commands._errors import CliError
+    from memprof.watchdog.flight import live_workers
+    from memprof.watchdog.requests import ask_for_dump
+    from memprof.workers import worker_alive
 
     if not data_dir.is_dir():
         raise CliError(f"data dir {str(data_dir)!r} does not exist; pass the MEMPROF_DATA_DIR of the service")
@@ -48,25 +49,19 @@ def request_dumps(data_dir: Path, name: str | None, pids: list[int] | None, wait
     return [found[pid] for pid in sorted(found)]
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``dump`` command."""
+def dump_command(
+    data_dir: Annotated[
+        Path | None,
+        typer.Argument(help="The service's data dir (default: MEMPROF_DATA_DIR or ./memprof-data)."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="A name for the dumps (part of their file names).")] = None,
+    pid: Annotated[list[int] | None, typer.Option(help="Only this worker (repeat for several).")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the dumps.")] = 10.0,
+) -> None:
+    """Ask the running workers of a data dir for a dump now; print the dump files."""
+    if data_dir is None:
+        from memprof.settings import load_settings
 
-    @app.command("dump")
-    def dump_command(
-        data_dir: Annotated[
-            Path | None,
-            typer.Argument(help="The service's data dir (default: MEMPROF_DATA_DIR or ./memprof-data)."),
-        ] = None,
-        name: Annotated[
-            str | None, typer.Option(help="A name for the dumps (part of their file names).")
-        ] = None,
-        pid: Annotated[list[int] | None, typer.Option(help="Only this worker (repeat for several).")] = None,
-        wait: Annotated[float, typer.Option(help="Seconds to wait for the dumps.")] = 10.0,
-    ) -> None:
-        """Ask the running workers of a data dir for a dump now; print the dump files."""
-        if data_dir is None:
-            from memprof.settings import load_settings
-
-            data_dir = load_settings().data_dir
-        for path in request_dumps(data_dir, name, pid or None, wait):
-            typer.echo(str(path))
+        data_dir = load_settings().data_dir
+    for path in request_dumps(data_dir, name, pid or None, wait):
+        typer.echo(str(path))

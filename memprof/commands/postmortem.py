@@ -19,8 +19,9 @@ _MB = 1024 * 1024
 
 def postmortem(data_dir: Path) -> dict[str, Any]:
     """Collect crashes in ``data_dir`` and return ``{"crashes": [...], "running": [...]}`` (pure data)."""
-    from memprof.cli import CliError
-    from memprof.flight import collect_crashes, live_workers, read_crashes, worker_alive
+    from memprof.commands._errors import CliError
+    from memprof.watchdog.flight import collect_crashes, live_workers, read_crashes
+    from memprof.workers import worker_alive
 
     if not data_dir.is_dir():
         raise CliError(f"data dir {str(data_dir)!r} does not exist; pass the MEMPROF_DATA_DIR of the service")
@@ -70,21 +71,17 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``postmortem`` command."""
+def postmortem_command(
+    data_dir: Annotated[
+        Path | None,
+        typer.Argument(help="The service's data dir (default: MEMPROF_DATA_DIR or ./memprof-data)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the crash records as JSON.")] = False,
+) -> None:
+    """Report workers that died without a clean shutdown (SIGKILL, OOM killer) and their last requests."""
+    if data_dir is None:
+        from memprof.settings import load_settings
 
-    @app.command("postmortem")
-    def postmortem_command(
-        data_dir: Annotated[
-            Path | None,
-            typer.Argument(help="The service's data dir (default: MEMPROF_DATA_DIR or ./memprof-data)."),
-        ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the crash records as JSON.")] = False,
-    ) -> None:
-        """Report workers that died without a clean shutdown (SIGKILL, OOM killer) and their last requests."""
-        if data_dir is None:
-            from memprof.settings import load_settings
-
-            data_dir = load_settings().data_dir
-        result = postmortem(data_dir)
-        typer.echo(json.dumps(result, indent=1) if as_json else render(result))
+        data_dir = load_settings().data_dir
+    result = postmortem(data_dir)
+    typer.echo(json.dumps(result, indent=1) if as_json else render(result))

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from memprof.cli import CliError
 from memprof.commands._analysis_options import (
     Jobs,
     Paths,
@@ -22,6 +21,7 @@ from memprof.commands._analysis_options import (
     make_thresholds,
     progress_bar,
 )  # fmt: skip
+from memprof.commands._errors import CliError
 
 
 def run(
@@ -60,8 +60,3 @@ def run(
     typer.echo(
         f"wrote {html} ({s['samples']} samples, {s['dumps']['count']} dumps, {len(s['findings'])} findings)"
     )
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``memprof report``."""
-    app.command("report")(run)

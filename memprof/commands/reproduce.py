@@ -80,93 +80,81 @@ def build_variables(
     return variables
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``reproduce`` command to the memprof CLI."""
+def reproduce(
+    target: Annotated[str, typer.Argument(metavar="MODULE:APP", help="The ASGI app, e.g. myapp.main:app.")],
+    request: Annotated[
+        str, typer.Option("--request", "-r", help='The request to reproduce, e.g. "GET /dashboard".')
+    ],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="A numeric parameter NAME=V1,V2,... set by --setup (repeatable)."),
+    ] = None,
+    setup: Annotated[
+        str | None,
+        typer.Option(help="MODULE:FUNCTION called as setup(ctx, name, value) for each --param."),
+    ] = None,
+    session: Annotated[
+        bool, typer.Option("--session", help="Compare a fresh and an existing session.")
+    ] = False,
+    session_sizes: Annotated[
+        str | None,
+        typer.Option(help="Session data sizes in bytes, e.g. 0,10000,100000 (needs --session-fill)."),
+    ] = None,
+    session_fill: Annotated[
+        str | None, typer.Option(help="MODULE:FUNCTION called as fill(ctx, size) to fill the session.")
+    ] = None,
+    cache: Annotated[bool, typer.Option("--cache", help="Compare cold, warm and cleared caches.")] = False,
+    cache_clear: Annotated[
+        str | None,
+        typer.Option(help="MODULE:FUNCTION called as clear(ctx, state) to empty the app's caches."),
+    ] = None,
+    clock: Annotated[
+        str | None, typer.Option(help="Clock values, e.g. 0,6,12,18 (needs --set-clock).")
+    ] = None,
+    set_clock: Annotated[
+        str | None, typer.Option(help="MODULE:FUNCTION called as set_clock(ctx, value).")
+    ] = None,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Measured requests per run (>= 2 gives growth per request).")
+    ] = 1,
+    runs: Annotated[int, typer.Option(min=1, help="Runs per variant (their spread is the noise).")] = 3,
+    isolate: Annotated[bool, typer.Option("--isolate", help="Run every run in a fresh subprocess.")] = False,
+    header: Annotated[
+        list[str] | None, typer.Option("--header", "-H", help="'Name: value' (repeatable).")
+    ] = None,
+    body: Annotated[str | None, typer.Option(help="Request body.")] = None,
+    data_dir: Annotated[
+        str | None,
+        typer.Option(help="Keep the sample records of the profiled requests here (for memprof analyze)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Run one request under controlled variations and find which variable memory follows."""
+    from memprof.commands._errors import CliError
+    from memprof.testing.harness import ReproduceError
+    from memprof.testing.harness import reproduce as run
+    from memprof.testing.render import render
 
-    @app.command()
-    def reproduce(
-        target: Annotated[
-            str, typer.Argument(metavar="MODULE:APP", help="The ASGI app, e.g. myapp.main:app.")
-        ],
-        request: Annotated[
-            str, typer.Option("--request", "-r", help='The request to reproduce, e.g. "GET /dashboard".')
-        ],
-        param: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--param", "-p", help="A numeric parameter NAME=V1,V2,... set by --setup (repeatable)."
-            ),
-        ] = None,
-        setup: Annotated[
-            str | None,
-            typer.Option(help="MODULE:FUNCTION called as setup(ctx, name, value) for each --param."),
-        ] = None,
-        session: Annotated[
-            bool, typer.Option("--session", help="Compare a fresh and an existing session.")
-        ] = False,
-        session_sizes: Annotated[
-            str | None,
-            typer.Option(help="Session data sizes in bytes, e.g. 0,10000,100000 (needs --session-fill)."),
-        ] = None,
-        session_fill: Annotated[
-            str | None, typer.Option(help="MODULE:FUNCTION called as fill(ctx, size) to fill the session.")
-        ] = None,
-        cache: Annotated[
-            bool, typer.Option("--cache", help="Compare cold, warm and cleared caches.")
-        ] = False,
-        cache_clear: Annotated[
-            str | None,
-            typer.Option(help="MODULE:FUNCTION called as clear(ctx, state) to empty the app's caches."),
-        ] = None,
-        clock: Annotated[
-            str | None, typer.Option(help="Clock values, e.g. 0,6,12,18 (needs --set-clock).")
-        ] = None,
-        set_clock: Annotated[
-            str | None, typer.Option(help="MODULE:FUNCTION called as set_clock(ctx, value).")
-        ] = None,
-        repeats: Annotated[
-            int, typer.Option(min=1, help="Measured requests per run (>= 2 gives growth per request).")
-        ] = 1,
-        runs: Annotated[int, typer.Option(min=1, help="Runs per variant (their spread is the noise).")] = 3,
-        isolate: Annotated[
-            bool, typer.Option("--isolate", help="Run every run in a fresh subprocess.")
-        ] = False,
-        header: Annotated[
-            list[str] | None, typer.Option("--header", "-H", help="'Name: value' (repeatable).")
-        ] = None,
-        body: Annotated[str | None, typer.Option(help="Request body.")] = None,
-        data_dir: Annotated[
-            str | None,
-            typer.Option(help="Keep the sample records of the profiled requests here (for memprof analyze)."),
-        ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    ) -> None:
-        """Run one request under controlled variations and find which variable memory follows."""
-        from memprof.cli import CliError
-        from memprof.testing.harness import ReproduceError
-        from memprof.testing.harness import reproduce as run
-        from memprof.testing.render import render
-
-        if "." not in sys.path and "" not in sys.path:
-            sys.path.insert(0, "")  # MODULE:APP is looked up from the current directory, like uvicorn does
-        try:
-            variables = build_variables(
-                param or [], setup, session, session_sizes, session_fill, cache, cache_clear, clock, set_clock
-            )
-            result = run(
-                target,
-                request,
-                variables,
-                repeats=repeats,
-                runs=runs,
-                isolate=isolate,
-                headers=[_header(h) for h in header or []],
-                body=body.encode() if body is not None else None,
-                data_dir=data_dir,
-            )
-        except (ReproduceError, ValueError) as exc:
-            raise CliError(str(exc)) from None
-        if as_json:
-            typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
-        else:
-            render(result)
+    if "." not in sys.path and "" not in sys.path:
+        sys.path.insert(0, "")  # MODULE:APP is looked up from the current directory, like uvicorn does
+    try:
+        variables = build_variables(
+            param or [], setup, session, session_sizes, session_fill, cache, cache_clear, clock, set_clock
+        )
+        result = run(
+            target,
+            request,
+            variables,
+            repeats=repeats,
+            runs=runs,
+            isolate=isolate,
+            headers=[_header(h) for h in header or []],
+            body=body.encode() if body is not None else None,
+            data_dir=data_dir,
+        )
+    except (ReproduceError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        render(result)

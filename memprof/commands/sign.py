@@ -12,12 +12,12 @@ from typing import Annotated
 
 import typer
 
-from memprof.tokens import MAX_TTL_S, TokenError, sign_token
+from memprof.safety.tokens import MAX_TTL_S, TokenError, sign_token
 
 
 def make_token(secret: str | None, ttl: int, path: str) -> str:
-    """The token, or a :class:`memprof.cli.CliError` naming what is missing or wrong."""
-    from memprof.cli import CliError
+    """The token, or a :class:`memprof.commands._errors.CliError` naming what is missing or wrong."""
+    from memprof.commands._errors import CliError
 
     if not secret:
         raise CliError("MEMPROF_TARGETED_SECRET is not set: export the same secret the workers use")
@@ -35,8 +35,3 @@ def sign(
 ) -> None:
     """Print a one-use token for the X-Memprof-Profile header (reads MEMPROF_TARGETED_SECRET)."""
     typer.echo(make_token(os.environ.get("MEMPROF_TARGETED_SECRET"), ttl, path))
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``sign``."""
-    app.command("sign")(sign)

@@ -8,7 +8,6 @@ and, with Redis, to ``memprof:worker:<host>-<pid>`` (expiring). A status older t
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from pathlib import Path
@@ -22,16 +21,6 @@ if TYPE_CHECKING:
     from memprof.settings import MemprofSettings
 
 STALE_AFTER_S = 20.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _last_dump(data_dir: Path, pid: int | None = None) -> dict[str, Any] | None:
@@ -51,7 +40,8 @@ def _last_dump(data_dir: Path, pid: int | None = None) -> dict[str, Any] | None:
 
 def collect(settings: MemprofSettings) -> dict[str, Any]:
     """Every worker's published status, with ``age_s``, ``stale`` and its last dump; pure data."""
-    from memprof.control import STATUS_DIR, STATUS_SUFFIX, redis_client
+    from memprof.safety.control_plane import STATUS_DIR, STATUS_SUFFIX, redis_client, worker_key
+    from memprof.workers import worker_alive
 
     found: dict[str, dict[str, Any]] = {}
     for path in sorted((settings.data_dir / STATUS_DIR).glob(f"*{STATUS_SUFFIX}")):
@@ -65,7 +55,7 @@ def collect(settings: MemprofSettings) -> dict[str, Any]:
     if settings.redis_url:
         try:
             client = redis_client(str(settings.redis_url))
-            keys = sorted(client.scan_iter(settings.redis_prefix + "worker:*", count=500))
+            keys = sorted(client.scan_iter(worker_key(settings.redis_prefix, "*"), count=500))
             for text in client.mget(keys) if keys else []:
                 if text:
                     status = json.loads(text)
@@ -77,7 +67,9 @@ def collect(settings: MemprofSettings) -> dict[str, Any]:
     workers = []
     for status in sorted(found.values(), key=lambda s: s["worker"]):
         status["age_s"] = round(now - float(status.get("time", 0)), 1)
-        gone = status.get("host") == host and not _alive(int(status.get("pid", 0)))
+        started = status.get("started")
+        pid = int(status.get("pid", 0))
+        gone = status.get("host") == host and not worker_alive(pid, float(started) if started else None)
         status["stale"] = gone or status["age_s"] > STALE_AFTER_S
         status["last_dump"] = _last_dump(settings.data_dir, status.get("pid"))
         workers.append(status)
@@ -91,7 +83,7 @@ def collect(settings: MemprofSettings) -> dict[str, Any]:
 
 def render(data: dict[str, Any]) -> str:
     """The text report of :func:`collect`."""
-    from memprof.control import STATUS_DIR
+    from memprof.safety.control_plane import STATUS_DIR
 
     lines = []
     if data["redis_error"]:
@@ -134,8 +126,3 @@ def status(
     """Show each worker's mode, circuit breaker, overhead guard, last dump and error counts."""
     data = collect(cli_settings(data_dir))
     typer.echo(json.dumps(data, indent=2, default=str) if as_json else render(data))
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``status``."""
-    app.command("status")(status)

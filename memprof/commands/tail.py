@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from memprof.cli import CliError
 from memprof.commands._analysis_options import Json, Paths, default_paths, emit
+from memprof.commands._errors import CliError
 
 MIB = 1024 * 1024
 
@@ -65,8 +65,3 @@ def run(
         pass
     if follower.report.skipped and not json:
         typer.echo(f"skipped {follower.report.skipped} unreadable lines or files", err=True)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``memprof tail``."""
-    app.command("tail")(run)

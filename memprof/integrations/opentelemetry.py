@@ -26,10 +26,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from memprof._schema_versions import SAMPLE_SCHEMA
-from memprof.isolation import internal_error
+from memprof import events
 from memprof.memory import MemoryLimit, detect_limit, peak_rss_bytes, rss_bytes
 from memprof.profile import RequestProfile
+from memprof.records.versions import SAMPLE_SCHEMA
+from memprof.routes import route_template
 from memprof.runtime import (
     COMPLETE_HOOKS,
     RESPONSE_END_HOOKS,
@@ -37,8 +38,8 @@ from memprof.runtime import (
     Scope,
     current_runtime,
     register_hooks,
-    route_template,
 )
+from memprof.safety.isolation import internal_error
 from memprof.writer import register_sink, unregister_sink
 
 METER_NAME = "memprof"
@@ -159,6 +160,8 @@ def instrument_opentelemetry(*, meter_provider: Any = None, span_attributes: boo
     _state = _Instruments(provider.get_meter(METER_NAME, __version__), spans=span_attributes)
     register_hooks(on_response_end=_on_response_end, on_complete=_on_complete)
     register_sink(_on_record)
+    events.on_guard_trip(record_guard_trip)
+    events.on_dump_written(record_dump)
 
 
 def uninstrument_opentelemetry() -> None:
@@ -169,6 +172,8 @@ def uninstrument_opentelemetry() -> None:
         if hook in hooks:
             hooks.remove(hook)
     unregister_sink(_on_record)
+    events.remove_listener(record_guard_trip)
+    events.remove_listener(record_dump)
 
 
 def is_instrumented() -> bool:

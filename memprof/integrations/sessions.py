@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
+from memprof import events
 from memprof.profile import RequestProfile
 from memprof.runtime import register_hooks
 
@@ -63,7 +64,7 @@ def hash_identity(identity: str) -> str:
 def analyze_session(
     session: Mapping[str, Any], identity: str | None = None, source: str = "scope"
 ) -> dict[str, Any]:
-    """The ``session`` section (see :class:`memprof.schema.SessionInfo`) of one session mapping."""
+    """The ``session`` section (see :class:`memprof.records.models.SessionInfo`) of one session mapping."""
     sizes: list[tuple[int, str]] = []
     total = 2  # the braces of a JSON object
     # dict's own methods: a session class that tracks access must not see memprof read it.
@@ -128,4 +129,7 @@ def on_finish(profile: RequestProfile, scope: Scope) -> None:
         profile.sections["session"] = SessionSection(data)
 
 
-register_hooks(on_finish=on_finish)
+def install() -> None:
+    """Measure sessions in full profiles and name them in dumps (idempotent; called by the middleware)."""
+    register_hooks(on_finish=on_finish)
+    events.add_dump_section("session", session_of)

@@ -105,6 +105,46 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
         pyfuncitem.obj = original
 
 
+class _Judge:
+    """What a test's markers ask for (a traced peak limit, repeated runs that must level off) and the
+    verdicts, added to the test's failures or notes."""
+
+    def __init__(
+        self,
+        limit_marker: pytest.Mark | None,
+        growth_marker: pytest.Mark | None,
+        cfg: _Config,
+        failures: list[str],
+        notes: list[str],
+    ) -> None:
+        self.limit = limit_of(limit_marker) if limit_marker is not None else None
+        self.growth: tuple[int, int, int] | None = None
+        if growth_marker is not None:
+            self.growth = (
+                positive_int(growth_marker, "iterations", 0, cfg.iterations, 3),
+                positive_int(growth_marker, "warmup", 1, cfg.warmup, 0),
+                _tolerance(growth_marker, cfg.tolerance),
+            )
+        self.cfg = cfg
+        self.failures = failures
+        self.notes = notes
+
+    def growth_result(self, result: Any) -> None:
+        """A no_memory_growth verdict."""
+        (self.failures if result.failed else self.notes).append(
+            "no_memory_growth: " + result.describe(self.cfg.top)
+        )
+
+    def traced(self, t: Any) -> None:
+        """A memory_limit verdict on the traced peak."""
+        if self.limit is None:
+            return
+        if t.peak > self.limit:
+            self.failures.append(check_limit(t.peak, self.limit, t.top_sites(self.cfg.top)))
+        else:
+            self.notes.append(f"memory_limit: peak {format_size(t.peak)} of {format_size(self.limit)}")
+
+
 def _measured(
     func: Callable[..., Any],
     limit_marker: pytest.Mark | None,
@@ -115,78 +155,63 @@ def _measured(
     clients: list[Any],
 ) -> Callable[..., Any]:
     """``func`` wrapped to repeat it (no_memory_growth) and/or measure its traced peak (memory_limit)."""
-    from memprof.testing import _measure
-
-    limit = limit_of(limit_marker) if limit_marker is not None else None
-    growth = None
-    if growth_marker is not None:
-        growth = (
-            positive_int(growth_marker, "iterations", 0, cfg.iterations, 3),
-            positive_int(growth_marker, "warmup", 1, cfg.warmup, 0),
-            _tolerance(growth_marker, cfg.tolerance),
-        )
-
-    def judge_growth(result: _measure.GrowthResult) -> None:
-        (failures if result.failed else notes).append("no_memory_growth: " + result.describe(cfg.top))
-
-    def judge_limit(t: _measure.Traced) -> None:
-        peak = t.peak
-        if limit is not None and peak > limit:
-            failures.append(check_limit(peak, limit, t.top_sites(cfg.top)))
-        elif limit is not None:
-            notes.append(f"memory_limit: peak {format_size(peak)} of {format_size(limit)}")
-
+    judge = _Judge(limit_marker, growth_marker, cfg, failures, notes)
     if inspect.iscoroutinefunction(func):
+        return _measured_async(func, judge, clients)
+    return _measured_sync(func, judge, clients)
 
-        @functools.wraps(func)
-        async def async_run(*args: Any, **kwargs: Any) -> Any:
-            # Async bodies are repeated by awaiting them again; warm-up and measurement as below.
-            t = _measure.Traced()
-            if limit is not None:
-                t.start()
-            try:
-                if growth is None:
-                    await func(*args, **kwargs)
-                else:
-                    iterations, warmup, tolerance = growth
 
-                    async def body() -> None:
-                        await func(*args, **kwargs)
-                        _compacting(None, clients)
-
-                    result = await _measure.measure_growth_async(
-                        body,
-                        iterations=iterations,
-                        warmup=warmup,
-                        tolerance=tolerance,
-                    )
-                    judge_growth(result)
-                if limit is not None:
-                    judge_limit(t)
-            finally:
-                t.stop()
-
-        return async_run
+def _measured_sync(func: Callable[..., Any], judge: _Judge, clients: list[Any]) -> Callable[..., Any]:
+    from memprof.testing import _measure
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
         t = _measure.Traced()
-        if limit is not None:
+        if judge.limit is not None:
             t.start()
         try:
-            if growth is None:
+            if judge.growth is None:
                 func(*args, **kwargs)
             else:
-                iterations, warmup, tolerance = growth
+                iterations, warmup, tolerance = judge.growth
                 result = _measure.measure_growth(
                     lambda: _compacting(func(*args, **kwargs), clients),
                     iterations=iterations,
                     warmup=warmup,
                     tolerance=tolerance,
                 )
-                judge_growth(result)
-            if limit is not None:
-                judge_limit(t)
+                judge.growth_result(result)
+            judge.traced(t)
+        finally:
+            t.stop()
+
+    return run
+
+
+def _measured_async(func: Callable[..., Any], judge: _Judge, clients: list[Any]) -> Callable[..., Any]:
+    from memprof.testing import _measure
+
+    @functools.wraps(func)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        # Async bodies are repeated by awaiting them again; warm-up and measurement as for sync ones.
+        t = _measure.Traced()
+        if judge.limit is not None:
+            t.start()
+        try:
+            if judge.growth is None:
+                await func(*args, **kwargs)
+            else:
+                iterations, warmup, tolerance = judge.growth
+
+                async def body() -> None:
+                    await func(*args, **kwargs)
+                    _compacting(None, clients)
+
+                result = await _measure.measure_growth_async(
+                    body, iterations=iterations, warmup=warmup, tolerance=tolerance
+                )
+                judge.growth_result(result)
+            judge.traced(t)
         finally:
             t.stop()
 

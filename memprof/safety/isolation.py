@@ -3,7 +3,7 @@
 Every hook point catches ``Exception`` (never ``BaseException``: cancellation and KeyboardInterrupt
 pass) and hands it to :func:`internal_error`, which counts it by place, logs it at most once a minute per
 place (the message redacted: an exception's text may quote SQL parameters or headers) and tells the
-listeners (the circuit breaker in :mod:`memprof.guards`). With ``MEMPROF_RAISE_INTERNAL_ERRORS=1`` (memprof's own
+listeners (the circuit breaker in :mod:`memprof.safety.guards`). With ``MEMPROF_RAISE_INTERNAL_ERRORS=1`` (memprof's own
 test suite) the error is re-raised instead, so a bug hidden in production still fails the tests.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import structlog
 
-from memprof.redaction import redact_text
+from memprof.safety.redaction import redact_text
 
 log = structlog.get_logger("memprof")
 

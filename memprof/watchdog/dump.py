@@ -1,6 +1,6 @@
 """Critical dumps: the whole state of the process in one JSON file, written before memory runs out.
 
-A dump (``memprof.dump`` record, see :class:`memprof.schema.Dump`) holds memory figures with the
+A dump (``memprof.dump`` record, see :class:`memprof.records.models.Dump`) holds memory figures with the
 cgroup's, the current request and every in-flight request, object counts by type, loaded modules,
 the stacks of every thread and asyncio task (no local variables), the current request's session
 breakdown, cache state and gc statistics; tracemalloc's top sites only when the user turned tracing on.
@@ -15,24 +15,23 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from memprof import _dump_collect as collect
-from memprof._dump_files import apply_retention, dump_filename, write_atomic
-from memprof.isolation import internal_error
+from memprof import events
+from memprof.files import ensure_private_dir, write_private
 from memprof.memory import cgroup_memory, peak_rss_bytes, rss_bytes
 from memprof.profile import RequestProfile, current_profile
-from memprof.writer import ensure_private_dir
+from memprof.records.versions import DUMP_SCHEMA, DUMP_VERSION
+from memprof.routes import route_template
+from memprof.runtime import Runtime, Scope, current_runtime
+from memprof.safety.isolation import internal_error
+from memprof.watchdog import collect
+from memprof.watchdog.retention import apply_retention, dump_filename
+from memprof.watchdog.state import snapshot
 
-if TYPE_CHECKING:
-    from memprof.runtime import Runtime, Scope
-
-DUMP_SCHEMA = "memprof.dump"
-DUMP_VERSION = "1.0"
 TRIGGERS = ("threshold", "custom", "manual", "memory_error", "signal")
 DUMPS_DIR = "dumps"
 MAX_INFLIGHT = 100
@@ -48,8 +47,6 @@ def dumps_dir(data_dir: Path) -> Path:
 
 def request_summary(runtime: Runtime, profile: RequestProfile) -> dict[str, Any]:
     """A small description of an in-flight request: method, path, route template, start, RSS at start."""
-    from memprof.runtime import route_template
-
     summary = profile.summary()
     summary["detail"] = "full" if profile.full else "checkpoints"
     scope = runtime.scopes.get(profile.request_id)
@@ -60,8 +57,6 @@ def request_summary(runtime: Runtime, profile: RequestProfile) -> dict[str, Any]
 
 def unprofiled_summary(started: float, scope: Scope) -> dict[str, Any]:
     """The same description of an in-flight request memprof does not profile (no RSS at start)."""
-    from memprof.runtime import route_template
-
     return {
         "method": scope.get("method", ""),
         "path": scope.get("path", ""),
@@ -99,9 +94,6 @@ def build_dump(
     request: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Collect a dump record. Takes about 100 ms on a 200 MB heap (see docs/performance.md)."""
-    from memprof.integrations import sessions
-    from memprof.state import snapshot
-
     now = time.time()
     rss = rss_bytes()
     limit = runtime.limit
@@ -117,15 +109,13 @@ def build_dump(
         "cgroup": cgroup_memory(),
         "tracemalloc": collect.tracemalloc_top() if settings.tracemalloc > 0 else None,
     }
-    session = None
+    # Sections integrations contribute about the request (the session's breakdown).
+    sections: dict[str, Any] = {"session": None}
     if profile is not None and request is None:
         request = request_summary(runtime, profile)
         scope = runtime.scopes.get(profile.request_id)
         if scope is not None:
-            try:
-                session = sessions.session_of(scope)
-            except Exception as exc:  # e.g. the app changed its session while it was read
-                internal_error("dump_session", exc)
+            sections.update(events.dump_sections(scope))
     return {
         "schema": DUMP_SCHEMA,
         "version": DUMP_VERSION,
@@ -145,7 +135,7 @@ def build_dump(
         "modules": collect.modules(),
         "threads": collect.thread_stacks(),
         "tasks": collect.task_stacks(_loop(runtime)),
-        "session": session,
+        **sections,
         "caches": snapshot(),
         "gc": collect.gc_stats(),
         "truncated": False,
@@ -203,7 +193,7 @@ def write_dump(
         directory = ensure_private_dir(dumps_dir(settings.data_dir))
         os.chmod(directory, 0o700)
         path = directory / dump_filename(record["time"], record["pid"], trigger, name)
-        write_atomic(path, _encode(record, int(settings.dump_max_mb * _MB)))
+        write_private(path, _encode(record, int(settings.dump_max_mb * _MB)))
         apply_retention(
             directory,
             keep=settings.dump_keep,
@@ -211,26 +201,16 @@ def write_dump(
             max_total_bytes=int(settings.dump_max_total_mb * _MB),
             protect=path,
         )
-        _count("record_dump", trigger)
+        events.dump_written(trigger)
         return path
     finally:
         _lock.release()
 
 
-def _count(name: str, label: str) -> None:
-    """Count a dump or a guard trip in OpenTelemetry when the app exports through it (never imports it)."""
-    otel = sys.modules.get("memprof.integrations.opentelemetry")
-    counter = getattr(otel, name, None)
-    if counter is not None:
-        counter(label)
-
-
-def _reset_after_fork() -> None:
+def reinit_after_fork() -> None:
+    """A child forked while a dump ran would otherwise wait for the lock forever."""
     global _lock
-    _lock = threading.Lock()  # a child forked while a dump ran would otherwise wait forever
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
+    _lock = threading.Lock()
 
 
 def dump(name: str | None = None) -> str | None:
@@ -239,8 +219,6 @@ def dump(name: str | None = None) -> str | None:
     Runs in the caller's thread and takes about 100 ms on a 200 MB heap: call it from a thread
     (``await anyio.to_thread.run_sync(memprof.dump, "name")``) when the event loop must not wait.
     """
-    from memprof.runtime import current_runtime
-
     runtime = current_runtime()
     if runtime is None or not runtime.enabled:
         return None

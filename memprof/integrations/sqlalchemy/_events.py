@@ -19,20 +19,20 @@ from typing import Any, cast
 
 from sqlalchemy.engine import cursor as _cursor
 
-from memprof.integrations import _sqla_orm
-from memprof.integrations._sqla_collectors import (
+from memprof.integrations.sqlalchemy import _orm as _sqla_orm
+from memprof.integrations.sqlalchemy._collectors import (
     MAX_PARAM_SETS,
     MAX_STATEMENTS,
     QueryCollector,
     StatementStat,
     Unattributed,
 )
-from memprof.integrations._sqla_frames import application_site
-from memprof.integrations._sqla_params import redact_params
-from memprof.isolation import internal_error
+from memprof.integrations.sqlalchemy._frames import application_site
+from memprof.integrations.sqlalchemy._params import redact_params
 from memprof.memory import rss_at
 from memprof.profile import RequestProfile, _current
 from memprof.runtime import _RUNTIMES, current_runtime
+from memprof.safety.isolation import internal_error
 from memprof.settings import MemprofSettings, load_settings
 
 UNATTRIBUTED = Unattributed()

@@ -13,22 +13,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import psutil
+from memprof.files import write_private
+from memprof.records.versions import CRASH_SCHEMA, CRASH_VERSION, WORKER_SCHEMA, WORKER_VERSION
+from memprof.workers import process_started, worker_alive
 
-from memprof._dump_files import write_atomic
-
-if TYPE_CHECKING:
-    from memprof.runtime import Runtime
-
-WORKER_SCHEMA = "memprof.worker"
-CRASH_SCHEMA = "memprof.crash"
-CRASH_VERSION = "1.0"
 WORKERS_DIR = "workers"
 CRASHES_DIR = "crashes"
 MAX_INFLIGHT = 50
@@ -38,13 +32,6 @@ RSS_JUMP = 0.02  # ... unless RSS rose by this fraction of the limit since the l
 _MB = 1024 * 1024
 
 
-def _process_started() -> float:
-    try:
-        return float(psutil.Process().create_time())
-    except (psutil.Error, OSError):
-        return time.time()
-
-
 class FlightRecorder:
     """The live file of this worker for one data dir."""
 
@@ -52,37 +39,39 @@ class FlightRecorder:
         self.data_dir = data_dir
         self.host = host
         self.pid = os.getpid()
-        self.started = _process_started()
+        self.started = process_started()
         self.path = data_dir / WORKERS_DIR / f"{host}-{self.pid}.json"
         self._written = 0.0
         self._rss_written = 0
         self.writes = 0
 
-    def update(self, runtimes: Iterable[Runtime], rss: int, peak: int, *, force: bool = False) -> bool:
+    def update(
+        self,
+        inflight: list[dict[str, Any]],
+        total: int,
+        limit: int,
+        rss: int,
+        peak: int,
+        *,
+        force: bool = False,
+    ) -> bool:
         """Rewrite the file about once a second (sooner when RSS jumps); True if written.
 
         Under load the in-flight set changes on every tick, so changes alone do not force a write: a
         request killed mid-flight that ran for more than a second is in the file, and a fast climb of
-        memory is written at once. A data dir removed after the first write is not recreated.
+        memory is written at once. A data dir removed after the first write is not recreated. ``inflight``:
+        summaries of the requests in flight (at most :data:`MAX_INFLIGHT` are kept), ``total`` of them.
         """
-        from memprof.dump import inflight_summaries
-
-        runtimes = list(runtimes)
-        total = sum(r.inflight for r in runtimes)
-        limit = max((r.limit.bytes for r in runtimes), default=0)
         now = time.time()
         jumped = rss - self._rss_written >= RSS_JUMP * limit
         if not force and not jumped and now - self._written < REFRESH_S:
             return False
         if self.writes and not self.path.parent.is_dir():
             return False  # the data dir was removed on purpose: do not bring it back
-        inflight: list[dict[str, Any]] = []
-        for runtime in runtimes:
-            for summary in inflight_summaries(runtime, MAX_INFLIGHT - len(inflight)):
-                inflight.append({k: summary[k] for k in _KEPT if k in summary})
+        kept = [{k: summary[k] for k in _KEPT if k in summary} for summary in inflight[:MAX_INFLIGHT]]
         doc = {
             "schema": WORKER_SCHEMA,
-            "version": CRASH_VERSION,
+            "version": WORKER_VERSION,
             "pid": self.pid,
             "host": self.host,
             "worker": f"{self.host}:{self.pid}",
@@ -92,18 +81,10 @@ class FlightRecorder:
             "peak": peak,
             "limit": limit,
             "inflight_total": total,
-            "inflight": inflight,
+            "inflight": kept,
         }
-        from memprof.writer import ensure_private_dir  # not at the top: the analyzer reads this module
-
-        directory = ensure_private_dir(self.path.parent)
-        tmp = directory / f".{self.path.name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, json.dumps(doc, separators=(",", ":")).encode())
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.path)  # no fsync: a SIGKILL keeps the page cache, only a host crash loses it
+        # not durable: a SIGKILL keeps the page cache, only a host crash loses it
+        write_private(self.path, json.dumps(doc, separators=(",", ":")).encode(), durable=False)
         self._written = now
         self._rss_written = rss
         self.writes += 1
@@ -112,19 +93,6 @@ class FlightRecorder:
     def remove(self) -> None:
         """A clean shutdown: this worker leaves no evidence of a crash."""
         self.path.unlink(missing_ok=True)
-
-
-def worker_alive(pid: int, started: float) -> bool:
-    """Whether the worker that wrote a file still runs (a reused pid with a later start is not it)."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return bool(proc.create_time() <= started + 1.0)
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return False
-    except psutil.Error:
-        return True  # cannot tell: leave the file alone
 
 
 def crash_record(doc: dict[str, Any], detected_by: str) -> dict[str, Any]:
@@ -179,8 +147,6 @@ def collect_crashes(data_dir: Path, detected_by: str, host: str | None = None) -
     A file is claimed by renaming it first, so two workers starting at once never report one crash
     twice. Files of other hosts (a shared data dir) are left to those hosts.
     """
-    import socket
-
     host = host or socket.gethostname()
     made = []
     workers = data_dir / WORKERS_DIR
@@ -189,7 +155,7 @@ def collect_crashes(data_dir: Path, detected_by: str, host: str | None = None) -
         if doc is None or doc.get("host") != host:
             continue
         pid = int(doc["pid"])
-        if pid == os.getpid() and float(doc.get("started") or 0) >= _process_started() - 1.0:
+        if pid == os.getpid() and float(doc.get("started") or 0) >= process_started() - 1.0:
             continue  # this very process's own file
         if pid != os.getpid() and worker_alive(pid, float(doc.get("started") or 0)):
             continue
@@ -200,11 +166,8 @@ def collect_crashes(data_dir: Path, detected_by: str, host: str | None = None) -
             continue  # another process claimed it
         record = crash_record(doc, detected_by)
         stamp = datetime.fromtimestamp(record["last_seen"], UTC).strftime("%Y%m%dT%H%M%S%f")
-        from memprof.writer import ensure_private_dir
-
-        out_dir = ensure_private_dir(data_dir / CRASHES_DIR)
-        out = out_dir / f"crash-{stamp}-{pid}.json"
-        write_atomic(out, json.dumps(record, indent=1).encode())
+        out = data_dir / CRASHES_DIR / f"crash-{stamp}-{pid}.json"
+        write_private(out, json.dumps(record, indent=1).encode())
         claim.unlink(missing_ok=True)
         made.append(out)
     return made

@@ -6,7 +6,7 @@
 
 Listeners are registered once, through a registry that :func:`uninstrument_sqlalchemy` empties. They
 only observe: statements are never rewritten and no attribute that could trigger a load is read (the
-execution listeners run each execution as SQLAlchemy would, see :mod:`._sqla_events`). What
+execution listeners run each execution as SQLAlchemy would, see :mod:`._events`). What
 they learn goes into the current request's profile (``profile.sections``: ``queries``, ``models``,
 ``scopes``, ``engines``); SQL run outside any profiled request is counted per process
 (:func:`unattributed`). See README "SQLAlchemy" for the record fields.
@@ -23,11 +23,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapper, Session
 
-from memprof.integrations import _sqla_events, _sqla_orm
-from memprof.integrations._sqla_collectors import EngineCollector, QueryCollector, state_dict
-from memprof.isolation import internal_error
+from memprof import events
+from memprof.integrations.sqlalchemy import _events as _sqla_events
+from memprof.integrations.sqlalchemy import _orm as _sqla_orm
+from memprof.integrations.sqlalchemy._collectors import EngineCollector, QueryCollector, state_dict
 from memprof.profile import RequestProfile
 from memprof.runtime import FINISH_HOOKS, Scope, register_hooks
+from memprof.safety.isolation import internal_error
 from memprof.settings import MemprofSettings
 
 __all__ = [
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 # (event, listener, keywords): dialect events only (on an engine they land on its dialect, on Engine on
-# Dialect): a connection event would make every Connection join its engine's dispatch (see _sqla_events).
+# Dialect): a connection event would make every Connection join its engine's dispatch (see _events).
 _ENGINE_EVENTS: tuple[tuple[str, Callable[..., Any], dict[str, Any]], ...] = (
     ("do_execute", _sqla_events.do_execute, {}),
     ("do_execute_no_params", _sqla_events.do_execute_no_params, {}),
@@ -257,3 +259,26 @@ def unattributed() -> dict[str, Any]:
 def reset_unattributed() -> None:
     """Forget the unattributed counts (tests, or after reading them)."""
     _sqla_events.UNATTRIBUTED.reset()
+
+
+def _compiled_caches() -> list[dict[str, Any]]:
+    """Cache entries for state records and dumps: each known engine's compiled-statement cache."""
+    out = []
+    for data in engine_states():
+        if data.get("compiled_cache") is not None:
+            maxsize = data.get("compiled_cache_max")
+            out.append(
+                {
+                    "name": f"{data.get('name', 'engine')} compiled cache",
+                    "kind": "sqlalchemy_compiled",
+                    "size": data["compiled_cache"],
+                    "maxsize": maxsize,
+                    "unbounded": maxsize is None,
+                }
+            )
+    return out
+
+
+# What the watchdog records: the compiled caches and the SQL run outside requests.
+events.add_state_source("sqlalchemy", _compiled_caches)
+events.set_sql_outside_source(unattributed)

@@ -3,7 +3,7 @@
 Every record carries ``schema`` (its kind, e.g. ``memprof.sample``) and ``version`` (``MAJOR.MINOR``).
 A reader accepts any minor version of a major it knows (unknown fields are kept and ignored) and
 refuses an unknown major with :class:`UnsupportedRecord`. The JSON Schema of each record is generated
-into ``docs/schema/`` by ``python -m memprof.schema``.
+into ``docs/schema/`` by ``python -m memprof.records.models``.
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # Dump, crash and state records live apart to keep this module small; these are their public names.
-from memprof._schema_dump import CacheState as CacheState
-from memprof._schema_dump import Crash, Dump, StateRecord
-from memprof._schema_dump import InflightRequest as InflightRequest
+from memprof.records.dump import CacheState as CacheState
+from memprof.records.dump import Crash, Dump, StateRecord
+from memprof.records.dump import InflightRequest as InflightRequest
 
 # Tags, versions and the version check need no pydantic (the analyzer uses them); public names here.
-from memprof._schema_versions import CRASH_VERSION as CRASH_VERSION
-from memprof._schema_versions import DUMP_VERSION as DUMP_VERSION
-from memprof._schema_versions import SAMPLE_SCHEMA as SAMPLE_SCHEMA
-from memprof._schema_versions import SAMPLE_VERSION as SAMPLE_VERSION
-from memprof._schema_versions import STATE_VERSION as STATE_VERSION
-from memprof._schema_versions import VERSIONS
-from memprof._schema_versions import UnsupportedRecord as UnsupportedRecord
-from memprof._schema_versions import check_version as check_version
+from memprof.records.versions import CRASH_VERSION as CRASH_VERSION
+from memprof.records.versions import DUMP_VERSION as DUMP_VERSION
+from memprof.records.versions import SAMPLE_SCHEMA as SAMPLE_SCHEMA
+from memprof.records.versions import SAMPLE_VERSION as SAMPLE_VERSION
+from memprof.records.versions import STATE_VERSION as STATE_VERSION
+from memprof.records.versions import VERSIONS
+from memprof.records.versions import UnsupportedRecord as UnsupportedRecord
+from memprof.records.versions import check_version as check_version
 
 
 class _Model(BaseModel):
@@ -254,7 +254,7 @@ def write_json_schemas(directory: Path) -> list[Path]:
 
 def write_field_reference(path: Path) -> Path:
     """Write the Markdown reference of every record field (docs/records.md)."""
-    from memprof._schema_docs import field_reference
+    from memprof.records.docs import field_reference
 
     path.write_text(field_reference(RECORD_MODELS))
     return path

@@ -1,10 +1,8 @@
-"""Dump files: names that sort by time, atomic private writes, retention by count, age and total size."""
+"""Dump files: names that sort by time, retention by count, age and total size."""
 
 from __future__ import annotations
 
-import os
 import re
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,29 +18,6 @@ def dump_filename(when: float, pid: int, trigger: str, name: str | None) -> str:
         clean = _NAME_RE.sub("_", name).strip("_.")[:64]
         suffix = f"-{clean}" if clean else ""
     return f"dump-{stamp}-{pid}-{trigger}{suffix}.json"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` as a 0600 file: temporary file, fsync, rename, fsync the directory."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def apply_retention(

@@ -24,10 +24,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from memprof.isolation import internal_error
-from memprof.writer import ensure_private_dir
-
-STATE_SCHEMA = "memprof.state"
+from memprof import events
+from memprof.files import open_private_append
+from memprof.records.versions import STATE_SCHEMA, STATE_VERSION
+from memprof.safety.isolation import internal_error
 
 
 def _is_memprof_internal(module_name: str) -> bool:
@@ -35,7 +35,6 @@ def _is_memprof_internal(module_name: str) -> bool:
     return module_name.split(".", 1)[0] == "memprof" and not module_name.startswith("memprof.demo")
 
 
-STATE_VERSION = "1.0"
 MAX_CACHES = 300  # per observation; the unbounded and the largest ones are kept first
 KEEP_STATE_FILES = 100  # state files of past processes kept in a data dir, newest first
 
@@ -203,25 +202,6 @@ def _identity_maps() -> list[dict[str, Any]]:
     ]
 
 
-def _sqlalchemy_entries() -> list[dict[str, Any]]:
-    """Compiled caches (from the SQLAlchemy integration, when present) and live identity maps."""
-    out = _identity_maps()
-    # Only when the app uses the integration: importing it here could register its listeners.
-    sa_integration = sys.modules.get("memprof.integrations.sqlalchemy")
-    engine_states = getattr(sa_integration, "engine_states", None)
-    if engine_states is None:
-        return out
-    for state in engine_states():
-        data = state.model_dump() if hasattr(state, "model_dump") else dict(state)
-        name = str(data.get("name", "engine"))
-        if data.get("compiled_cache") is not None:
-            maxsize = data.get("compiled_cache_max")
-            out.append(
-                _entry(f"{name} compiled cache", "sqlalchemy_compiled", data["compiled_cache"], maxsize)
-            )
-    return out
-
-
 registry = CacheRegistry()
 
 
@@ -231,9 +211,10 @@ def snapshot(discover: bool = True) -> list[dict[str, Any]]:
         registry.discover()
     caches = registry.observe()
     try:
-        caches.extend(_sqlalchemy_entries())
+        caches.extend(_identity_maps())
     except Exception as exc:
-        internal_error("state_sqlalchemy", exc)
+        internal_error("state_identity_maps", exc)
+    caches.extend(events.state_entries())
     caches.extend(_provider_entries())
     if len(caches) > MAX_CACHES:
         caches.sort(key=lambda c: (c["kind"] == "lru_cache", not c["unbounded"], -(c["size"] or 0)))
@@ -246,15 +227,10 @@ MAX_OUTSIDE_STATEMENTS = 20
 
 
 def sql_outside_requests() -> dict[str, Any] | None:
-    """The SQLAlchemy integration's count of SQL run outside profiled requests (None when it is not loaded:
+    """SQL run outside profiled requests, as the SQLAlchemy integration counts it (None without it:
     memprof never imports SQLAlchemy for an app that does not use it)."""
-    module = sys.modules.get("memprof.integrations.sqlalchemy")
-    if module is None:
-        return None
-    try:
-        data: dict[str, Any] = module.unattributed()
-    except Exception as exc:
-        internal_error("state_sql_outside", exc)
+    data = events.sql_outside()
+    if data is None:
         return None
     data["statements"] = data["statements"][:MAX_OUTSIDE_STATEMENTS]
     return data
@@ -297,9 +273,8 @@ class StateLog:
             record["sql_outside_requests"] = outside
         if self._pruned and not self.data_dir.is_dir():
             return record  # the data dir was removed on purpose: do not bring it back
-        ensure_private_dir(self.data_dir)
         line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = open_private_append(self.path)
         try:
             os.write(fd, line.encode())
         finally:

@@ -1,7 +1,7 @@
 """What the SQLAlchemy listeners collect for one request, as plain data, and its record sections.
 
 Each collector is attached to ``profile.sections`` and turned into one section of the ``sample`` record
-by ``to_record()`` in the writer thread (shapes: :mod:`memprof.schema` ``Queries``, ``Models``,
+by ``to_record()`` in the writer thread (shapes: :mod:`memprof.records.models` ``Queries``, ``Models``,
 ``Scopes``, ``EngineState``). Nothing here references the app's objects except Sessions, and those only
 weakly; every collection is capped.
 """
@@ -13,8 +13,8 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from memprof.integrations._sqla_frames import describe_site
-from memprof.integrations._sqla_params import mask_literals
+from memprof.integrations.sqlalchemy._frames import describe_site
+from memprof.integrations.sqlalchemy._params import mask_literals
 
 MAX_STATEMENTS = 200  # distinct statements per request; more are counted in ``dropped_statements``
 MAX_SQL_CHARS = 2000

@@ -26,20 +26,21 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
+from memprof import events
 from memprof import profile as profile_module
-from memprof._dump_request import RequestWatch
-from memprof._dump_signal import install_dump_signal
-from memprof.dump import _count, write_dump
-from memprof.flight import FlightRecorder, collect_crashes
-from memprof.isolation import internal_error
 from memprof.memory import cgroup_memory, peak_rss_bytes, rss_bytes
 from memprof.profile import RequestProfile
-from memprof.runtime import Runtime, route_template
-from memprof.state import StateLog
+from memprof.routes import route_template
+from memprof.runtime import Runtime, Scope
+from memprof.safety.isolation import internal_error
+from memprof.watchdog.dump import inflight_summaries, pick_request, write_dump
+from memprof.watchdog.flight import MAX_INFLIGHT, FlightRecorder, collect_crashes
+from memprof.watchdog.requests import RequestWatch
+from memprof.watchdog.signals import install_dump_signal
+from memprof.watchdog.state import StateLog
 
 DUMP_STEP = 0.02  # a new high-water mark is at least this fraction of the limit above the last dump
 
@@ -164,8 +165,6 @@ class Watchdog:
         self._serve_pending()
         if self.signalled:
             self.signalled = False
-            from memprof.dump import pick_request
-
             for runtime, _guard in watched:
                 if runtime.settings.dump_signal:
                     write_dump(runtime, "signal", None, pick_request(runtime))
@@ -181,13 +180,11 @@ class Watchdog:
             if not group.started:
                 group.started = True
                 collect_crashes(data_dir, "startup", group_runtimes[0].host)
-                group.flight.update(group_runtimes, rss, peak, force=True)
+                self._update_flight(group, group_runtimes, rss, peak, force=True)
                 group.state.record("startup")
-            group.flight.update(group_runtimes, rss, peak)
+            self._update_flight(group, group_runtimes, rss, peak)
             asked = group.requests.poll()
             if asked is not None:
-                from memprof.dump import pick_request
-
                 runtime = group_runtimes[0]
                 write_dump(runtime, "manual", asked["name"], pick_request(runtime))
             interval = min(r.settings.state_interval_s for r in group_runtimes)
@@ -195,6 +192,18 @@ class Watchdog:
                 group.last_state = time.monotonic()
                 group.state.record("periodic")
         self._update_alarm()  # a cooldown may have ended
+
+    @staticmethod
+    def _update_flight(
+        group: _Group, runtimes: list[Runtime], rss: int, peak: int, *, force: bool = False
+    ) -> None:
+        """Hand the flight recorder what it writes: the requests in flight and the memory figures."""
+        inflight: list[dict[str, Any]] = []
+        for runtime in runtimes:
+            inflight.extend(inflight_summaries(runtime, MAX_INFLIGHT - len(inflight)))
+        total = sum(r.inflight for r in runtimes)
+        limit = max((r.limit.bytes for r in runtimes), default=0)
+        group.flight.update(inflight, total, limit, rss, peak, force=force)
 
     def check(self, runtime: Runtime, guard: Guard, rss: int, poked: RequestProfile | None = None) -> None:
         """The memory guard and threshold dumps of one runtime for one RSS reading."""
@@ -204,7 +213,7 @@ class Watchdog:
         if rss >= threshold:
             if not runtime.memory_guard:
                 runtime.memory_guard = True
-                _count("record_guard_trip", "memory")
+                events.guard_tripped("memory")
             now = time.monotonic()
             if (
                 rss >= guard.high_water + DUMP_STEP * limit
@@ -214,8 +223,6 @@ class Watchdog:
                 guard.high_water = rss
                 profile = poked if poked is not None and poked.request_id in runtime.active else None
                 if profile is None:
-                    from memprof.dump import pick_request
-
                     profile = pick_request(runtime)
                 write_dump(runtime, "threshold", None, profile, wait=0.0)
                 self._update_alarm()
@@ -296,6 +303,29 @@ class Watchdog:
         for runtime in runtimes:
             self.shutdown(runtime)
 
+    # -- events from the runtime (see memprof.runtime.Background) --------------------------------------
+    def on_begin(self, runtime: Runtime) -> None:
+        """Remember the event loop serving requests (weakly), so dumps can list its tasks."""
+        if runtime.loop_ref is None:
+            try:
+                runtime.loop_ref = weakref.ref(asyncio.get_running_loop())
+            except (RuntimeError, TypeError):
+                pass
+
+    def on_memory_error(self, runtime: Runtime, scope: Scope) -> None:
+        """A ``MemoryError`` passed through the middleware: queue a ``memory_error`` dump naming the request."""
+        request = {
+            "id": None,
+            "method": scope.get("method", ""),
+            "path": scope.get("path", ""),
+            "route": route_template(scope),
+            "started": None,
+            "elapsed_ms": None,
+            "rss_start": None,
+            "checkpoints": [],
+        }
+        self.request_dump(runtime, "memory_error", request)
+
     def after_fork(self) -> None:
         """In a forked child: new thread, new files for the new pid, the same runtimes watched."""
         self.wake = threading.Event()
@@ -310,49 +340,5 @@ class Watchdog:
             self.start()
 
 
-watchdog = Watchdog()
-
-
-def attach(runtime: Runtime) -> None:
-    """Start watching a new runtime (called by :class:`memprof.runtime.Runtime`)."""
-    watchdog.attach(runtime)
-
-
-def on_begin(runtime: Runtime) -> None:
-    """Remember the event loop serving requests (weakly), so dumps can list its tasks."""
-    if runtime.loop_ref is None:
-        try:
-            runtime.loop_ref = weakref.ref(asyncio.get_running_loop())
-        except (RuntimeError, TypeError):
-            pass
-
-
-def on_memory_error(runtime: Runtime, scope: MutableMapping[str, Any]) -> None:
-    """A ``MemoryError`` passed through the middleware: queue a ``memory_error`` dump naming the request."""
-    request = {
-        "id": None,
-        "method": scope.get("method", ""),
-        "path": scope.get("path", ""),
-        "route": route_template(scope),
-        "started": None,
-        "elapsed_ms": None,
-        "rss_start": None,
-        "checkpoints": [],
-    }
-    watchdog.request_dump(runtime, "memory_error", request)
-
-
-def shutdown(runtime: Runtime) -> None:
-    """A runtime's clean shutdown (lifespan shutdown)."""
-    watchdog.shutdown(runtime)
-
-
-def _after_fork() -> None:
-    try:
-        watchdog.after_fork()
-    except Exception:
-        pass
-
-
-os.register_at_fork(after_in_child=_after_fork)
-atexit.register(watchdog.shutdown_all)
+WATCHDOG = Watchdog()
+atexit.register(WATCHDOG.shutdown_all)

@@ -16,7 +16,8 @@ from typing import Any
 
 import structlog
 
-from memprof.isolation import errors
+from memprof import events
+from memprof.safety.isolation import errors
 from memprof.settings import Mode
 
 log = structlog.get_logger("memprof")
@@ -39,16 +40,6 @@ def _weak(callback: Callable[[], None] | None) -> Callable[[], Callable[[], None
     if hasattr(callback, "__self__"):
         return weakref.WeakMethod(callback)
     return lambda: callback
-
-
-def count_trip(kind: str) -> None:
-    """Count a guard trip in OpenTelemetry (a no-op until it is instrumented; never raises)."""
-    try:
-        from memprof.integrations.opentelemetry import record_guard_trip
-
-        record_guard_trip(kind)
-    except Exception:
-        pass
 
 
 def narrow(mode: Mode | None, steps: int) -> Mode | None:
@@ -119,7 +110,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
 
     def failure(self, where: str = "") -> None:
-        """One internal failure (from :func:`memprof.isolation.internal_error`)."""
+        """One internal failure (from :func:`memprof.safety.isolation.internal_error`)."""
         with self._lock:
             self.failures += 1
             if self.state == self.OPEN:
@@ -130,7 +121,7 @@ class CircuitBreaker:
             self.backoff.start(time.monotonic())
             cooldown = self.backoff.cooldown_s
         log.warning("memprof.circuit_breaker.open", where=where, failures=self.failures, cooldown_s=cooldown)
-        count_trip("circuit_breaker")
+        events.guard_tripped("circuit_breaker")
         self._changed()
 
     def success(self) -> None:
@@ -262,7 +253,7 @@ class OverheadGuard:
             window=OVERHEAD_WINDOW,
             cooldown_s=cooldown,
         )
-        count_trip("overhead")
+        events.guard_tripped("overhead")
         self._changed()
 
     def tick(self, now: float | None = None) -> None:

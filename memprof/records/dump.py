@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memprof._schema_versions import CRASH_VERSION, DUMP_VERSION, STATE_VERSION
+from memprof.records.versions import CRASH_VERSION, DUMP_VERSION, STATE_VERSION
 
 
 class _Model(BaseModel):

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from memprof._dump_files import write_atomic
-from memprof.writer import ensure_private_dir
+from memprof.files import ensure_private_dir, write_private
 
 REQUEST_FILE = "dump-request.json"
 
@@ -22,7 +21,7 @@ def ask_for_dump(data_dir: Path, name: str | None = None, pids: list[int] | None
     now = time.time()
     ensure_private_dir(data_dir)
     body = {"time": now, "name": name, "pids": pids}
-    write_atomic(data_dir / REQUEST_FILE, json.dumps(body).encode())
+    write_private(data_dir / REQUEST_FILE, json.dumps(body).encode())
     return now
 
 

@@ -19,90 +19,56 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 import weakref
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
-from memprof.guards import MODE_RANK, count_trip, narrow, narrowest
-from memprof.isolation import internal_error
-from memprof.redaction import redact_text
+from memprof import events
+from memprof.safety.control_plane import (
+    AGGRESSIVE_DEFAULT_S,
+    OFF,
+    STATUS_TTL_S,
+    Override,
+    control_path,
+    disable_key,
+    mode_key,
+    parse_override,
+    read_control_file,
+    redis_client,
+    worker_key,
+    write_status,
+)
+from memprof.safety.guards import MODE_RANK, CircuitBreaker, OverheadGuard, narrow, narrowest
+from memprof.safety.isolation import internal_error
+from memprof.safety.redaction import redact_text
 from memprof.settings import MemprofSettings, Mode
+from memprof.workers import worker_id
 
 log = structlog.get_logger("memprof")
 
-CONTROL_FILE = "control.json"
-# Not DATA_DIR/workers/: that holds the flight recorder's <host>-<pid>.json files (memprof.flight).
-STATUS_DIR = "status"
-STATUS_SUFFIX = ".json"
 STATUS_EVERY_S = 5.0
-STATUS_TTL_S = 30
-REDIS_TIMEOUT_S = 0.25
-OFF = "off"
-# An aggressive override that names no end (a hand-written file or Redis key) ends this long after it
-# was first seen: an aggressive window always expires by itself.
-AGGRESSIVE_DEFAULT_S = 30 * 60
 
 
-def control_path(data_dir: Path) -> Path:
-    """Where ``memprof enable`` writes the mode override for the workers sharing ``data_dir``."""
-    return data_dir / CONTROL_FILE
+class Controlled(Protocol):
+    """What a controller drives: the runtime's guards, its mode refresh and its status."""
 
+    breaker: CircuitBreaker
+    guard: OverheadGuard
 
-def worker_id() -> str:
-    """``<host>-<pid>``: names this worker's status file and Redis key."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    def refresh(self) -> None:
+        """Recompute the mode in force."""
 
-
-@dataclass(frozen=True)
-class Override:
-    """A runtime mode override: ``mode`` is a mode name or ``off``; ``until`` a wall-clock expiry."""
-
-    mode: str
-    until: float | None
-    source: str
-
-    def live(self, now: float) -> bool:
-        """Still in force at ``now``."""
-        return self.until is None or now < self.until
-
-
-def parse_override(data: Any, source: str) -> Override | None:
-    """An :class:`Override` from the control file's JSON (None when absent or unusable)."""
-    if not isinstance(data, dict) or data.get("mode") in (None, ""):
-        return None
-    mode = str(data["mode"])
-    if mode != OFF and mode not in {m.value for m in Mode}:
-        return None
-    until = data.get("until")
-    return Override(mode, float(until) if isinstance(until, int | float) else None, source)
-
-
-def redis_client(url: str) -> Any:
-    """A Redis client for the control plane: short timeouts, no retries (callers run in the background)."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=REDIS_TIMEOUT_S,
-        socket_connect_timeout=REDIS_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-        decode_responses=True,
-    )
+    def status(self) -> dict[str, Any]:
+        """The worker's status as plain data."""
 
 
 class Controller:
     """One runtime's view of the control plane, refreshed by the poller thread."""
 
-    def __init__(self, settings: MemprofSettings, runtime: Any) -> None:
+    def __init__(self, settings: MemprofSettings, runtime: Controlled) -> None:
         self.settings = settings
         self.prefix = settings.redis_prefix
         self._runtime = weakref.ref(runtime)
@@ -178,7 +144,7 @@ class Controller:
             killed = self.kill_file or self.redis_disable
             if killed and not self._killed:
                 log.warning("memprof.kill_switch.on", file=self.kill_file, redis=self.redis_disable)
-                count_trip("kill_switch")
+                events.guard_tripped("kill_switch")
             elif self._killed and not killed:
                 log.info("memprof.kill_switch.off")
             self._killed = killed
@@ -206,12 +172,10 @@ class Controller:
         override = None
         if mtime is not None:
             try:
-                override = parse_override(json.loads(path.read_text()), "control_file")
+                override = read_control_file(path, mtime)
             except (OSError, ValueError):
                 override = None  # being rewritten, or broken: the next tick reads it again
                 self._control_mtime = None
-            if override is not None and override.mode == Mode.AGGRESSIVE and override.until is None:
-                override = Override(override.mode, mtime + AGGRESSIVE_DEFAULT_S, override.source)
         self.file_override = override
 
     def _read_redis(self) -> None:
@@ -219,9 +183,9 @@ class Controller:
             if self._redis is None:
                 self._redis = redis_client(str(self.settings.redis_url))
             pipe = self._redis.pipeline(transaction=False)
-            pipe.get(self.prefix + "disable")
-            pipe.get(self.prefix + "mode")
-            pipe.pttl(self.prefix + "mode")
+            pipe.get(disable_key(self.prefix))
+            pipe.get(mode_key(self.prefix))
+            pipe.pttl(mode_key(self.prefix))
             disable, mode, pttl = pipe.execute()
         except Exception as exc:  # any client or network failure: keep the last known values
             if self.redis_ok is not False:
@@ -251,19 +215,13 @@ class Controller:
         """Write this worker's status file (and Redis key); failures only show up in the status."""
         text = json.dumps(status, default=str, separators=(",", ":"))
         wid = worker_id()
-        directory = self.settings.data_dir / STATUS_DIR
         try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = directory / f".{wid}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, directory / f"{wid}{STATUS_SUFFIX}")
+            write_status(self.settings.data_dir, wid, text)
         except OSError:
             pass
         if self.settings.redis_url and self._redis is not None and self.redis_ok:
             try:
-                self._redis.set(f"{self.prefix}worker:{wid}", text, ex=STATUS_TTL_S)
+                self._redis.set(worker_key(self.prefix, wid), text, ex=STATUS_TTL_S)
             except Exception:
                 self.redis_ok = False
 

@@ -1,22 +1,31 @@
-"""Record kinds and their versions, and the version check readers make: no pydantic, so the analyzer can
-check records without loading the models of :mod:`memprof.schema` (which re-exports these names)."""
+"""Record tags and their versions (defined here only), and the version check readers make: no pydantic, so
+the analyzer can check records without loading the models of :mod:`memprof.records.models`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 SAMPLE_SCHEMA = "memprof.sample"
+DUMP_SCHEMA = "memprof.dump"
+CRASH_SCHEMA = "memprof.crash"
+STATE_SCHEMA = "memprof.state"
+# Not records the analyzer reads: the flight recorder's live file and a worker's published status.
+WORKER_SCHEMA = "memprof.worker"
+STATUS_SCHEMA = "memprof.worker_status"
+
 SAMPLE_VERSION = "1.0"
 DUMP_VERSION = "1.0"
 CRASH_VERSION = "1.0"
 STATE_VERSION = "1.0"
+WORKER_VERSION = CRASH_VERSION
+STATUS_VERSION = "1.0"
 
 # Schema tag -> the version this memprof writes; readers accept any minor version of its major.
 VERSIONS = {
     SAMPLE_SCHEMA: SAMPLE_VERSION,
-    "memprof.dump": DUMP_VERSION,
-    "memprof.crash": CRASH_VERSION,
-    "memprof.state": STATE_VERSION,
+    DUMP_SCHEMA: DUMP_VERSION,
+    CRASH_SCHEMA: CRASH_VERSION,
+    STATE_SCHEMA: STATE_VERSION,
 }
 
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 HEADER = """# Record fields
 
-Generated from the record models by `python -m memprof.schema` (tests/test_schema_docs.py fails when
+Generated from the record models by `python -m memprof.records.models` (tests/test_schema_docs.py fails when
 this page and the models disagree). The JSON Schema of each record is in [schema/](schema/). Sizes are
 bytes, times are Unix seconds unless the name ends in `_ms` or `_s`. A reader accepts any minor version
 of a major it knows and refuses an unknown major version with a clear message.

@@ -1,7 +1,7 @@
 """SQL parameters and text made safe to record.
 
 Parameters are recorded only with ``MEMPROF_RECORD_SQL_PARAMS``, and then through
-:mod:`memprof.redaction` (masked by name and by shape, copied to plain data, bounded); positional
+:mod:`memprof.safety.redaction` (masked by name and by shape, copied to plain data, bounded); positional
 values have no name to judge by, so every one of them is masked. String literals written into SQL text
 are always masked: a value formatted into a statement is as secret as a bound one.
 """
@@ -12,14 +12,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from memprof.redaction import MASK, redact
+from memprof.safety.redaction import MASK, redact
 
 # A quoted string literal ('' escapes a quote) or a PostgreSQL dollar-quoted one ($$...$$, $tag$...$tag$).
 _LITERAL = re.compile(r"'(?:[^']|'')*'|\$(\w*)\$.*?\$\1\$", re.S)
 
 
 def redact_params(params: Any) -> Any:
-    """One parameter set, safe to record: a mapping redacted by :func:`memprof.redaction.redact`,
+    """One parameter set, safe to record: a mapping redacted by :func:`memprof.safety.redaction.redact`,
     positional values all masked."""
     if isinstance(params, Mapping):
         return redact(params)

@@ -14,18 +14,18 @@ from typing import Any, cast
 
 from sqlalchemy.orm.util import LoaderCriteriaOption
 
-from memprof.integrations._sqla_collectors import (
+from memprof.integrations.sqlalchemy._collectors import (
     MAX_CRITERIA,
     CriteriaStat,
     ModelCollector,
     QueryCollector,
     ScopeCollector,
 )
-from memprof.integrations._sqla_frames import short_path
-from memprof.integrations._sqla_params import mask_literals
-from memprof.isolation import internal_error
+from memprof.integrations.sqlalchemy._frames import short_path
+from memprof.integrations.sqlalchemy._params import mask_literals
 from memprof.memory import rss_at
 from memprof.profile import RequestProfile, _current
+from memprof.safety.isolation import internal_error
 
 _DESCRIPTIONS: dict[Any, str] = {}  # criteria key -> description, shared by requests (plain strings)
 _MAX_DESCRIPTIONS = 512
