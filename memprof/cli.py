@@ -17,6 +17,7 @@ import typer
 from memprof import __version__
 from memprof.commands import (
     analyze,
+    check,
     compare,
     control,
     demo,
@@ -50,6 +51,7 @@ COMMANDS: list[tuple[str, Callable[..., Any]]] = [
     ("enable", control.enable),
     ("disable", control.disable),
     ("sign", sign.sign),
+    ("check", check.check),
     ("reproduce", reproduce.reproduce),
     ("demo", demo.demo),
     ("version", version),

@@ -8,6 +8,7 @@ memprof step is guarded, and the app's exception is re-raised with a bare ``rais
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -17,8 +18,11 @@ from memprof.integrations import sessions
 from memprof.profile import RequestProfile, _current
 from memprof.runtime import RESPONSE_END_HOOKS, Runtime
 from memprof.safety.isolation import internal_error
-from memprof.settings import MemprofSettings, load_settings
+from memprof.settings import MemprofConfigError, MemprofSettings, load_settings
 from memprof.watchdog.thread import WATCHDOG
+
+logger = logging.getLogger("memprof")
+_reported: set[str] = set()
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,11 +31,21 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+def report_off(reason: str) -> None:
+    """Say once per process and reason, at ERROR, that memprof is off and the app runs without it."""
+    if reason in _reported:
+        return
+    _reported.add(reason)
+    logger.error("memprof is off, the app runs without it: %s (check with: memprof check)", reason)
+
+
 class MemprofMiddleware:
     """Profile the memory of HTTP requests to ``app``. Settings default to ``MEMPROF_*`` variables.
 
-    A bad setting raises :class:`memprof.MemprofConfigError` here, at start-up; once running,
-    memprof never raises into the app.
+    A bad ``MEMPROF_*`` setting never breaks the app: memprof is then off (requests pass straight
+    through) and says so once, at ERROR on the ``memprof`` logger, naming the variable and what it accepts
+    (``memprof check`` validates the settings in a deploy pipeline). Once running, memprof never raises
+    into the app.
 
     This is the composition root: it builds the runtime and wires the watchdog (dumps, flight recorder,
     cache state), the session integration and the after-fork resets (:mod:`memprof.forksafe`).
@@ -39,18 +53,26 @@ class MemprofMiddleware:
 
     def __init__(self, app: ASGIApp, *, settings: MemprofSettings | None = None) -> None:
         self.app = app
-        self.settings = settings if settings is not None else load_settings()
-        sessions.install()
-        self.runtime = Runtime(self.settings, background=WATCHDOG)
+        self.settings: MemprofSettings | None = None
+        self.runtime: Runtime | None = None
+        try:
+            self.settings = settings if settings is not None else load_settings()
+            sessions.install()
+            self.runtime = Runtime(self.settings, background=WATCHDOG)
+        except MemprofConfigError as exc:
+            report_off(str(exc))
+        except Exception as exc:  # memprof's own failure must never take the app down
+            internal_error("start", exc)
+            report_off(f"it could not start ({type(exc).__name__})")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await self.app(scope, receive, self._lifespan_send(send))
+        runtime = self.runtime
+        if scope["type"] != "http" or runtime is None:
+            if scope["type"] == "lifespan" and runtime is not None:
+                await self.app(scope, receive, self._lifespan_send(runtime, send))
             else:
                 await self.app(scope, receive, send)
             return
-        runtime = self.runtime
         if not runtime.enabled or "memprof" in scope:
             # Off, or a second memprof inside the same request: pass through.
             await self.app(scope, receive, send)
@@ -134,15 +156,16 @@ class MemprofMiddleware:
         A server's lifespan shutdown already writes everything out: ``close`` is for apps built and
         dropped within one process (tests, scripts). Idempotent.
         """
-        self.runtime.close(timeout)
+        if self.runtime is not None:
+            self.runtime.close(timeout)
 
-    def _lifespan_send(self, send: Send) -> Send:
+    def _lifespan_send(self, runtime: Runtime, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
             if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 try:
                     import anyio.to_thread
 
-                    await anyio.to_thread.run_sync(self.runtime.shutdown)
+                    await anyio.to_thread.run_sync(runtime.shutdown)
                 except Exception as exc:
                     internal_error("lifespan_flush", exc)
             await send(message)

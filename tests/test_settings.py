@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
-from memprof import MemprofConfigError, MemprofMiddleware, MemprofSettings, Mode, load_settings
+from memprof import MemprofConfigError, MemprofMiddleware, MemprofSettings, Mode, load_settings, middleware
 from tests.apps import starlette_app
 
 
@@ -54,10 +55,20 @@ def test_bad_value_names_the_variable(
     assert "\n" not in str(info.value)
 
 
-def test_bad_value_fails_at_start_up_not_at_request_time(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_value_turns_memprof_off_and_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("MEMPROF_MODE", "everything")
+    monkeypatch.setattr(middleware, "_reported", set())
     with pytest.raises(MemprofConfigError, match="MEMPROF_MODE"):
-        MemprofMiddleware(starlette_app())
+        load_settings()
+    with caplog.at_level("ERROR", logger="memprof"):
+        apps = [MemprofMiddleware(starlette_app()) for _ in range(2)]
+    assert all(mw.runtime is None for mw in apps)
+    (line,) = [r for r in caplog.records if r.name == "memprof"]
+    assert line.levelname == "ERROR" and "MEMPROF_MODE='everything' is not valid" in line.getMessage()
+    with TestClient(apps[0]) as client:  # the app serves, untouched
+        assert client.get("/").status_code == 200
 
 
 def test_no_dotenv_read_unless_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

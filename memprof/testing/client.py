@@ -236,6 +236,8 @@ class ProfiledClient(TestClient):
         new = self._recorder.captured[seen:]
         del self._recorder.captured[:]
         runtime = self.middleware.runtime
+        if runtime is None:
+            return response
         for captured in new:
             self.profiles.append(ResponseProfile(runtime.build_record(captured)))
         if new:
@@ -253,7 +255,7 @@ class ProfiledClient(TestClient):
         try:
             super().close()
         finally:
-            self.middleware.runtime.close()
+            self.middleware.close()
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None

@@ -158,7 +158,10 @@ def run_variant(
     target = load_app(app) if isinstance(app, str) else app
     with ProfiledClient(target, data_dir=data_dir) as client:
         ctx = Context(client, target, spec, dict(values))
-        writer = client.middleware.runtime.writer
+        runtime = client.middleware.runtime
+        if runtime is None:
+            raise ReproduceError("memprof did not start in the reproduction (see the error logged above)")
+        writer = runtime.writer
         # Traced from before the priming request, so that what memprof's writer thread holds from the
         # last request is traced alike at every measurement.
         traced = Traced()
