@@ -20,8 +20,6 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # A limit above this is "no limit" (cgroup v1 reports ~2**63 rounded to pages when unlimited).
 _ABSURD_LIMIT = 1 << 60
@@ -118,6 +116,8 @@ def rss_bytes() -> int:
 
 
 def _rss_psutil() -> int:
+    import psutil  # only where /proc is missing (macOS, Windows): a Linux worker never loads it
+
     try:
         return int(psutil.Process().memory_info().rss)
     except (psutil.Error, OSError):
@@ -195,7 +195,16 @@ def detect_limit(configured_bytes: int | None = None) -> MemoryLimit:
     soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
     if soft not in (resource.RLIM_INFINITY, -1) and 0 < soft < _ABSURD_LIMIT:
         return MemoryLimit(int(soft), "rlimit_as")
-    return MemoryLimit(int(psutil.virtual_memory().total), "physical")
+    return MemoryLimit(_physical_memory(), "physical")
+
+
+def _physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * PAGE_SIZE
+    except (ValueError, OSError, AttributeError):
+        import psutil  # where sysconf cannot tell (not Linux)
+
+        return int(psutil.virtual_memory().total)
 
 
 def cgroup_memory() -> dict[str, int | str | None]:

@@ -152,7 +152,8 @@ class MemprofSettings(BaseSettings):
         10_000, ge=1, description="Records waiting for the writer thread; past it records are dropped."
     )
     log_events: bool = Field(
-        True, description="Emit one structlog event `memprof.request.completed` per profiled request."
+        True,
+        description="Log one event `memprof.request.completed` (stdlib logger `memprof`, INFO) per profiled request.",
     )
 
     @field_validator("dump_signal")

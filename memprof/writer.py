@@ -24,12 +24,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
-import structlog
 
+from memprof import logs as log
 from memprof.files import open_private_append
 from memprof.safety.isolation import internal_error
-
-log = structlog.get_logger("memprof")
 
 SAMPLES_GLOB = "samples-*.jsonl"
 WAKE_INTERVAL_S = 0.05

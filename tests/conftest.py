@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 # `import memprof` loads nothing (its names are imported on first use), and pytester's in-process runs
 # (test_plugin, test_reproduce_docs) drop the modules first imported during a run when it ends. The app
@@ -45,11 +44,6 @@ def _no_leftover_opentelemetry() -> Iterator[None]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # memprof never configures logging; the tests do, as an app would. structlog's default PrintLogger
-    # keeps the sys.stdout of its first use, which pytest closes after that test's capture: a background
-    # thread (writer, control poller) logging later would then fail with EBADF. Through stdlib logging,
-    # output follows pytest's capture instead.
-    structlog.configure(logger_factory=structlog.stdlib.LoggerFactory())
     config.addinivalue_line("markers", "internal_errors_expected: memprof errors are provoked on purpose")
 
 

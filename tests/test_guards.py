@@ -113,7 +113,7 @@ def test_narrow_modes() -> None:
 def test_overhead_guard_steps_down_aggressive_light_off_and_restores(
     make_settings: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from structlog.testing import capture_logs
+    from tests.logs import capture_logs
 
     mw = MemprofMiddleware(starlette_app(), settings=make_settings(overhead_limit_ms=0.5))
     rt = mw.runtime

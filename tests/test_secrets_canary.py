@@ -25,7 +25,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
-from structlog.testing import capture_logs
 
 from memprof import MemprofMiddleware, instrument_sqlalchemy, uninstrument_sqlalchemy
 from memprof import runtime as runtime_mod
@@ -34,6 +33,7 @@ from memprof.safety.isolation import errors
 from memprof.safety.redaction import redact, redact_text
 from memprof.watchdog.dump import dump
 from tests.datadir import written_files
+from tests.logs import capture_logs
 
 CHANNELS = [
     "authorization",

@@ -46,7 +46,7 @@ def test_large_session_key_shows_with_its_size_and_never_its_value(
     make_settings: Callable[..., Any], data_dir: Path, samples: Any
 ) -> None:
     app = _app(make_settings(log_events=True))
-    from structlog.testing import capture_logs
+    from tests.logs import capture_logs
 
     with capture_logs() as events, TestClient(app) as client:
         client.get("/fill/abc")

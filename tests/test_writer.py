@@ -8,9 +8,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from memprof.writer import RecordWriter
+from tests.logs import capture_logs
 
 
 def _writer(tmp_path: Path, **kw: Any) -> RecordWriter:
@@ -69,9 +68,9 @@ def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
     w.close()
 
 
-def test_structlog_event_carries_the_record(tmp_path: Path) -> None:
+def test_the_log_event_carries_the_record(tmp_path: Path) -> None:
     w = _writer(tmp_path, log_events=True)
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         w.submit({"schema": "memprof.sample", "request": {"route": "/x"}}, _identity)
         assert w.flush(5)
     (event,) = [e for e in logs if e["event"] == "memprof.request.completed"]

@@ -24,9 +24,8 @@ import time
 import weakref
 from typing import Any, Protocol
 
-import structlog
-
 from memprof import events
+from memprof import logs as log
 from memprof.safety.control_plane import (
     AGGRESSIVE_DEFAULT_S,
     OFF,
@@ -46,8 +45,6 @@ from memprof.safety.isolation import internal_error
 from memprof.safety.redaction import redact_text
 from memprof.settings import MemprofSettings, Mode
 from memprof.workers import worker_id
-
-log = structlog.get_logger("memprof")
 
 STATUS_EVERY_S = 5.0
 

@@ -14,13 +14,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
 from memprof import events
+from memprof import logs as log
 from memprof.safety.isolation import errors
 from memprof.settings import Mode
-
-log = structlog.get_logger("memprof")
 
 COOLDOWN_S = 60.0
 MAX_COOLDOWN_S = 3600.0

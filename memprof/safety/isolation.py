@@ -15,11 +15,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-import structlog
-
+from memprof import logs as log
 from memprof.safety.redaction import redact_text
-
-log = structlog.get_logger("memprof")
 
 _LOG_INTERVAL_S = 60.0
 
