@@ -63,6 +63,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help (click's): `--json`, `--since TEXT`, never rich's `--json <bool>` type column.
+    rich_markup_mode=None,
 )
 
 
