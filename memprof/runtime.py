@@ -23,6 +23,7 @@ from memprof.routes import route_template
 from memprof.safety.control import POLLER, Controller
 from memprof.safety.guards import CircuitBreaker, OverheadGuard
 from memprof.safety.isolation import errors, internal_error
+from memprof.safety.redaction import redact_method, redact_path
 from memprof.safety.tokens import TokenVerifier
 from memprof.settings import DEFAULT_SAMPLE_RATES, MemprofSettings, Mode
 from memprof.writer import RecordWriter
@@ -110,6 +111,9 @@ class Runtime:
         self.active: dict[str, RequestProfile] = {}
         self.profiled = 0
         self.started = time.time()
+        # A clean shutdown (lifespan): when, and how many requests were profiled by then (serving again
+        # after it, the worker is no longer stopped).
+        self.stopped: tuple[float, int] | None = None
         # Raised by the watchdog past the dump threshold: profiles drop to checkpoints only.
         self.memory_guard = False
         # Scopes of in-flight profiled requests (their route, for dumps and the flight recorder); popped in end().
@@ -180,9 +184,10 @@ class Runtime:
 
     def status(self) -> dict[str, Any]:
         """This runtime's state as plain data (published for ``memprof status``)."""
+        stopped = self.stopped if self.stopped and self.stopped[1] == self.profiled else None
         return {
             "schema": "memprof.worker_status",
-            "version": "1.0",
+            "version": "2.0",
             "worker": f"{self.host}-{os.getpid()}",
             "host": self.host,
             "pid": os.getpid(),
@@ -194,11 +199,12 @@ class Runtime:
             "sample_rate": self.sample_rate,
             "profiled": self.profiled,
             "inflight": self.inflight,
+            "stopped": None if stopped is None else stopped[0],
             "breaker": self.breaker.status(),
             "overhead_guard": self.guard.status(),
             "targeted": None if self.verifier is None else self.verifier.status(),
             "internal_errors": errors.status(),
-            "writer": {"written": self.writer.written, "dropped": self.writer.dropped},
+            "writer": self.writer.counts(),
             "control": self.control.status(),
         }
 
@@ -299,7 +305,7 @@ class Runtime:
     def _build_checked(self, profile: RequestProfile) -> dict[str, Any]:
         # A record built with no internal failure since the last one is a success for the breaker.
         record = self.build_record(profile)
-        self.breaker.check(errors.total, profile.start_ns)
+        self.breaker.check(errors.request_total, profile.start_ns)
         return record
 
     def memory_error(self, scope: Scope) -> None:
@@ -307,9 +313,12 @@ class Runtime:
         self._tell_background("on_memory_error", lambda b: b.on_memory_error(self, scope))
 
     def shutdown(self) -> None:
-        """Clean shutdown (lifespan): write out records, final cache state, remove the flight file."""
+        """Clean shutdown (lifespan): write out records, final cache state, remove the flight file, and
+        publish the final status (its counts exact: every record written or counted as dropped)."""
         self.writer.flush()
         self._tell_background("shutdown", lambda b: b.shutdown(self))
+        self.stopped = (time.time(), self.profiled)
+        self.control.publish_final()
 
     def close(self, timeout: float = 5.0) -> None:
         """Finish for good: a clean shutdown, then the writer thread stopped and its file closed, and the
@@ -322,7 +331,8 @@ class Runtime:
 
     # -- the record (writer thread) ---------------------------------------------------------------
     def build_record(self, profile: RequestProfile) -> dict[str, Any]:
-        """The ``sample`` record of a finished profile (see :class:`memprof.records.models.Sample`)."""
+        """The ``sample`` record of a finished profile (see :class:`memprof.records.models.Sample`); its
+        path and route redacted here, in the writer thread (a raw path may carry a token)."""
         limit = self.limit
         checkpoints = []
         for name, ns, rss, extra in profile.checkpoints:
@@ -342,9 +352,9 @@ class Runtime:
             "detail": "full" if profile.full else "checkpoints",
             "request": {
                 "id": profile.request_id,
-                "method": profile.method,
-                "path": profile.path,
-                "route": profile.route or profile.path,
+                "method": redact_method(profile.method),
+                "path": redact_path(profile.path),
+                "route": redact_path(profile.route or profile.path),
                 "status": profile.status,
                 "duration_ms": round(profile.duration_ms, 3),
                 "error": profile.error,

@@ -5,9 +5,14 @@ record is dropped and counted. Submitting is a deque append and nothing else (no
 the thread is not woken per record (a wake-up per record cost the request path 3-8 µs in futex calls and
 GIL hand-offs, see docs/performance.md); it drains the queue every ``WAKE_INTERVAL_S``, at once when the
 queue is a quarter full, and on :meth:`RecordWriter.flush`, which waits until the queue is empty and the
-thread idle. A forked child gets a fresh writer from :mod:`memprof.forksafe`. The thread turns each item into a record, appends it to
-``samples-<pid>-<start>-<seq>.jsonl`` in the data dir, rotates the file by size, keeps the total size
-of samples files under a cap (oldest removed first) and emits the structlog event for it.
+thread idle. A forked child gets a fresh writer from :mod:`memprof.forksafe`. The thread turns each item
+into a record and appends it to ``samples-<start>-<host>-<pid>-<seq>.jsonl`` in the data dir (see
+:mod:`memprof.sample_files`): lines are gathered into a batch written with one ``write`` when the queue is
+empty (or the batch is large), and a record counts as written only once its whole line is in the file. A
+failed write (a full disk) is cut back off the file, so no torn line is left, and its records are counted
+as dropped. The file is rotated by size, the total size of samples files is capped (the writer removes
+only its own closed files and those of workers that are gone), and each record written is emitted as a
+log event and handed to the sinks.
 """
 
 from __future__ import annotations
@@ -16,27 +21,32 @@ import atexit
 import collections
 import json
 import os
+import socket
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
 from memprof import logs as log
 from memprof.files import open_private_append
 from memprof.safety.isolation import internal_error
+from memprof.safety.redaction import redact_text
+from memprof.sample_files import SAMPLES_GLOB, STAMP, enforce_total, sample_file_name
 
-SAMPLES_GLOB = "samples-*.jsonl"
+__all__ = ["SAMPLES_GLOB", "RecordWriter", "encode_line", "flush", "register_sink", "unregister_sink"]
+
 WAKE_INTERVAL_S = 0.05
+BATCH_BYTES = 64 * 1024  # lines gathered before one write, when the queue does not empty sooner
 _STOP = object()
 
 RecordBuilder = Callable[[Any], dict[str, Any] | None]
 RecordSink = Callable[[dict[str, Any]], None]
 
-# Called in the writer thread with every record written (after its line and its structlog event):
+# Called in the writer thread with every record written (after its line and its log event):
 # exporters (OpenTelemetry metrics) whose cost must stay off the request path.
 SINKS: list[RecordSink] = []
 
@@ -85,9 +95,7 @@ class RecordWriter:
         self.queue_size = queue_size
         self.log_events = log_events
         self.event_name = event_name
-        self.dropped = 0
-        self.written = 0
-        self.failed = 0
+        self.host = socket.gethostname()
         self._lock = threading.Lock()
         self._reset()
         _WRITERS.add(self)
@@ -97,12 +105,22 @@ class RecordWriter:
         self._wake = threading.Event()
         self._wake_at = max(1, self.queue_size // 4)
         self._thread: threading.Thread | None = None
-        self._file: BinaryIO | None = None
+        # The counts (a forked child starts its own: the parent's records are the parent's).
+        self.written = 0  # records whose whole line is in a file
+        self.dropped = 0  # the queue was full (counted on the request path)
+        self.write_failed = 0  # the write failed (a full disk, the data dir gone or read-only)
+        self.build_failed = 0  # building the record raised
+        self.removed = {"files": 0, "records": 0, "bytes": 0}  # by the size cap, any worker's files
+        self.last_error: str | None = None
+        self._fd: int | None = None
         self._file_path: Path | None = None
-        self._file_bytes = 0
+        self._file_bytes = 0  # bytes of whole lines in the current file
+        self._records: dict[Path, int] = {}  # this writer's files still on disk -> records in each
+        self._batch: list[tuple[bytes, dict[str, Any]]] = []
+        self._batch_bytes = 0
         self._seq = 0
         self._pid = os.getpid()
-        self._started = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        self._started = time.strftime(STAMP, time.gmtime())
         # True from before the thread takes an item until the queue is empty after it: with the queue,
         # what flush() waits on. Notified through ``_idle`` when the thread goes idle.
         self._busy = False
@@ -110,14 +128,14 @@ class RecordWriter:
 
     def reinit_after_fork(self) -> None:
         """In a forked child (see :mod:`memprof.forksafe`): a fresh lock, queue and thread, and its own
-        samples file under the child's pid. The inherited copy of the parent's file may hold buffered
-        lines: its descriptor is pointed at /dev/null so that flushing that copy duplicates nothing."""
-        if self._file is not None:
-            devnull = os.open(os.devnull, os.O_WRONLY)
+        samples file under the child's pid. Lines the parent had gathered but not written stay the
+        parent's (the child's batch starts empty); the inherited descriptor of the parent's file is
+        closed."""
+        if self._fd is not None:
             try:
-                os.dup2(devnull, self._file.fileno())
-            finally:
-                os.close(devnull)
+                os.close(self._fd)
+            except OSError:
+                pass
         self._lock = threading.Lock()
         self._reset()
 
@@ -158,10 +176,6 @@ class RecordWriter:
                 self._wake.set()
                 # Notified when the thread goes idle; the slice bounds a wait on a submit racing it.
                 self._idle.wait(min(remaining, WAKE_INTERVAL_S))
-        if self._file is not None:
-            with self._lock:
-                if self._file is not None:
-                    self._file.flush()
         return True
 
     def _run(self) -> None:
@@ -174,15 +188,19 @@ class RecordWriter:
             self._busy = True  # before the pop: flush() never sees an empty queue and an idle thread early
             entry = queued.popleft()
             if entry is _STOP:
+                self._flush_pending()
                 self._idle_now()
                 return
             item, build = entry
             try:
-                record = build(item)
+                try:
+                    record = build(item)
+                except Exception:
+                    self.build_failed += 1
+                    raise
                 if record is not None:
                     self._write(record)
             except Exception as exc:
-                self.failed += 1
                 try:
                     internal_error("writer", exc)
                 except Exception:
@@ -192,6 +210,7 @@ class RecordWriter:
                 # ``build``) must not stay alive as long as the queue is idle.
                 entry = item = build = record = None
                 if not queued:
+                    self._flush_pending()
                     self._idle_now()
 
     def _idle_now(self) -> None:
@@ -200,55 +219,126 @@ class RecordWriter:
             self._idle.notify_all()
 
     def _write(self, record: dict[str, Any]) -> None:
+        """Gather the record's line; write the batch when it is large or the file must rotate (the
+        thread writes it too whenever the queue is empty, see :meth:`_flush_pending`)."""
         line = encode_line(record)
+        written: list[dict[str, Any]] = []
+        error: OSError | None = None
         with self._lock:
-            if self._file is None or self._file_bytes + len(line) > self.max_file_bytes:
-                self._rotate()
-            assert self._file is not None
-            self._file.write(line)
-            if not self._queue:
-                self._file.flush()
-            self._file_bytes += len(line)
-        self.written += 1
-        if self.log_events:
-            log.info(self.event_name, **record)
-        for sink in SINKS:
-            try:
-                sink(record)
-            except Exception as exc:
-                internal_error(f"sink:{getattr(sink, '__name__', sink)}", exc)
+            if self._file_bytes + self._batch_bytes + len(line) > self.max_file_bytes:
+                if self._batch:
+                    written, error = self._write_batch()
+                if self._file_bytes:  # an empty file (its writes failed) is kept: no empty files
+                    self._close_file()
+            self._batch.append((line, record))
+            self._batch_bytes += len(line)
+            if self._batch_bytes >= BATCH_BYTES:
+                more, later = self._write_batch()
+                written += more
+                error = error or later
+        self._emit(written)
+        if error is not None:
+            raise error
 
-    def _rotate(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+    def _flush_pending(self) -> None:
+        """Write the gathered lines now (the queue is empty). A failure is reported, never raised."""
+        with self._lock:
+            written, error = self._write_batch()
+        self._emit(written)
+        if error is not None:
+            try:
+                internal_error("writer", error)
+            except Exception:
+                pass  # the test switch re-raises; the thread must live on
+
+    def _write_batch(self) -> tuple[list[dict[str, Any]], OSError | None]:
+        """Append the batch to the current file (opened if needed) with one write; return its records
+        once the whole batch is in the file. On failure nothing of it stays in the file, its records are
+        counted as dropped (``write_failed``) and the error is returned. Called with the lock held."""
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        if not batch:
+            return [], None
+        try:
+            if self._fd is None:
+                self._open_next()
+            assert self._fd is not None and self._file_path is not None
+            view = memoryview(b"".join(line for line, _ in batch))
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            self.write_failed += len(batch)
+            self._cut_back()
+            self.last_error = redact_text(f"{type(exc).__name__}: {exc}")
+            return [], exc
+        self._file_bytes += sum(len(line) for line, _ in batch)
+        self._records[self._file_path] = self._records.get(self._file_path, 0) + len(batch)
+        self.written += len(batch)
+        return [record for _, record in batch], None
+
+    def _cut_back(self) -> None:
+        """After a failed write: truncate the file to its whole lines (a torn line would merge with the
+        next one); if even that fails, leave the file so the next write opens a new one."""
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, self._file_bytes)
+        except OSError:
+            self._close_file()
+
+    def _emit(self, records: list[dict[str, Any]]) -> None:
+        """The log event and the sinks of records written (guarded, never raising)."""
+        for record in records:
+            if self.log_events:
+                log.info(self.event_name, **record)
+            for sink in SINKS:
+                try:
+                    sink(record)
+                except Exception as exc:
+                    internal_error(f"sink:{getattr(sink, '__name__', sink)}", exc, background=True)
+
+    def _close_file(self) -> None:
+        fd, self._fd = self._fd, None
+        self._file_bytes = 0
+        if fd is not None:
+            os.close(fd)
+
+    def _open_next(self) -> None:
+        """Open the next samples file, then keep the data dir under the total cap."""
+        path = self.data_dir / sample_file_name(self._started, self.host, self._pid, self._seq + 1)
+        self._fd = open_private_append(path)
         self._seq += 1
-        path = self.data_dir / f"samples-{self._started}-{self._pid}-{self._seq:04d}.jsonl"
-        fd = open_private_append(path)
-        self._file = os.fdopen(fd, "ab")
         self._file_path = path
         self._file_bytes = 0
-        self._enforce_total(keep=path)
+        self._records.setdefault(path, 0)
+        try:
+            self._enforce_total()
+        except OSError as exc:  # the cap is kept at the next rotation; the records still go in
+            internal_error("writer_retention", exc, background=True)
 
-    def _enforce_total(self, keep: Path) -> None:
-        files = []
-        for p in self.data_dir.glob(SAMPLES_GLOB):
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            files.append((st.st_mtime, p.name, p, st.st_size))
-        total = sum(f[3] for f in files)
-        for _mtime, _name, path, size in sorted(files):
-            if total <= self.max_total_bytes:
-                break
-            if path == keep:
-                continue
-            try:
-                path.unlink()
-                total -= size
-            except OSError:
-                pass
+    def _enforce_total(self) -> None:
+        own_closed = {p: n for p, n in self._records.items() if p != self._file_path}
+        removal, removed = enforce_total(
+            self.data_dir, self.max_total_bytes, host=self.host, own_closed=own_closed
+        )
+        for path in removed:
+            self._records.pop(path, None)
+        self.removed["files"] += removal.files
+        self.removed["records"] += removal.records
+        self.removed["bytes"] += removal.bytes
+
+    def counts(self) -> dict[str, Any]:
+        """Written, dropped (by reason), removed by the size cap, pending, and the last write error."""
+        return {
+            "written": self.written,
+            "pending": self.pending,
+            "dropped": {
+                "queue_full": self.dropped,
+                "write_failed": self.write_failed,
+                "build_failed": self.build_failed,
+            },
+            "removed": dict(self.removed),
+            "last_error": self.last_error,
+        }
 
     @property
     def current_file(self) -> Path | None:
@@ -265,9 +355,12 @@ class RecordWriter:
             thread.join(timeout)
         self._thread = None
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            written, _error = self._write_batch()  # (empty unless the thread never wrote it)
+            if self._fd is not None and self._file_bytes == 0 and self._file_path is not None:
+                self._file_path.unlink(missing_ok=True)  # a file whose every write failed
+                self._records.pop(self._file_path, None)
+            self._close_file()
+        self._emit(written)
 
 
 _WRITERS: weakref.WeakSet[RecordWriter] = weakref.WeakSet()

@@ -182,7 +182,7 @@ def test_redaction_by_key_and_by_value() -> None:
     assert out == {
         "password": "[REDACTED]",
         "user_id": 42,
-        "email": "a@example.org",
+        "email": "[REDACTED]",  # personal data, masked by value
         "note": "[REDACTED] and [REDACTED]",
         "blob": "<2 bytes>",
         "nested": {"api_key": "[REDACTED]", "list": ["[REDACTED]", 1.5, None]},

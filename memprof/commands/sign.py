@@ -31,7 +31,9 @@ def make_token(secret: str | None, ttl: int, path: str) -> str:
 
 def sign(
     ttl: Annotated[int, typer.Option(help=f"Seconds the token stays valid (1..{MAX_TTL_S}).")] = 300,
-    path: Annotated[str, typer.Option(help="Only requests whose path starts with this are profiled.")] = "/",
+    path: Annotated[
+        str, typer.Option(help="Only requests to this path or under it (whole segments) are profiled.")
+    ] = "/",
 ) -> None:
     """Print a one-use token for the X-Memprof-Profile header (reads MEMPROF_TARGETED_SECRET)."""
     typer.echo(make_token(os.environ.get("MEMPROF_TARGETED_SECRET"), ttl, path))

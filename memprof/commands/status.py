@@ -1,13 +1,19 @@
-"""``memprof status``: what every worker is doing now (mode, breaker, guard, last dump, errors).
+"""``memprof status [DATA_DIR]``: what every worker is doing now (mode, breaker, records, errors).
 
-Workers publish their status about every five seconds to ``DATA_DIR/status/<host>-<pid>.json``
-and, with Redis, to ``memprof:worker:<host>-<pid>`` (expiring). A status older than
-:data:`STALE_AFTER_S` belongs to a worker that stopped or hangs.
+Workers publish their status about every five seconds, at once when their mode, breaker or overhead
+guard changes, and a last time at a clean shutdown, to ``DATA_DIR/status/<host>-<pid>.json`` and, with
+Redis, to ``memprof:worker:<host>-<pid>`` (expiring). Each worker is shown as ``running``, ``stopped``
+(a clean shutdown: its counts are final), ``gone`` (its process ended without one: see
+``memprof postmortem``) or ``stale`` (running, but its status is older than :data:`STALE_AFTER_S`: hung).
+A data dir that cannot be read is an error; one the workers cannot write to (read-only, full, not
+writable) is said in one sentence after the report, with exit code 1.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -21,6 +27,8 @@ if TYPE_CHECKING:
     from memprof.settings import MemprofSettings
 
 STALE_AFTER_S = 20.0
+FULL_BELOW_BYTES = 64 * 1024  # free space under which the data dir counts as full
+_MB = 1024 * 1024
 
 
 def _last_dump(data_dir: Path, pid: int | None = None) -> dict[str, Any] | None:
@@ -38,18 +46,77 @@ def _last_dump(data_dir: Path, pid: int | None = None) -> dict[str, Any] | None:
     return {"file": str(path), "time": mtime}
 
 
-def collect(settings: MemprofSettings) -> dict[str, Any]:
-    """Every worker's published status, with ``age_s``, ``stale`` and its last dump; pure data."""
-    from memprof.safety.control_plane import STATUS_DIR, STATUS_SUFFIX, redis_client, worker_key
-    from memprof.workers import worker_alive
-
-    found: dict[str, dict[str, Any]] = {}
-    for path in sorted((settings.data_dir / STATUS_DIR).glob(f"*{STATUS_SUFFIX}")):
+def _read_status(path: Path) -> dict[str, Any] | None:
+    for _attempt in range(2):  # a worker on a full disk rewrites its file in place: read again once
         try:
             status = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except ValueError:
+            time.sleep(0.01)
             continue
-        if isinstance(status, dict) and "worker" in status:
+        except OSError:
+            return None
+        return status if isinstance(status, dict) and "worker" in status else None
+    return None
+
+
+def _status_files(data_dir: Path) -> list[Path]:
+    """The status files, or a CliError when the data dir cannot be read."""
+    from memprof.commands._errors import CliError
+    from memprof.safety.control_plane import STATUS_SUFFIX, status_dir
+
+    if not data_dir.is_dir():
+        raise CliError(f"data dir {str(data_dir)!r} does not exist; pass the MEMPROF_DATA_DIR of the service")
+    directory = status_dir(data_dir)
+    try:
+        os.listdir(data_dir)
+        return sorted(directory.glob(f"*{STATUS_SUFFIX}")) if directory.is_dir() else []
+    except OSError as exc:
+        raise CliError(
+            f"cannot read data dir {str(data_dir)!r} ({exc.strerror or exc}): run memprof status as the "
+            "service's user"
+        ) from None
+
+
+def write_problem(data_dir: Path) -> str | None:
+    """Why workers cannot write to ``data_dir`` (read-only, full, no permission), or None."""
+    try:
+        vfs = os.statvfs(data_dir)
+    except OSError as exc:
+        return f"cannot check data dir {str(data_dir)!r} ({exc.strerror or exc})"
+    if vfs.f_flag & os.ST_RDONLY:
+        return f"data dir {str(data_dir)!r} is on a read-only file system: workers write no samples, dumps or status"
+    if vfs.f_bavail * vfs.f_frsize < FULL_BELOW_BYTES:
+        return (
+            f"data dir {str(data_dir)!r} is full ({vfs.f_bavail * vfs.f_frsize // 1024} KiB free): workers drop "
+            "their records (see 'write failed'); free space or lower MEMPROF_MAX_TOTAL_MB"
+        )
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        return f"data dir {str(data_dir)!r} is not writable ({os.strerror(errno.EACCES)}) by this user"
+    return None
+
+
+def _state(status: dict[str, Any], host: str) -> str:
+    from memprof.workers import worker_alive
+
+    if status.get("stopped"):
+        return "stopped"
+    started = status.get("started")
+    pid = int(status.get("pid", 0))
+    if status.get("host") == host and not worker_alive(pid, float(started) if started else None):
+        return "gone"
+    return "stale" if status["age_s"] > STALE_AFTER_S else "running"
+
+
+def collect(settings: MemprofSettings) -> dict[str, Any]:
+    """Every worker's published status, with ``age_s``, ``state`` and its last dump, and whether the
+    workers can write to the data dir; pure data (a :class:`CliError` when the data dir cannot be read)."""
+    from memprof.safety.control_plane import redis_client, worker_key
+
+    data_dir = settings.data_dir
+    found: dict[str, dict[str, Any]] = {}
+    for path in _status_files(data_dir):
+        status = _read_status(path)
+        if status is not None:
             found[status["worker"]] = status
     redis_error = None
     if settings.redis_url:
@@ -67,22 +134,89 @@ def collect(settings: MemprofSettings) -> dict[str, Any]:
     workers = []
     for status in sorted(found.values(), key=lambda s: s["worker"]):
         status["age_s"] = round(now - float(status.get("time", 0)), 1)
-        started = status.get("started")
-        pid = int(status.get("pid", 0))
-        gone = status.get("host") == host and not worker_alive(pid, float(started) if started else None)
-        status["stale"] = gone or status["age_s"] > STALE_AFTER_S
-        status["last_dump"] = _last_dump(settings.data_dir, status.get("pid"))
+        status["state"] = _state(status, host)
+        status["stale"] = status["state"] in ("gone", "stale")
+        status["records"] = records(status)
+        status["last_dump"] = _last_dump(data_dir, status.get("pid"))
         workers.append(status)
     return {
-        "data_dir": str(settings.data_dir),
+        "data_dir": str(data_dir),
+        "problem": write_problem(data_dir),
         "redis_error": redis_error,
-        "last_dump": _last_dump(settings.data_dir),
+        "last_dump": _last_dump(data_dir),
         "workers": workers,
     }
 
 
+def records(status: dict[str, Any]) -> dict[str, Any]:
+    """A worker's record counts: written, dropped by reason (and in all), removed by the size cap."""
+    writer = status.get("writer") or {}
+    dropped = writer.get("dropped", 0)
+    if not isinstance(dropped, dict):  # a status from before memprof counted drops by reason
+        dropped = {"queue_full": int(dropped or 0)}
+    removed = writer.get("removed") or {"files": 0, "records": 0, "bytes": 0}
+    return {
+        "written": int(writer.get("written", 0)),
+        "pending": int(writer.get("pending", 0)),
+        "dropped": sum(int(n) for n in dropped.values()),
+        "dropped_by_reason": dropped,
+        "removed": removed,
+        "last_error": writer.get("last_error"),
+    }
+
+
+def _worker_lines(w: dict[str, Any]) -> list[str]:
+    brk, guard, errs, rec = w["breaker"], w["overhead_guard"], w["internal_errors"], w["records"]
+    state = w["state"]
+    if state == "stopped":
+        when = time.strftime("%H:%M:%S UTC", time.gmtime(float(w["stopped"])))
+        label = f"stopped cleanly at {when} (final counts)"
+    elif state == "gone":
+        label = "GONE: its process ended without a clean shutdown (see memprof postmortem)"
+    elif state == "stale":
+        label = f"STALE: running, but its status is {w['age_s']}s old (hung?)"
+    else:
+        label = "running"
+    mode = w["mode"] + (f" (paused: {w['paused']})" if w["paused"] else "")
+    reasons = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in rec["dropped_by_reason"].items())
+    removed = rec["removed"]
+    lines = [
+        f"{w['worker']}  {label}",
+        f"  mode {mode}, configured {w['configured_mode']}; status {w['age_s']}s old",
+        f"  profiled {w['profiled']}: written {rec['written']}, dropped {rec['dropped']} ({reasons})"
+        + (f", pending {rec['pending']}" if rec["pending"] else ""),
+        f"  removed by the size cap: {removed['files']} files, {removed['records']} records, "
+        f"{removed['bytes'] / _MB:.1f} MiB",
+    ]
+    if rec["last_error"]:
+        lines.append(f"  last write error: {rec['last_error']}")
+    lines.append(
+        f"  breaker {brk['state']} ({brk['consecutive_failures']}/{brk['threshold']} failures, "
+        f"{brk['trips']} trips) as of {w['age_s']}s ago"
+    )
+    lines.append(f"  overhead guard {guard['state']} (limit {guard['limit_ms']} ms, steps {guard['steps']})")
+    detail = f" {errs['by_place']}" if errs["total"] else ""
+    lines.append(f"  internal errors {errs['total']} (request path {errs.get('request_path', '?')}){detail}")
+    for place, step in (errs.get("background") or {}).items():
+        if step.get("failing"):
+            lines.append(
+                f"  background {place} failing ({step['failures']} failures, retry in {step['retry_in_s']}s): "
+                f"{step['last']}"
+            )
+    control = w.get("control") or {}
+    if control.get("override"):
+        lines.append(f"  override {control['override']}")
+    if control.get("override_refused"):
+        lines.append(f"  override refused: {control['override_refused']}")
+    if w.get("targeted"):
+        lines.append(f"  targeted tokens {w['targeted']}")
+    dump = w.get("last_dump")
+    lines.append(f"  last dump {dump['file'] if dump else 'none'}")
+    return lines
+
+
 def render(data: dict[str, Any]) -> str:
-    """The text report of :func:`collect`."""
+    """The text report of :func:`collect` (the data dir problem, if any, is told apart)."""
     from memprof.safety.control_plane import STATUS_DIR
 
     lines = []
@@ -91,28 +225,7 @@ def render(data: dict[str, Any]) -> str:
     if not data["workers"]:
         lines.append(f"no worker has published a status in {data['data_dir']}/{STATUS_DIR}")
     for w in data["workers"]:
-        brk, guard, errs = w["breaker"], w["overhead_guard"], w["internal_errors"]
-        state = "STALE " if w["stale"] else ""
-        mode = w["mode"] + (f" (paused: {w['paused']})" if w["paused"] else "")
-        lines.append(f"{state}{w['worker']}  mode {mode}, configured {w['configured_mode']}")
-        lines.append(f"  profiled {w['profiled']}, status {w['age_s']}s old")
-        lines.append(
-            f"  breaker {brk['state']} ({brk['consecutive_failures']}/{brk['threshold']} failures, "
-            f"{brk['trips']} trips)"
-        )
-        lines.append(
-            f"  overhead guard {guard['state']} (limit {guard['limit_ms']} ms, steps {guard['steps']})"
-        )
-        lines.append(f"  internal errors {errs['total']}" + (f" {errs['by_place']}" if errs["total"] else ""))
-        control = w.get("control") or {}
-        if control.get("override"):
-            lines.append(f"  override {control['override']}")
-        if control.get("override_refused"):
-            lines.append(f"  override refused: {control['override_refused']}")
-        if w.get("targeted"):
-            lines.append(f"  targeted tokens {w['targeted']}")
-        dump = w.get("last_dump")
-        lines.append(f"  last dump {dump['file'] if dump else 'none'}")
+        lines.extend(_worker_lines(w))
     if data["last_dump"]:
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(data["last_dump"]["time"]))
         lines.append(f"last dump in the data dir: {data['last_dump']['file']} ({when})")
@@ -120,9 +233,19 @@ def render(data: dict[str, Any]) -> str:
 
 
 def status(
-    data_dir: DataDir = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The service's data dir (default: --data-dir, MEMPROF_DATA_DIR or ./memprof-data)."
+        ),
+    ] = None,
+    data_dir_option: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Show each worker's mode, circuit breaker, overhead guard, last dump and error counts."""
-    data = collect(cli_settings(data_dir))
+    """Show each worker's state, mode, records written, dropped and removed, breaker and errors."""
+    from memprof.commands._errors import CliError
+
+    data = collect(cli_settings(data_dir or data_dir_option))
     typer.echo(json.dumps(data, indent=2, default=str) if as_json else render(data))
+    if data["problem"]:
+        raise CliError(data["problem"], 1)

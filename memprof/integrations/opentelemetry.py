@@ -40,6 +40,7 @@ from memprof.runtime import (
     register_hooks,
 )
 from memprof.safety.isolation import internal_error
+from memprof.safety.redaction import redact_path
 from memprof.writer import register_sink, unregister_sink
 
 METER_NAME = "memprof"
@@ -247,7 +248,7 @@ def _on_response_end(profile: RequestProfile, runtime: Runtime, scope: Scope) ->
         rss = rss_bytes()
     peak = max(peak_rss_bytes(), rss, profile.peak_start)
     span.set_attributes(
-        span_attributes(profile, runtime, rss_end=rss, peak=peak, route=route_template(scope))
+        span_attributes(profile, runtime, rss_end=rss, peak=peak, route=redact_path(route_template(scope)))
     )
 
 
@@ -258,7 +259,7 @@ def _on_complete(profile: RequestProfile, runtime: Runtime, scope: Scope) -> Non
     # Still open when the app raised, sent no complete response, or the span is not ASGI's.
     span = state.current_span()
     if span.is_recording():
-        route = profile.route or profile.path
+        route = redact_path(profile.route or profile.path)  # a raw path (no router) may carry a token
         span.set_attributes(
             span_attributes(profile, runtime, rss_end=profile.rss_end, peak=profile.peak_end, route=route)
         )

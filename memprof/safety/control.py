@@ -6,13 +6,16 @@ the control file ``DATA_DIR/control.json`` written by ``memprof enable``, and, w
 the Redis keys ``memprof:disable`` and ``memprof:mode`` (one round trip, short socket timeouts). It
 caches the result on the controller, lets the guards' cooldowns run out, asks the runtime to recompute
 its effective mode, and publishes the worker's status (``DATA_DIR/status/<host>-<pid>.json``,
-and ``memprof:worker:<host>-<pid>`` in Redis) for ``memprof status``. The request path only reads the
-runtime's cached attributes.
+and ``memprof:worker:<host>-<pid>`` in Redis) for ``memprof status``: every few seconds, at once when
+the mode, the reason for a pause, the breaker or the overhead guard changed, and a last time at a clean
+shutdown. The request path only reads the runtime's cached attributes. A failing tick or status write is
+background work's failure (:func:`memprof.safety.isolation.background_step`): it never trips the breaker.
 
 A runtime override can only narrow what the local settings allow: never above
 ``MEMPROF_CONTROL_MAX_MODE`` (default: ``MEMPROF_MODE``), never on when ``MEMPROF_ENABLED`` is false,
-never targeted without a secret. When Redis is unreachable the last values it gave stay in force (a
-mode override only until its TTL runs out), so a disabled fleet stays disabled.
+never targeted without a secret, and never longer than 24 h from when it was set, whatever wrote it
+(:func:`memprof.safety.control_plane.bounded`). When Redis is unreachable the last values it gave stay in
+force (a mode override only until its TTL runs out), so a disabled fleet stays disabled.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ from typing import Any, Protocol
 from memprof import events
 from memprof import logs as log
 from memprof.safety.control_plane import (
-    AGGRESSIVE_DEFAULT_S,
     OFF,
     STATUS_TTL_S,
     Override,
+    bounded,
     control_path,
     disable_key,
     mode_key,
@@ -41,12 +44,13 @@ from memprof.safety.control_plane import (
     write_status,
 )
 from memprof.safety.guards import MODE_RANK, CircuitBreaker, OverheadGuard, narrow, narrowest
-from memprof.safety.isolation import internal_error
+from memprof.safety.isolation import background_step
 from memprof.safety.redaction import redact_text
 from memprof.settings import MemprofSettings, Mode
 from memprof.workers import worker_id
 
 STATUS_EVERY_S = 5.0
+SAME_EXPIRY_S = 5.0  # a Redis key whose expiry moved later than this was set again
 
 
 class Controlled(Protocol):
@@ -54,6 +58,8 @@ class Controlled(Protocol):
 
     breaker: CircuitBreaker
     guard: OverheadGuard
+    paused: str | None
+    mode: Mode
 
     def refresh(self) -> None:
         """Recompute the mode in force."""
@@ -75,6 +81,7 @@ class Controller:
         self.file_override: Override | None = None
         self.redis_disable = False
         self.redis_override: Override | None = None
+        self._redis_seen: tuple[str, float | None, float] | None = None  # mode, key expiry, first seen
         self.redis_ok: bool | None = None
         self.redis_error: str | None = None
         self.refused: str | None = None
@@ -83,6 +90,7 @@ class Controller:
         self._control_mtime: float | None = None
         self._redis: Any = None
         self._next_status = 0.0
+        self._published: tuple[Any, ...] | None = None
         self._next_due = 0.0
         self._lock = threading.Lock()
 
@@ -147,8 +155,18 @@ class Controller:
             self._killed = killed
             runtime.refresh()
             now = time.monotonic()
-            if now >= self._next_status:
+            state = _state(runtime)
+            if now >= self._next_status or state != self._published:
                 self._next_status = now + STATUS_EVERY_S
+                self._published = state
+                self.publish(runtime.status())
+
+    def publish_final(self) -> None:
+        """Publish the status now (a clean shutdown: its counts are final)."""
+        runtime = self._runtime()
+        if runtime is not None:
+            with self._lock:
+                self._published = _state(runtime)
                 self.publish(runtime.status())
 
     def read_local(self) -> None:
@@ -199,23 +217,32 @@ class Controller:
         self.redis_disable = disable is not None and disable not in ("0", "false", "")
         until = time.time() + pttl / 1000 if isinstance(pttl, int) and pttl > 0 else None
         override = parse_override({"mode": mode, "until": until}, "redis") if mode else None
-        if override is not None and override.mode == Mode.AGGRESSIVE and override.until is None:
-            previous = self.redis_override
-            if previous is not None and previous.mode == Mode.AGGRESSIVE and previous.until is not None:
-                override = previous  # the window started when this key was first seen
-            else:
-                override = Override(override.mode, time.time() + AGGRESSIVE_DEFAULT_S, "redis")
-        self.redis_override = override
+        self.redis_override = self._redis_window(override)
+
+    def _redis_window(self, override: Override | None) -> Override | None:
+        """A Redis key carries no time it was set: its window starts when this worker first sees its
+        value, and again when it is set anew (another mode, or an expiry moved later); then
+        :func:`bounded` applies (30 minutes for an aggressive key without TTL, 24 h at most)."""
+        if override is None:
+            self._redis_seen = None
+            return None
+        seen, now = self._redis_seen, time.time()
+        same = (
+            seen is not None
+            and seen[0] == override.mode
+            and (seen[1] is None) == (override.until is None)
+            and (override.until is None or seen[1] is None or override.until <= seen[1] + SAME_EXPIRY_S)
+        )
+        if not same or seen is None:
+            seen = self._redis_seen = (override.mode, override.until, now)
+        return bounded(override, seen[2])
 
     # -- status -----------------------------------------------------------------------------------
     def publish(self, status: dict[str, Any]) -> None:
-        """Write this worker's status file (and Redis key); failures only show up in the status."""
+        """Write this worker's status file (and Redis key); a failure is the ``status_publish`` step's."""
         text = json.dumps(status, default=str, separators=(",", ":"))
         wid = worker_id()
-        try:
-            write_status(self.settings.data_dir, wid, text)
-        except OSError:
-            pass
+        background_step("status_publish", write_status, self.settings.data_dir, wid, text, backoff=False)
         if self.settings.redis_url and self._redis is not None and self.redis_ok:
             try:
                 self._redis.set(worker_key(self.prefix, wid), text, ex=STATUS_TTL_S)
@@ -242,7 +269,13 @@ class Controller:
         self._lock = threading.Lock()
         self._redis = None
         self._next_status = 0.0
+        self._published = None
         self._next_due = 0.0
+
+
+def _state(runtime: Controlled) -> tuple[Any, ...]:
+    """What ``memprof status`` must show as soon as it changes: published at the next tick, not in 5 s."""
+    return (runtime.paused, runtime.mode, runtime.breaker.state, runtime.guard.steps)
 
 
 class _Poller:
@@ -287,13 +320,7 @@ class _Poller:
                 continue
             if now >= controller._next_due:
                 controller._next_due = now + controller.interval
-                try:
-                    controller.tick()
-                except Exception as exc:
-                    try:
-                        internal_error("control_poll", exc)
-                    except Exception:
-                        pass  # the test switch re-raises; the poller must keep running
+                background_step("control_poll", controller.tick, backoff=False)
             wait = min(wait, max(0.01, controller._next_due - time.monotonic()))
             controller = None
         return wait

@@ -8,6 +8,7 @@ writer (the CLI) and the reader (each worker's :class:`memprof.safety.control.Co
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,13 @@ OFF = "off"
 # An aggressive override that names no end (a hand-written file or Redis key) ends this long after it
 # was first seen: an aggressive window always expires by itself.
 AGGRESSIVE_DEFAULT_S = 30 * 60
-# No runtime override lasts longer than this, whatever wrote it.
+# No runtime override that profiles lasts longer than this from when it was set, whatever wrote it (the
+# CLI refuses longer windows; a worker cuts a hand-written file's or a Redis key's). An "off" override
+# lasts as asked: narrowing to nothing is always safe.
 MAX_OVERRIDE_S = 24 * 3600
+# Status files are padded to a multiple of this with blanks (valid JSON), so that on a full disk a
+# worker can still rewrite its status in place, in blocks the file already holds.
+STATUS_BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -69,13 +75,26 @@ def parse_override(data: Any, source: str) -> Override | None:
     return Override(mode, float(until) if isinstance(until, int | float) else None, source)
 
 
+def bounded(override: Override | None, start: float) -> Override | None:
+    """``override`` set at ``start`` within its limits: an aggressive one that names no end lasts
+    :data:`AGGRESSIVE_DEFAULT_S`, and none but ``off`` lasts past ``start`` + :data:`MAX_OVERRIDE_S`."""
+    if override is None or override.mode == OFF:
+        return override
+    until = override.until
+    if until is None and override.mode == Mode.AGGRESSIVE:
+        until = start + AGGRESSIVE_DEFAULT_S
+    cap = start + MAX_OVERRIDE_S
+    if until is None or until > cap:
+        until = cap
+    return override if until == override.until else Override(override.mode, until, override.source)
+
+
 def read_control_file(path: Path, mtime: float) -> Override | None:
-    """The override in the control file (modified at ``mtime``). Raises OSError/ValueError when it cannot
-    be read or parsed (being rewritten, or broken)."""
+    """The override in the control file (modified at ``mtime``, when it was set), within its limits
+    (:func:`bounded`). Raises OSError/ValueError when it cannot be read or parsed (being rewritten, or
+    broken)."""
     override = parse_override(json.loads(path.read_text()), "control_file")
-    if override is not None and override.mode == Mode.AGGRESSIVE and override.until is None:
-        override = Override(override.mode, mtime + AGGRESSIVE_DEFAULT_S, override.source)
-    return override
+    return bounded(override, min(mtime, time.time()))
 
 
 def write_override(data_dir: Path, mode: str | None, until: float | None) -> None:
@@ -93,8 +112,38 @@ def write_kill_switch(path: Path) -> None:
 
 
 def write_status(data_dir: Path, worker: str, text: str) -> None:
-    """Publish one worker's status file (not fsynced: it is rewritten every few seconds)."""
-    write_private(status_path(data_dir, worker), text.encode(), durable=False)
+    """Publish one worker's status file (not fsynced: it is rewritten every few seconds).
+
+    The file is replaced atomically, padded with blanks to a multiple of :data:`STATUS_BLOCK`; when that
+    fails (a full disk has no room for the temporary file) the existing file is overwritten in place,
+    when the status fits in it, so a worker on a full disk still shows its counts and its breaker.
+    Raises OSError when neither works.
+    """
+    data = text.encode()
+    data += b" " * (-(len(data) + 1) % STATUS_BLOCK) + b"\n"
+    path = status_path(data_dir, worker)
+    try:
+        write_private(path, data, durable=False)
+    except OSError:
+        if not _rewrite_in_place(path, text.encode()):
+            raise
+
+
+def _rewrite_in_place(path: Path, data: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        if len(data) >= size:
+            return False
+        os.pwrite(fd, data + b" " * (size - len(data) - 1) + b"\n", 0)  # same size: no new blocks
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def disable_key(prefix: str) -> str:

@@ -96,7 +96,7 @@ class CircuitBreaker:
         self.half_open = False  # read on the request path
         self.trial_taken = False
         self.trial_ns = 0
-        self.baseline = 0  # the process's internal error total when success was last checked
+        self.baseline = 0  # the process's request-path failures when success was last checked
         self.backoff = _Backoff()
         self._on_change = _weak(on_change)
         self._lock = threading.Lock()
@@ -107,7 +107,8 @@ class CircuitBreaker:
         self._lock = threading.Lock()
 
     def failure(self, where: str = "") -> None:
-        """One internal failure (from :func:`memprof.safety.isolation.internal_error`)."""
+        """One internal failure on the request path (from :func:`memprof.safety.isolation.internal_error`;
+        background work's failures never come here)."""
         with self._lock:
             self.failures += 1
             if self.state == self.OPEN:
@@ -135,7 +136,8 @@ class CircuitBreaker:
         self._changed()
 
     def check(self, error_total: int, started_ns: int = 0) -> None:
-        """Called after each record is built: no internal failure since the last check is a success.
+        """Called after each record is built with the request-path failure count: no failure since the
+        last check is a success.
 
         While half-open only the trial counts: a record of a request that began before the trial was
         claimed (``started_ns``, ``perf_counter_ns``) says nothing about the trial.
@@ -154,7 +156,7 @@ class CircuitBreaker:
                 return False
             self.trial_taken = True
             self.trial_ns = time.perf_counter_ns()
-            self.baseline = errors.total
+            self.baseline = errors.request_total
             return True
 
     def tick(self, now: float | None = None) -> None:

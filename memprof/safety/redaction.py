@@ -5,11 +5,14 @@ local variables at all. When a setting allows one (``MEMPROF_RECORD_SQL_PARAMS``
 through :func:`redact` first:
 
 - by key: a value whose name looks secret (password, token, api_key, cookie, session, ...) is masked;
-- by value: bearer/basic credentials, JWTs, URL credentials and long hex or base64 strings are masked
-  inside any string, whatever its name;
+- by value: bearer/basic credentials, JWTs, URL credentials (``user:password@``), emails, UUIDs, long
+  hex strings and random-looking base64 strings are masked inside any string, whatever its name;
 - a value memprof cannot mask safely (an unknown object, a failure while masking) is dropped.
 
-Exception messages that memprof logs about itself go through :func:`redact_text` too.
+The request's path, which memprof does record, goes through :func:`redact_path` (segment by segment, in
+the background threads that build records, dumps and flight files: never on the request path). Exception
+messages that memprof logs about itself go through :func:`redact_text` too. File paths and identifiers
+stay readable: a base64 string counts as secret only when it looks random (see :func:`_random_looking`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 MASK = "[REDACTED]"
 DROPPED = "[DROPPED]"
 MAX_TEXT = 200  # characters of a string kept after masking
+MAX_PATH = 2048  # characters of a request path kept
 MAX_ITEMS = 50  # items of a list or mapping kept
 MAX_DEPTH = 4
 
@@ -30,21 +34,56 @@ SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 
-SECRET_VALUES: tuple[re.Pattern[str], ...] = (
+# (needles, pattern): a pattern runs only on text holding one of its needles (None: always), so a path
+# segment or a message with nothing of the kind costs a few substring tests, not a regex scan each.
+SECRET_VALUES: tuple[tuple[tuple[str, ...] | None, re.Pattern[str]], ...] = (
     # Authorization-style credentials: "Bearer abc...", "Basic dXNlcjpwYXNz", "Token ..."
-    re.compile(r"(?i)\b(bearer|basic|token|digest)\s+[A-Za-z0-9._~+/=-]{8,}"),
+    (None, re.compile(r"(?i)\b(bearer|basic|token|digest)\s+[A-Za-z0-9._~+/=-]{8,}")),
     # JSON Web Tokens: three base64url parts, the first one a JSON object ("eyJ").
-    re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
-    # Credentials inside URLs: scheme://user:password@host
-    re.compile(r"(?<=://)[^/\s:@]*:[^/\s@]+(?=@)"),
-    # key=value pairs whose key looks secret, inside free text (query strings, DSNs, messages)
-    re.compile(
-        r"(?i)\b[\w.-]*(pass(word|wd)?|secret|token|api[-_]?key|session|auth)[\w.-]*\s*[=:]\s*[^\s&;,]+"
+    (("eyJ",), re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")),
+    # Credentials inside URLs: scheme://user:password@host, or user:password@host in a path or text
+    (("@",), re.compile(r"(?<![^/\s])[^/\s:@]*:[^/\s@]+(?=@)")),
+    # Emails (personal data)
+    (
+        ("@",),
+        re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
     ),
-    # Long hex strings (API keys, hashes, session ids) and long base64/base64url strings.
-    re.compile(r"\b[0-9a-fA-F]{24,}\b"),
-    re.compile(r"(?<![A-Za-z0-9+/_-])(?=[A-Za-z0-9+/_-]*\d)[A-Za-z0-9+/_-]{32,}={0,2}"),
+    # key=value pairs whose key looks secret, inside free text (query strings, DSNs, messages)
+    (
+        ("=", ":"),
+        re.compile(
+            r"(?i)(?<![\w.-])[\w.-]*?(pass(word|wd)?|secret|token|api[-_]?key|session|auth)[\w.-]*\s*[=:]\s*"
+            r"[^\s&;,]+"
+        ),
+    ),
+    # UUIDs and long hex strings (API keys, hashes, session and reset ids).
+    (("-",), re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")),
+    (None, re.compile(r"\b[0-9a-fA-F]{24,}\b")),
 )
+# Base64/base64url candidates: masked only when they look random (see _looks_random).
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{20,}={0,2}")  # greedy from a run's start: the whole run
+_RANDOM_MIN = 20
+_DISTINCT = 0.75  # share of the distinct characters a random string of that length would have
+
+
+def _looks_random(token: str) -> bool:
+    """Whether ``token`` looks like random base64: both letter cases, and nearly as many distinct
+    characters as a random string of its length (one of 22 random characters has ~19 distinct ones; a
+    file name, a timestamp, a slug or a path repeats its letters and digits far more)."""
+    n = len(token)
+    if not (any(c.isupper() for c in token) and any(c.islower() for c in token)):
+        return False
+    return len(set(token)) >= _DISTINCT * 64 * (1 - (63 / 64) ** n)
+
+
+def _mask_random(match: re.Match[str]) -> str:
+    run = match.group()
+    if "/" in run:  # a path: mask its random-looking parts only, so the rest stays readable
+        parts = run.split("/")
+        if any(len(p) >= _RANDOM_MIN and _looks_random(p) for p in parts):
+            return "/".join(MASK if len(p) >= _RANDOM_MIN and _looks_random(p) else p for p in parts)
+    return MASK if _looks_random(run) else run
+
 
 _SCALARS = (bool, int, float, type(None))
 
@@ -57,11 +96,54 @@ def is_secret_key(key: object) -> bool:
 def redact_text(text: str, limit: int = MAX_TEXT) -> str:
     """``text`` with every secret-looking part masked, cut to ``limit`` characters."""
     try:
-        for pattern in SECRET_VALUES:
-            text = pattern.sub(MASK, text)
+        if len(text) > 4 * limit:  # masking costs time per character: cut first, leaving room to mask
+            text = text[: 4 * limit]
+        for needles, pattern in SECRET_VALUES:
+            if needles is None or any(needle in text for needle in needles):
+                text = pattern.sub(MASK, text)
+        text = _BASE64.sub(_mask_random, text)
         return text if len(text) <= limit else text[:limit] + "..."
     except Exception:
         return DROPPED
+
+
+# A path holds nothing to mask unless a segment is long or has "@", "=" or ":" (one search, ~0.3 µs).
+_SUSPECT = re.compile(r"[^/]{16,}|[@=:]")
+
+
+def redact_path(path: str) -> str:
+    """A request path with every secret-looking part of each segment masked; the rest, and so the shape
+    of the route, kept (``/reset/eyJ...`` -> ``/reset/[REDACTED]``). Never raises."""
+    try:
+        if len(path) > MAX_PATH:
+            path = path[:MAX_PATH] + "..."
+        if _SUSPECT.search(path) is None:
+            return path
+        return "/".join(
+            redact_text(segment, MAX_PATH) if _SUSPECT.search(segment) else segment
+            for segment in path.split("/")
+        )
+    except Exception:
+        return DROPPED
+
+
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
+
+
+def redact_method(method: str) -> str:
+    """An HTTP method as recorded: a standard one as it is, anything else (a client may send any token)
+    masked by value and cut to 32 characters."""
+    return method if method in _METHODS else redact_text(method, 32)
+
+
+def redact_request(summary: dict[str, Any]) -> dict[str, Any]:
+    """A request's summary (a dump's, a flight file's) with its method, path and route redacted."""
+    if isinstance(summary.get("method"), str):
+        summary["method"] = redact_method(summary["method"])
+    for key in ("path", "route"):
+        if isinstance(summary.get(key), str):
+            summary[key] = redact_path(summary[key])
+    return summary
 
 
 def redact(value: Any, key: object = None, _depth: int = 0) -> Any:

@@ -1,7 +1,8 @@
 """Signed tokens for targeted mode: the ``X-Memprof-Profile`` header, made by ``memprof sign``.
 
 A token is ``v1.<expiry>.<path prefix, base64url>.<nonce>.<signature>`` where the signature is
-HMAC-SHA256 with ``MEMPROF_TARGETED_SECRET`` over the version, expiry, path prefix and nonce. The
+HMAC-SHA256 with ``MEMPROF_TARGETED_SECRET`` over the version, expiry, path prefix and nonce. The prefix
+matches whole path segments (:func:`path_matches`: ``/x`` covers ``/x`` and ``/x/...``, never ``/xyz``). The
 verifier compares signatures in constant time, allows a bounded clock skew, refuses lifetimes longer
 than :data:`MAX_TTL_S`, remembers used nonces (a bounded cache: each token profiles one request per
 worker) and rate-limits targeted requests. Every refusal is counted by reason; the request then simply
@@ -59,8 +60,15 @@ def _signature(secret: bytes, expiry: str, path_b64: str, nonce: str) -> str:
     return _b64(hmac.new(secret, message, hashlib.sha256).digest())
 
 
+def path_matches(path: str, prefix: str) -> bool:
+    """Whether ``path`` is ``prefix`` or lies under it, segment by segment: ``/reports`` covers
+    ``/reports`` and ``/reports/2024``, never ``/reports-admin``; ``/`` covers every path."""
+    prefix = prefix.rstrip("/")
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
 def sign_token(secret: str | bytes, *, ttl: int = 300, path: str = "/", now: float | None = None) -> str:
-    """A token valid for ``ttl`` seconds on paths starting with ``path`` (the bare header value)."""
+    """A token valid for ``ttl`` seconds on ``path`` and the paths under it (the bare header value)."""
     if not 1 <= ttl <= MAX_TTL_S:
         raise TokenError(f"the TTL must be between 1 and {MAX_TTL_S} seconds, got {ttl}")
     if not path.startswith("/"):
@@ -161,7 +169,7 @@ class TokenVerifier:
             prefix = _unb64(path_b64).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
             return "malformed"
-        if not path.startswith(prefix):
+        if not path_matches(path, prefix):
             return "path"
         with self._lock:
             if nonce in self._nonces:

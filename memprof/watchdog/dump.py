@@ -28,6 +28,7 @@ from memprof.records.versions import DUMP_SCHEMA, DUMP_VERSION
 from memprof.routes import route_template
 from memprof.runtime import Runtime, Scope, current_runtime
 from memprof.safety.isolation import internal_error
+from memprof.safety.redaction import redact_request
 from memprof.watchdog import collect
 from memprof.watchdog.retention import apply_retention, dump_filename
 from memprof.watchdog.state import snapshot
@@ -52,19 +53,21 @@ def request_summary(runtime: Runtime, profile: RequestProfile) -> dict[str, Any]
     scope = runtime.scopes.get(profile.request_id)
     if summary.get("route") is None and scope is not None:
         summary["route"] = route_template(scope)
-    return summary
+    return redact_request(summary)
 
 
 def unprofiled_summary(started: float, scope: Scope) -> dict[str, Any]:
     """The same description of an in-flight request memprof does not profile (no RSS at start)."""
-    return {
-        "method": scope.get("method", ""),
-        "path": scope.get("path", ""),
-        "route": route_template(scope) if "route" in scope or "router" not in scope else None,
-        "started": started,
-        "elapsed_ms": round((time.time() - started) * 1000.0, 3),
-        "detail": "unprofiled",
-    }
+    return redact_request(
+        {
+            "method": scope.get("method", ""),
+            "path": scope.get("path", ""),
+            "route": route_template(scope) if "route" in scope or "router" not in scope else None,
+            "started": started,
+            "elapsed_ms": round((time.time() - started) * 1000.0, 3),
+            "detail": "unprofiled",
+        }
+    )
 
 
 def inflight_summaries(runtime: Runtime, limit: int) -> list[dict[str, Any]]:
@@ -116,6 +119,8 @@ def build_dump(
         scope = runtime.scopes.get(profile.request_id)
         if scope is not None:
             sections.update(events.dump_sections(scope))
+    elif request is not None:
+        request = redact_request(dict(request))  # made on the request path (a MemoryError): raw
     return {
         "schema": DUMP_SCHEMA,
         "version": DUMP_VERSION,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import os
 import sys
 import threading
@@ -35,7 +36,7 @@ from memprof.memory import cgroup_memory, peak_rss_bytes, rss_bytes
 from memprof.profile import RequestProfile
 from memprof.routes import route_template
 from memprof.runtime import Runtime, Scope
-from memprof.safety.isolation import internal_error
+from memprof.safety.isolation import background_step, internal_error
 from memprof.watchdog.dump import inflight_summaries, pick_request, write_dump
 from memprof.watchdog.flight import MAX_INFLIGHT, FlightRecorder, collect_crashes
 from memprof.watchdog.requests import RequestWatch
@@ -135,10 +136,7 @@ class Watchdog:
             try:
                 self.tick(watched)
             except Exception as exc:
-                try:
-                    internal_error("watchdog", exc)
-                except Exception:
-                    pass  # the test switch re-raises; the thread must live on
+                internal_error("watchdog", exc, background=True)  # never the request path's breaker
             self.wake.wait(self._interval(watched))
             self.wake.clear()
 
@@ -167,7 +165,7 @@ class Watchdog:
             self.signalled = False
             for runtime, _guard in watched:
                 if runtime.settings.dump_signal:
-                    write_dump(runtime, "signal", None, pick_request(runtime))
+                    _dump(runtime, "signal", None, pick_request(runtime))
         rss = rss_bytes()
         peak = peak_rss_bytes()
         by_dir: dict[Path, list[Runtime]] = {}
@@ -177,25 +175,27 @@ class Watchdog:
             group = self.groups.get(data_dir)
             if group is None:
                 group = self.groups[data_dir] = _Group(data_dir, group_runtimes[0].host)
+            # Each step on its own: a failing one (a full or read-only disk) is counted for its place and
+            # backs off by itself, never stopping the others nor reaching the request path's breaker.
             if not group.started:
                 group.started = True
-                collect_crashes(data_dir, "startup", group_runtimes[0].host)
-                self._update_flight(group, group_runtimes, rss, peak, force=True)
-                group.state.record("startup")
-            self._update_flight(group, group_runtimes, rss, peak)
-            asked = group.requests.poll()
+                background_step("crash_records", collect_crashes, data_dir, "startup", group_runtimes[0].host)
+                background_step("flight", self._update_flight, group, group_runtimes, rss, peak, True)
+                background_step("state_log", group.state.record, "startup")
+            background_step("flight", self._update_flight, group, group_runtimes, rss, peak)
+            asked = background_step("dump_request", group.requests.poll)
             if asked is not None:
                 runtime = group_runtimes[0]
-                write_dump(runtime, "manual", asked["name"], pick_request(runtime))
+                _dump(runtime, "manual", asked["name"], pick_request(runtime))
             interval = min(r.settings.state_interval_s for r in group_runtimes)
             if interval > 0 and time.monotonic() - group.last_state >= interval:
                 group.last_state = time.monotonic()
-                group.state.record("periodic")
+                background_step("state_log", group.state.record, "periodic")
         self._update_alarm()  # a cooldown may have ended
 
     @staticmethod
     def _update_flight(
-        group: _Group, runtimes: list[Runtime], rss: int, peak: int, *, force: bool = False
+        group: _Group, runtimes: list[Runtime], rss: int, peak: int, force: bool = False
     ) -> None:
         """Hand the flight recorder what it writes: the requests in flight and the memory figures."""
         inflight: list[dict[str, Any]] = []
@@ -224,7 +224,7 @@ class Watchdog:
                 profile = poked if poked is not None and poked.request_id in runtime.active else None
                 if profile is None:
                     profile = pick_request(runtime)
-                write_dump(runtime, "threshold", None, profile, wait=0.0)
+                _dump(runtime, "threshold", None, profile, wait=0.0)
                 self._update_alarm()
         elif runtime.memory_guard and rss < limit * (settings.dump_threshold - settings.dump_hysteresis):
             runtime.memory_guard = False
@@ -267,7 +267,7 @@ class Watchdog:
         for ref, trigger, request in pending:
             runtime = ref()
             if runtime is not None:
-                write_dump(runtime, trigger, None, None, request=request)
+                _dump(runtime, trigger, None, None, request=request)
 
     # -- shutdown and fork -------------------------------------------------------------------------
     def shutdown(self, runtime: Runtime) -> None:
@@ -290,8 +290,8 @@ class Watchdog:
         if group is not None and not others:
             self.groups.pop(runtime.settings.data_dir, None)
             if group.started:
-                group.state.record("shutdown")
-            group.flight.remove()
+                background_step("state_log", group.state.record, "shutdown", backoff=False)
+            background_step("flight", group.flight.remove, backoff=False)
         self._update_alarm()
 
     def shutdown_all(self) -> None:
@@ -338,6 +338,15 @@ class Watchdog:
         self.pid = os.getpid()
         if self.guards:
             self.start()
+
+
+def _dump(
+    runtime: Runtime, trigger: str, name: str | None, profile: RequestProfile | None, **kw: Any
+) -> None:
+    """A dump from the watchdog thread: its failure is the ``dump`` step's (dumps have their cooldown)."""
+    background_step(
+        "dump", functools.partial(write_dump, runtime, trigger, name, profile, **kw), backoff=False
+    )
 
 
 WATCHDOG = Watchdog()
