@@ -1,8 +1,8 @@
 """The one way memprof writes a file: private (0600 in a 0700 directory) and atomic where it replaces one.
 
 Every file memprof writes goes through here: dumps, flight-recorder files, worker status, the control
-file, dump requests (atomic replacement), and samples and state lines (appends, :func:`open_private_append`).
-A failed write leaves no temporary file behind.
+file, dump requests (atomic replacement), and samples and state lines (appends, :func:`open_private_append`,
+:func:`append_whole`). A failed write leaves no temporary file and no partial line behind.
 """
 
 from __future__ import annotations
@@ -63,3 +63,26 @@ def open_private_append(path: Path) -> int:
     """Open ``path`` for appending (created 0600 in a 0700 directory) and return the descriptor."""
     ensure_private_dir(path.parent)
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+
+def append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` (whole lines) to ``path`` or nothing: a failed write (a full disk) is cut back off
+    the file, and a file this call created is removed. Raises the OSError."""
+    fd = open_private_append(path)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            try:
+                if size:
+                    os.ftruncate(fd, size)
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(fd)

@@ -238,7 +238,7 @@ class RecordWriter:
                 error = error or later
         self._emit(written)
         if error is not None:
-            raise error
+            _write_failed(error)
 
     def _flush_pending(self) -> None:
         """Write the gathered lines now (the queue is empty). A failure is reported, never raised."""
@@ -246,10 +246,7 @@ class RecordWriter:
             written, error = self._write_batch()
         self._emit(written)
         if error is not None:
-            try:
-                internal_error("writer", error)
-            except Exception:
-                pass  # the test switch re-raises; the thread must live on
+            _write_failed(error)
 
     def _write_batch(self) -> tuple[list[dict[str, Any]], OSError | None]:
         """Append the batch to the current file (opened if needed) with one write; return its records
@@ -361,6 +358,12 @@ class RecordWriter:
                 self._records.pop(self._file_path, None)
             self._close_file()
         self._emit(written)
+
+
+def _write_failed(error: OSError) -> None:
+    # The disk's failure, not the request path's: counted (with the records, as write_failed) and
+    # reported for its place, never pausing profiling. Each batch tries again: a failed write is cheap.
+    internal_error("writer_io", error, background=True)
 
 
 _WRITERS: weakref.WeakSet[RecordWriter] = weakref.WeakSet()

@@ -18,6 +18,8 @@ import httpx
 APP_SOURCE = textwrap.dedent(
     '''
     import asyncio
+    import json
+    import logging
     import os
 
     from starlette.applications import Starlette
@@ -59,10 +61,56 @@ APP_SOURCE = textwrap.dedent(
         return JSONResponse({"slept": True})
 
 
+    async def echo(request):
+        """``/echo/{token}``: a path that may carry a secret; ``?hold=s`` keeps the request in flight."""
+        await asyncio.sleep(float(request.query_params.get("hold", "0")))
+        return JSONResponse({"ok": True})
+
+
+    if os.environ.get("APP_LOG_JSON"):  # the app logs everything, every field, as JSON lines on stdout
+        handler = logging.StreamHandler()
+        handler.setFormatter(type("F", (logging.Formatter,), {"format": lambda self, r: json.dumps(r.__dict__, default=str)})())
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler])
+
     app = MemprofMiddleware(
-        Starlette(routes=[Route("/rss", rss), Route("/grow/{tag}", grow), Route("/slow/{seconds}", slow)])
+        Starlette(
+            routes=[
+                Route("/rss", rss),
+                Route("/grow/{tag}", grow),
+                Route("/slow/{seconds}", slow),
+                Route("/echo/{token}", echo),
+            ]
+        )
     )
     '''
+)
+
+# A plain ASGI app with no router: memprof's route is then the raw path.
+RAW_APP_SOURCE = textwrap.dedent(
+    """
+    import asyncio
+
+    from memprof import MemprofMiddleware
+
+
+    async def plain(scope, receive, send):
+        # Answers every path; ?hold keeps the request in flight for two seconds.
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if b"hold" in scope.get("query_string", b""):
+            await asyncio.sleep(2)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+    app = MemprofMiddleware(plain)
+    """
 )
 
 
@@ -73,11 +121,13 @@ def free_port() -> int:
 
 
 class Server:
-    """``uvicorn app_memprof:app`` on a free 127.0.0.1 port with the given MEMPROF_* environment."""
+    """``uvicorn app_memprof:app`` (or ``app="app_raw:app"``, a plain ASGI app) on a free 127.0.0.1 port
+    with the given MEMPROF_* environment."""
 
-    def __init__(self, app_dir: Path, data_dir: Path, **env: str) -> None:
+    def __init__(self, app_dir: Path, data_dir: Path, *, app: str = "app_memprof:app", **env: str) -> None:
         app_dir.mkdir(parents=True, exist_ok=True)
         (app_dir / "app_memprof.py").write_text(APP_SOURCE)
+        (app_dir / "app_raw.py").write_text(RAW_APP_SOURCE)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {
@@ -89,9 +139,12 @@ class Server:
             **env,
         }
         full_env.pop("MEMPROF_RAISE_INTERNAL_ERRORS", None)  # a production-like server
-        cmd = [sys.executable, "-m", "uvicorn", "app_memprof:app", "--app-dir", str(app_dir)]
+        cmd = [sys.executable, "-m", "uvicorn", app, "--app-dir", str(app_dir)]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--lifespan", "on", "--log-level", "warning"]
-        self.proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # Output to a file, not a pipe: a server that logs a lot must never block on a full pipe.
+        self.log_path = app_dir / f"server-{self.port}.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
@@ -117,9 +170,8 @@ class Server:
         return response.json()
 
     def output(self) -> str:
-        if self.proc.poll() is None or self.proc.stdout is None:
-            return ""
-        return self.proc.stdout.read().decode(errors="replace")
+        """What the server printed so far (stdout and stderr)."""
+        return self.log_path.read_bytes().decode(errors="replace")
 
     def kill(self) -> None:
         """SIGKILL, as the OOM killer does, and reap the process."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -18,6 +19,9 @@ from starlette.testclient import TestClient
 
 from memprof import MemprofMiddleware
 from memprof.safety.control import poll_now, redis_client
+from memprof.safety.control_plane import MAX_OVERRIDE_S
+from tests._memprof_server import Server
+from tests._memprof_server import wait_for as server_wait_for
 from tests.apps import starlette_app
 from tests.cli import run_cli
 from tests.conftest import IN_CI
@@ -219,3 +223,56 @@ def test_kill_switch_reaches_two_worker_processes_within_two_seconds(
             p.terminate()
         for p in procs:
             p.wait(10)
+
+
+YEAR = 365 * 86400
+
+
+def _status(data_dir: Path) -> dict[str, Any]:
+    files = list((data_dir / "status").glob("*.json"))
+    return dict(json.loads(files[0].read_text())) if files else {}
+
+
+def test_a_redis_key_set_for_a_year_is_honoured_for_24_hours(tmp_path: Path, redis_prefix: str) -> None:
+    data_dir = tmp_path / "data"
+    client = redis_client(REDIS_URL)
+    env = {
+        "MEMPROF_MODE": "light",
+        "MEMPROF_CONTROL_MAX_MODE": "aggressive",
+        "MEMPROF_CONTROL_POLL_INTERVAL_S": "0.2",
+    }
+    server = Server(
+        tmp_path / "app", data_dir, MEMPROF_REDIS_URL=REDIS_URL, MEMPROF_REDIS_PREFIX=redis_prefix, **env
+    )
+    try:
+        set_at = time.time()
+        client.set(f"{redis_prefix}mode", "aggressive", ex=YEAR)  # SET memprof:mode aggressive EX 31536000
+        assert server_wait_for(lambda: _status(data_dir).get("mode") == "aggressive")
+        until = _status(data_dir)["control"]["override"]["until"]
+        assert set_at + MAX_OVERRIDE_S - 5 <= until <= time.time() + MAX_OVERRIDE_S
+    finally:
+        server.stop()
+
+
+def test_a_redis_override_seen_for_24_hours_ends(
+    make_settings: Callable[..., Any], redis_prefix: str
+) -> None:
+    settings = make_settings(
+        mode="light", control_max_mode="aggressive", redis_url=REDIS_URL, redis_prefix=redis_prefix
+    )
+    mw = MemprofMiddleware(starlette_app(), settings=settings)
+    runtime = mw.runtime
+    assert runtime is not None
+    redis_client(REDIS_URL).set(f"{redis_prefix}mode", "aggressive", ex=YEAR)
+    runtime.control.tick()
+    assert runtime.mode.value == "aggressive"
+    # The worker first saw this very key 25 hours ago (the same mode, the same expiry): it has ended.
+    mode, until, _seen = runtime.control._redis_seen  # type: ignore[misc]
+    runtime.control._redis_seen = (mode, until, time.time() - 25 * 3600)
+    runtime.control.tick()
+    assert runtime.mode.value == "light" and runtime.control.override() is None
+    # Set again (a new expiry, later than the one seen): a new window.
+    redis_client(REDIS_URL).set(f"{redis_prefix}mode", "aggressive", ex=YEAR + 3600)
+    runtime.control.tick()
+    assert runtime.mode.value == "aggressive"
+    mw.close()

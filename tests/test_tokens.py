@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,11 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from memprof import MemprofConfigError, MemprofMiddleware
-from memprof.safety.tokens import MAX_TTL_S, TokenVerifier, sign_token
+from memprof.safety.tokens import MAX_TTL_S, TokenVerifier, path_matches, sign_token
+from tests._memprof_server import Server
 from tests.apps import starlette_app
 from tests.cli import run_cli
 from tests.datadir import written_files
@@ -147,3 +150,50 @@ def test_sign_cli_errors_are_one_clear_sentence(tmp_path: Path) -> None:
     assert r.returncode == 2 and "TTL must be between 1 and 86400" in r.stderr
     r = subprocess.run([*cmd, "--path", "/x"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.count(".") == 4
+
+
+@pytest.mark.parametrize(
+    ("prefix", "path", "matches"),
+    [
+        ("/x", "/x", True),
+        ("/x", "/x/y", True),
+        ("/x/", "/x", True),
+        ("/x/", "/x/y", True),
+        ("/x", "/xyz", False),
+        ("/reports", "/reports-admin", False),
+        ("/reports", "/reports/2024", True),
+        ("/", "/anything", True),
+        ("/x/y", "/x", False),
+    ],
+)
+def test_a_token_covers_its_path_and_what_is_under_it_by_whole_segments(
+    prefix: str, path: str, matches: bool
+) -> None:
+    assert path_matches(path, prefix) is matches
+    verifier = TokenVerifier(SECRET)
+    assert verifier.check(sign_token(SECRET, ttl=60, path=prefix), path) is matches
+    assert verifier.counts["path"] == (0 if matches else 1)
+
+
+def test_a_token_for_x_does_not_profile_xyz_under_uvicorn(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    server = Server(tmp_path / "app", data_dir, MEMPROF_MODE="targeted", MEMPROF_TARGETED_SECRET=SECRET)
+
+    def send(path: str, prefix: str) -> None:
+        token = sign_token(SECRET, ttl=60, path=prefix)
+        httpx.get(f"{server.url}{path}", headers={"X-Memprof-Profile": token}, timeout=10).raise_for_status()
+
+    try:
+        send("/echo/x", "/echo/x")
+        send("/echo/xyz", "/echo/x")
+        send("/echo/abc", "/echo")
+        send("/slow/0", "/slow/0")
+        send("/slow/01", "/slow/0")
+    finally:
+        server.stop()
+    paths = [
+        json.loads(line)["request"]["path"]
+        for p in data_dir.glob("samples-*.jsonl")
+        for line in p.read_text().splitlines()
+    ]
+    assert sorted(paths) == ["/echo/abc", "/echo/x", "/slow/0"]  # never /echo/xyz nor /slow/01

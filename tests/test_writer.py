@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from memprof.writer import RecordWriter
+from tests.conftest import fill
 from tests.logs import capture_logs
 
 
@@ -96,4 +100,33 @@ def test_flush_waits_for_the_record_being_built(tmp_path: Path) -> None:
     assert w.flush(5) and w.pending == 0
     (path,) = (tmp_path / "data").glob("samples-*.jsonl")
     assert json.loads(path.read_text()) == {"i": 1}
+    w.close()
+
+
+@pytest.mark.internal_errors_expected
+def test_a_write_cut_short_by_a_full_disk_leaves_no_torn_line(tmpfs: Path) -> None:
+    data = tmpfs / "data"
+    w = RecordWriter(data, max_file_bytes=1 << 20, max_total_bytes=1 << 30, queue_size=1000, log_events=False)
+    w.submit({"i": -1}, _identity)
+    assert w.flush(5) and w.written == 1
+    filler = fill(tmpfs)
+    os.truncate(filler, filler.stat().st_size - 4096)  # one page free: a 20 KB batch is cut short in it
+    gate = threading.Event()
+
+    def held(item: Any) -> dict[str, Any]:
+        gate.wait(5)  # the whole batch is queued before the thread writes it: one write, cut short
+        return dict(item)
+
+    for i in range(20):
+        w.submit({"i": i, "pad": "x" * 1000}, held)
+    gate.set()
+    assert w.flush(5)
+    (path,) = data.glob("samples-*.jsonl")
+    content = path.read_bytes()
+    assert content.endswith(b"\n") and [json.loads(x)["i"] for x in content.splitlines()] == [-1]
+    assert w.written == 1 and w.write_failed == 20 and "No space left" in (w.last_error or "")
+    filler.unlink()
+    w.submit({"i": 99}, _identity)
+    assert w.flush(5) and w.written == 2  # written again once there is room
+    assert [json.loads(x)["i"] for x in path.read_bytes().splitlines()] == [-1, 99]
     w.close()

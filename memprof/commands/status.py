@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -59,17 +60,26 @@ def _read_status(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def _status_files(data_dir: Path) -> list[Path]:
-    """The status files, or a CliError when the data dir cannot be read."""
+def _status_files(data_dir: Path, *, redis: bool) -> list[Path]:
+    """The status files, or a CliError when the data dir cannot be read (with Redis, a data dir that is
+    not on this machine is fine: the statuses come from Redis)."""
     from memprof.commands._errors import CliError
     from memprof.safety.control_plane import STATUS_SUFFIX, status_dir
 
-    if not data_dir.is_dir():
-        raise CliError(f"data dir {str(data_dir)!r} does not exist; pass the MEMPROF_DATA_DIR of the service")
-    directory = status_dir(data_dir)
     try:
+        if not stat.S_ISDIR(os.stat(data_dir).st_mode):
+            raise CliError(
+                f"data dir {str(data_dir)!r} is not a directory; pass the MEMPROF_DATA_DIR of the service"
+            )
         os.listdir(data_dir)
+        directory = status_dir(data_dir)
         return sorted(directory.glob(f"*{STATUS_SUFFIX}")) if directory.is_dir() else []
+    except FileNotFoundError:
+        if redis:
+            return []
+        raise CliError(
+            f"data dir {str(data_dir)!r} does not exist; pass the MEMPROF_DATA_DIR of the service"
+        ) from None
     except OSError as exc:
         raise CliError(
             f"cannot read data dir {str(data_dir)!r} ({exc.strerror or exc}): run memprof status as the "
@@ -114,7 +124,7 @@ def collect(settings: MemprofSettings) -> dict[str, Any]:
 
     data_dir = settings.data_dir
     found: dict[str, dict[str, Any]] = {}
-    for path in _status_files(data_dir):
+    for path in _status_files(data_dir, redis=bool(settings.redis_url)):
         status = _read_status(path)
         if status is not None:
             found[status["worker"]] = status
@@ -141,7 +151,7 @@ def collect(settings: MemprofSettings) -> dict[str, Any]:
         workers.append(status)
     return {
         "data_dir": str(data_dir),
-        "problem": write_problem(data_dir),
+        "problem": write_problem(data_dir) if os.path.lexists(data_dir) else None,
         "redis_error": redis_error,
         "last_dump": _last_dump(data_dir),
         "workers": workers,
@@ -236,7 +246,9 @@ def status(
     data_dir: Annotated[
         Path | None,
         typer.Argument(
-            help="The service's data dir (default: --data-dir, MEMPROF_DATA_DIR or ./memprof-data)."
+            # readable=False: an unreadable data dir gets memprof's own one-sentence error, not click's
+            help="The service's data dir (default: --data-dir, MEMPROF_DATA_DIR or ./memprof-data).",
+            readable=False,
         ),
     ] = None,
     data_dir_option: DataDir = None,

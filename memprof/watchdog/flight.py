@@ -167,7 +167,11 @@ def collect_crashes(data_dir: Path, detected_by: str, host: str | None = None) -
         record = crash_record(doc, detected_by)
         stamp = datetime.fromtimestamp(record["last_seen"], UTC).strftime("%Y%m%dT%H%M%S%f")
         out = data_dir / CRASHES_DIR / f"crash-{stamp}-{pid}.json"
-        write_private(out, json.dumps(record, indent=1).encode())
+        try:
+            write_private(out, json.dumps(record, indent=1).encode())
+        except OSError:
+            os.rename(claim, path)  # (a full disk) the evidence stays for the next try
+            raise
         claim.unlink(missing_ok=True)
         made.append(out)
     return made

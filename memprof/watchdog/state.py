@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from memprof import events
-from memprof.files import open_private_append
+from memprof.files import append_whole
 from memprof.records.versions import STATE_SCHEMA, STATE_VERSION
 from memprof.safety.isolation import internal_error
 
@@ -274,11 +274,7 @@ class StateLog:
         if self._pruned and not self.data_dir.is_dir():
             return record  # the data dir was removed on purpose: do not bring it back
         line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
-        fd = open_private_append(self.path)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        append_whole(self.path, line.encode())
         if not self._pruned:
             self._pruned = True
             self._prune()
