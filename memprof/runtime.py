@@ -111,8 +111,7 @@ class Runtime:
         self.active: dict[str, RequestProfile] = {}
         self.profiled = 0
         self.started = time.time()
-        # A clean shutdown (lifespan): when, and how many requests were profiled by then (serving again
-        # after it, the worker is no longer stopped).
+        # A clean shutdown: when, and how many requests were profiled by then (serving again un-stops it).
         self.stopped: tuple[float, int] | None = None
         # Raised by the watchdog past the dump threshold: profiles drop to checkpoints only.
         self.memory_guard = False
@@ -341,6 +340,8 @@ class Runtime:
                 cp.update(extra)
             checkpoints.append(cp)
         shared = profile.concurrency_max > 1
+        path = redact_path(profile.path)
+        route = path if profile.route in (None, "", profile.path) else redact_path(profile.route)
         record: dict[str, Any] = {
             "schema": SAMPLE_SCHEMA,
             "version": SAMPLE_VERSION,
@@ -353,8 +354,8 @@ class Runtime:
             "request": {
                 "id": profile.request_id,
                 "method": redact_method(profile.method),
-                "path": redact_path(profile.path),
-                "route": redact_path(profile.route or profile.path),
+                "path": path,
+                "route": route,
                 "status": profile.status,
                 "duration_ms": round(profile.duration_ms, 3),
                 "error": profile.error,

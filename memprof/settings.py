@@ -146,7 +146,10 @@ class MemprofSettings(BaseSettings):
     )
     max_file_mb: float = Field(50.0, gt=0, description="Size at which a samples file is rotated, in MiB.")
     max_total_mb: float = Field(
-        500.0, gt=0, description="Total size of samples files kept in the data dir, oldest removed first."
+        500.0,
+        gt=0,
+        description="Total size of samples files kept in the data dir, oldest removed first (a worker "
+        "removes only its own closed files and those of workers that are gone).",
     )
     queue_size: int = Field(
         10_000, ge=1, description="Records waiting for the writer thread; past it records are dropped."
