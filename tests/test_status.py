@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests._memprof_server import Server, wait_for
+from tests._memprof_server import APP_SOURCE, Server, free_port, wait_for
 from tests.cli import run_cli
 from tests.conftest import fill
 
@@ -163,3 +164,45 @@ def test_an_unreadable_data_dir_is_an_error_not_an_empty_report(tmp_path: Path) 
 def test_a_missing_data_dir_is_one_sentence(tmp_path: Path) -> None:
     shown = run_cli("status", str(tmp_path / "nowhere"))
     assert shown.code == 2 and "does not exist" in shown.stderr and shown.stdout == "", shown
+
+
+def test_gunicorn_workers_each_publish_exact_final_counts(tmp_path: Path) -> None:
+    pytest.importorskip("gunicorn")
+    data_dir = tmp_path / "data"
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "app_memprof.py").write_text(APP_SOURCE)
+    port = free_port()
+    env = {
+        **os.environ,
+        "MEMPROF_DATA_DIR": str(data_dir),
+        "MEMPROF_MODE": "light",
+        "MEMPROF_SAMPLE_RATE": "0.5",
+        "MEMPROF_LOG_EVENTS": "false",
+        "PYTHONPATH": os.pathsep.join([str(app_dir), os.environ.get("PYTHONPATH", "")]),
+    }
+    env.pop("MEMPROF_RAISE_INTERNAL_ERRORS", None)
+    cmd = [sys.executable, "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w", "2"]
+    proc = subprocess.Popen([*cmd, "-b", f"127.0.0.1:{port}", "app_memprof:app"], env=env, cwd=app_dir)
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/rss"), timeout=30)
+        fresh = httpx.Limits(max_keepalive_connections=0)  # a connection per request: both workers serve
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", limits=fresh) as client:
+            for _ in range(300):
+                client.get("/rss").raise_for_status()
+    finally:
+        proc.send_signal(signal.SIGTERM)  # gunicorn stops its workers: each runs the lifespan shutdown
+        proc.wait(30)
+    code, data = status_json(data_dir)
+    assert code == 0 and len(data["workers"]) == 2
+    assert all(w["state"] == "stopped" and w["records"]["dropped"] == 0 for w in data["workers"])
+    written = [w["records"]["written"] for w in data["workers"]]
+    assert [w["profiled"] for w in data["workers"]] == written and sum(written) > 0
+    assert sum(written) == len(samples_on_disk(data_dir))
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
