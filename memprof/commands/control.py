@@ -112,7 +112,10 @@ def _when(until: float | None) -> str:
     return "until " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(until))
 
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data dir (default: MEMPROF_DATA_DIR).")]
+# readable=False: a data dir that cannot be read gets memprof's one-sentence error, not click's usage text
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data dir (default: MEMPROF_DATA_DIR).", readable=False)
+]
 For = Annotated[str | None, typer.Option("--for", help="How long: 90s, 30m, 2h, 1d (at most 24h).")]
 
 
