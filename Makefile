@@ -4,7 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types pytest demo bench bench-sql bench-compare clean
+.PHONY: test lint types pytest demo bench bench-sql bench-compare clean test-py313 smoke-py312
+
+# The other Pythons memprof supports, each in a venv of its own (.venv-3.12, .venv-3.13): the newest pyenv
+# build of that version, else pythonX.Y on PATH. PYTHON312=/path/to/python overrides the search.
+PYENV_ROOT ?= $(HOME)/.pyenv
+find_python = $(or $(shell ls -d $(PYENV_ROOT)/versions/$(1).*/bin/python$(1) 2>/dev/null | sort -V | tail -n 1),$(shell command -v python$(1) 2>/dev/null))
+PYTHON312 ?= $(call find_python,3.12)
+PYTHON313 ?= $(call find_python,3.13)
+# $(call with_python,VERSION,INTERPRETER,COMMAND): run COMMAND when the interpreter was found; else say
+# what was skipped and why (one line), and fail under CI=true.
+with_python = if [ -n "$(2)" ]; then $(3); else echo "SKIPPED $@: no Python $(1) (looked for $(PYENV_ROOT)/versions/$(1).*/bin/python$(1) and python$(1) on PATH)"; if [ "$$CI" = true ]; then echo "$@: CI needs Python $(1)"; exit 1; fi; fi
+# What 3.12 runs besides the demo: the tests of behaviour that differs between Pythons (fork with threads,
+# memory readings, frames and stacks in dumps, tracemalloc, import laziness) and the invariants.
+SMOKE_TESTS := tests/test_demo.py tests/test_fork.py tests/test_memory.py tests/test_dump.py \
+	tests/test_dump_process.py tests/test_invariants.py tests/test_middleware.py tests/test_imports.py \
+	tests/test_sqlalchemy.py
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +42,14 @@ pytest: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/memprof demo
 
+# The whole suite on 3.13 (lint and types do not depend on the interpreter: `make test` runs them).
+test-py313:
+	@$(call with_python,3.13,$(PYTHON313),$(MAKE) --no-print-directory pytest VENV=.venv-3.13 PYTHON=$(PYTHON313))
+
+# The demo and the tests of interpreter-dependent behaviour on 3.12.
+smoke-py312:
+	@$(call with_python,3.12,$(PYTHON312),$(MAKE) --no-print-directory pytest VENV=.venv-3.12 PYTHON=$(PYTHON312) PYTEST_ARGS="$(SMOKE_TESTS)")
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_middleware $(BENCH_ARGS)
 
@@ -42,4 +65,4 @@ bench-compare: $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks.run_compare $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) memprof-data memprof-demo .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.12 .venv-3.13 memprof-data memprof-demo .mypy_cache .ruff_cache

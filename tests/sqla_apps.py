@@ -135,6 +135,20 @@ def sync_app(schema: Schema, factory: sessionmaker[Session]) -> FastAPI:
                 total += len(author.books)  # one lazy SELECT per author
             return {"authors": len(authors), "books": total}
 
+    @app.get("/n1/listcomp")
+    def n_plus_one_in_a_list() -> dict[str, int]:
+        with factory() as session:
+            authors = session.scalars(select(Author).order_by(Author.id)).all()
+            counts = [len(author.books) for author in authors]  # a frame of its own on 3.11 only (PEP 709)
+            return {"authors": len(authors), "books": sum(counts)}
+
+    @app.get("/n1/genexpr")
+    def n_plus_one_in_a_generator() -> dict[str, int]:
+        with factory() as session:
+            authors = session.scalars(select(Author).order_by(Author.id)).all()
+            total = sum(len(author.books) for author in authors)  # a frame of its own on every Python
+            return {"authors": len(authors), "books": total}
+
     @app.get("/joined")
     def joined() -> dict[str, int]:
         with factory() as session:

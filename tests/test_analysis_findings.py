@@ -276,6 +276,12 @@ def test_session_bloat_names_the_route_that_grows_it(tmp_path: Path) -> None:
         route = "/dashboard" if i % 3 == 0 else "/orders"
         size += 20_000 if route == "/dashboard" else 0
         recs.append(s.sample(route, t=s.T0 + i, session=s.session(size, {"permissions": size - 20}, "sid1")))
+    # Another user's small session gains a byte (a counter's tenth visit), last seen on another route.
+    recs += [
+        s.sample("/orders", t=s.T0 + 40 + i, session=s.session(60 + i, {"visits": 2}, "sid2"))
+        for i in range(2)
+    ]
     f = _only(_findings(tmp_path, recs), "session_bloat")
     assert f["title"].endswith(", on /dashboard")
-    assert f["evidence"]["grown_on"] == [{"route": "/dashboard", "bytes": 200_000 - 20_000}]
+    assert f["evidence"]["grown_on"] == [{"route": "/dashboard", "bytes": 200_000 - 20_000},
+                                         {"route": "/orders", "bytes": 1}]  # fmt: skip

@@ -19,6 +19,23 @@ from tests.sqla_support import Settings, engine, model, only, run, schema, state
 __all__ = ["engine", "schema"]  # fixtures
 
 
+@pytest.mark.parametrize(
+    ("path", "function"),
+    [("/n1/listcomp", "n_plus_one_in_a_list"), ("/n1/genexpr", "n_plus_one_in_a_generator")],
+)
+def test_a_loop_in_a_comprehension_is_named_after_its_function(
+    engine: Engine, schema: Schema, make_settings: Settings, samples: Any, path: str, function: str
+) -> None:
+    """A comprehension runs in a frame of its own on 3.11 (``<listcomp>``), inlined on 3.12+; a generator
+    expression has one everywhere (``<genexpr>``): the N+1 names the endpoint's function on every Python."""
+    run(sync_app(schema, sessionmaker(engine)), make_settings(), path)
+    lazy = statement(only(samples()), f"FROM {schema.prefix}_book")
+    assert lazy["count"] == 12 and lazy["n_plus_one"]
+    assert lazy["frame"].startswith("tests/sqla_apps.py:") and lazy["frame"].endswith(f" in {function}")
+    line = int(lazy["frame"].split(":")[1].split()[0])
+    assert "for author in authors" in Path("tests/sqla_apps.py").read_text().splitlines()[line - 1]
+
+
 def test_n_plus_one_from_lazy_relationship(
     engine: Engine, schema: Schema, make_settings: Settings, samples: Any
 ) -> None:

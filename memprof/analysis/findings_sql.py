@@ -8,6 +8,8 @@ from typing import Any
 from memprof.analysis.collect import Collector
 from memprof.analysis.thresholds import KIB, MIB, Thresholds
 
+GROWN_ON_SHARE = 0.1  # a route is named as growing sessions with at least this share of the top one's growth
+
 
 def finding(
     kind: str, severity: str, title: str, subject: str, evidence: dict[str, Any], records: list[str], fix: str
@@ -173,7 +175,11 @@ def session_bloat(c: Collector, t: Thresholds, sessions: dict[str, Any] | None) 
         if growing
         else ""
     )
-    grown_on = [g["route"] for g in sessions.get("grown_on") or ()]
+    # The routes that grow sessions; one where a small session grew by a few bytes (a counter gaining a
+    # digit) is not worth naming beside one that adds hundreds of KiB.
+    routes = sessions.get("grown_on") or []
+    top = routes[0]["bytes"] if routes else 0
+    grown_on = [g["route"] for g in routes if g["bytes"] >= GROWN_ON_SHARE * top]
     where = f", on {', '.join(grown_on[:2])}" if grown_on and growing else ""
     return [
         finding(

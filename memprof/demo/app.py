@@ -1,4 +1,5 @@
-"""The demo app: FastAPI + SQLAlchemy (SQLite) with six planted memory problems.
+"""The demo app: FastAPI + SQLAlchemy (SQLite) with seven planted memory problems
+(:mod:`memprof.demo.planted` maps each to the finding that answers it).
 
 1. ``/dashboard`` caches the whole permission list in the session of the ``power`` user, and it grows
    with every visit (session bloat; the original incident).
@@ -7,7 +8,9 @@
    a few dozen objects).
 4. ``/export`` loads every order as an ORM object (a large result set).
 5. ``/badge/{n}`` renders through an ``lru_cache(maxsize=None)`` keyed by an unbounded value.
-6. ``/admin/*`` loads everything, with the soft-delete criteria applied twice to every statement.
+6. ``/admin/*`` loads every row of its tables (a route family far heavier than the rest).
+7. The soft-delete scope is added to every SELECT and carried into every lazy load it causes, and
+   ``/admin/*`` adds it a second time (loader criteria everywhere).
 
 The database URL comes from ``DEMO_DATABASE_URL``; memprof's settings from ``MEMPROF_*`` variables.
 """

@@ -1,9 +1,13 @@
 """``memprof demo``: run the demo app under uvicorn with memprof on, drive bounded traffic, diagnose.
 
-Two short phases: a calibration run measures the app's resting memory and its peak under the export, so
-the profiled run can set ``MEMPROF_MEMORY_LIMIT_MB`` low enough that a critical dump happens (the
-situation memprof is built for), whatever this machine's Python and libraries weigh. Then the analyzer
-reads the data dir, prints the findings, and writes the HTML report.
+The traffic (:mod:`memprof.demo.traffic`) has three phases: the admin panel, users browsing, then a
+crisis of concurrent exports. A calibration run replays it with the same settings and measures the
+process's peak memory after the browsing and after the crisis, so that the profiled run can set
+``MEMPROF_MEMORY_LIMIT_MB`` with its dump threshold between the two: a critical dump happens in the crisis
+(the situation memprof is built for), and the memory guard, which then narrows profiling to checkpoints,
+cannot strip detail from the browsing, whatever this machine's Python and libraries weigh. Then the
+analyzer reads the data dir, prints the findings and which of them answers each planted problem, and
+writes the HTML report.
 """
 
 from __future__ import annotations
@@ -19,13 +23,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 
-from memprof.demo.traffic import TrafficResult, drive, plan
+from memprof.demo.planted import PLANTED, render_map
+from memprof.demo.traffic import Plan, TrafficResult, drive, plan
 
 MB = 1024 * 1024
+UNREACHABLE_MB = 1024 * 1024  # the calibration's limit: 1 TiB, a dump threshold it never reaches
+DUMP_THRESHOLD = 0.9  # MEMPROF_DUMP_THRESHOLD's default
+# The dump threshold sits a third of the way from the browse phase's peak to the crisis's, and at least
+# MARGIN above the former: browsing peaks within a few MB from run to run, the crisis varies more (how much
+# the four exports overlap), by tens of MB.
+MARGIN = 10 * MB
 Echo = Callable[[str], None]
 
 
@@ -90,16 +102,50 @@ def serve(workdir: Path, env: dict[str, str], startup_timeout: float = 60.0) -> 
         log.close()
 
 
-def calibrate(workdir: Path, base_env: dict[str, str]) -> tuple[int, int]:
-    """Resting RSS after a warm-up, and the peak RSS after one export, in bytes."""
-    env = {**base_env, "MEMPROF_ENABLED": "false"}
-    with serve(workdir, env) as (base, pid):
-        warm = [["/login/alice", "/dashboard", "/orders", "/customers/1", "/badge/1", "/admin/notes"]]
-        drive(base, warm)
-        rest = psutil.Process(pid).memory_info().rss
-        drive(base, [["/export"]])
-        peak = psutil.Process(pid).memory_info().rss
-    return rest, max(peak, rest + 20 * MB)
+def _peak_rss(pid: int) -> int:
+    """The highest RSS process ``pid`` has had (``VmHWM`` on Linux; elsewhere its RSS now)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+def create_database(url: str) -> None:
+    """Create and fill the demo database before any server starts, in a process of its own.
+
+    The app seeds an empty database at import, and the memory that takes (about 20,000 ORM objects at
+    once) would stay in that server's RSS, to a degree that differs between Python versions (seen: 98 MB
+    after seeding vs 76 MB without on 3.13, 120 vs 75 MB on 3.12), and be measured as the app's. Not in
+    this process either: Linux carries a process's peak RSS across ``exec`` (``ru_maxrss``), so the
+    servers started from here would report this seeding peak as their own.
+    """
+    code = "import sys; from memprof.demo.models import make_engine, seed; seed(make_engine(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"could not create the demo database {url}: {done.stderr.strip()[-500:]}")
+
+
+def calibrate(workdir: Path, env: dict[str, str], traffic: Plan) -> tuple[int, int]:
+    """Replay the demo's traffic with the profiled run's settings and no memory limit in reach; return the
+    process's peak RSS after the browse phase and after the crisis, in bytes.
+
+    The same requests, concurrency and profiling as the profiled run, so its dump threshold can sit between
+    the two peaks on this machine's Python and libraries.
+    """
+    data_dir = workdir / "calibration-data"
+    env = {**env, "MEMPROF_DATA_DIR": str(data_dir), "MEMPROF_MEMORY_LIMIT_MB": str(UNREACHABLE_MB)}
+    peaks: list[int] = []
+    try:
+        with serve(workdir, env) as (base, pid):
+            drive(base, traffic.phases(), after_phase=lambda _i: peaks.append(_peak_rss(pid)))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    _opening, browse, crisis = peaks
+    return browse, crisis
 
 
 def run_demo(workdir: Path, echo: Echo = print, keep: bool = False) -> DemoResult:
@@ -109,32 +155,45 @@ def run_demo(workdir: Path, echo: Echo = print, keep: bool = False) -> DemoResul
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     data_dir = workdir / "memprof-data"
-    base_env = {"DEMO_DATABASE_URL": f"sqlite:///{workdir / 'demo.db'}", "MEMPROF_DATA_DIR": str(data_dir)}
-
-    echo("memprof demo: an example FastAPI + SQLAlchemy app with six planted memory problems.")
-    echo("[1/4] calibrating: how much memory the app needs at rest and under its biggest request ...")
-    rest, peak = calibrate(workdir, base_env)
-    # The dump threshold (90% of the limit) sits halfway between rest and the export's peak.
-    limit = (rest + 0.5 * (peak - rest)) / 0.9
-    limit_mb = round(limit / MB, 1)
-    echo(
-        f"      at rest {rest / MB:.0f} MB, export peak {peak / MB:.0f} MB -> MEMPROF_MEMORY_LIMIT_MB={limit_mb}"
-    )
-
-    echo("[2/4] profiling: aggressive mode, bounded traffic from 4 clients on 127.0.0.1 ...")
+    database_url = f"sqlite:///{workdir / 'demo.db'}"
     env = {
-        **base_env,
+        "DEMO_DATABASE_URL": database_url,
+        "MEMPROF_DATA_DIR": str(data_dir),
         "MEMPROF_MODE": "aggressive",
-        "MEMPROF_MEMORY_LIMIT_MB": str(limit_mb),
         "MEMPROF_STATE_INTERVAL_S": "1",  # cache sizes every second: the run is short
     }
-    with serve(workdir, env) as (base, _pid):
-        traffic = drive(base, plan())
-    statuses = ", ".join(f"{n}x {code}" for code, n in sorted(traffic.by_status.items()))
-    echo(f"      sent {traffic.sent} requests ({statuses}); records in {data_dir}")
+    traffic = plan()
+
+    echo(f"memprof demo: an example FastAPI + SQLAlchemy app with {len(PLANTED)} planted memory problems.")
+    echo("[1/4] calibrating: the same traffic once, to measure memory while browsing and in the crisis ...")
+    create_database(database_url)
+    browse_peak, crisis_peak = calibrate(workdir, env, traffic)
+    limit = (browse_peak + max(MARGIN, (crisis_peak - browse_peak) / 3)) / DUMP_THRESHOLD
+    limit_mb = round(limit / MB, 1)
+    if crisis_peak < browse_peak + MARGIN:
+        echo(
+            "      (the exports barely raised memory in calibration: the profiled run may end without a dump)"
+        )
+    echo(
+        f"      peak {browse_peak / MB:.0f} MB browsing, {crisis_peak / MB:.0f} MB when"
+        f" {sum(map(len, traffic.crisis))} users export at once"
+        f" -> MEMPROF_MEMORY_LIMIT_MB={limit_mb}"
+    )
+
+    echo(
+        "[2/4] profiling: aggressive mode; the admin opens the admin panel, 4 users browse, then all export ..."
+    )
+    with serve(workdir, {**env, "MEMPROF_MEMORY_LIMIT_MB": str(limit_mb)}) as (base, _pid):
+        result = drive(base, traffic.phases())
+    statuses = ", ".join(f"{n}x {code}" for code, n in sorted(result.by_status.items()))
+    echo(f"      sent {result.sent} requests ({statuses}); records in {data_dir}")
 
     echo("[3/4] diagnosing: memprof analyze " + str(data_dir))
     analyze = subprocess.run([sys.executable, "-m", "memprof", "analyze", str(data_dir)], check=False)
+    echo("")
+    echo("The planted problems, and the finding that answers each:")
+    for line in render_map(_findings(data_dir)):
+        echo(line)
     report = workdir / "report.html"
     echo("[4/4] report: memprof report --html " + str(report))
     subprocess.run(
@@ -142,7 +201,18 @@ def run_demo(workdir: Path, echo: Echo = print, keep: bool = False) -> DemoResul
     )
     echo("")
     echo(NEXT_STEPS.format(data_dir=data_dir, report=report))
-    return DemoResult(workdir, data_dir, report, traffic, limit_mb, analyze.returncode)
+    return DemoResult(workdir, data_dir, report, result, limit_mb, analyze.returncode)
+
+
+def _findings(data_dir: Path) -> list[dict[str, Any]]:
+    from memprof.analysis.analyze import analyze
+    from memprof.analysis.sources import InputError
+
+    try:
+        findings: list[dict[str, Any]] = analyze([str(data_dir)]).summary["findings"]
+    except InputError:
+        return []
+    return findings
 
 
 NEXT_STEPS = """Where to look next:

@@ -13,7 +13,7 @@ import os
 import site
 import sys
 import sysconfig
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import sqlalchemy
@@ -106,13 +106,28 @@ def _from_parent_greenlets() -> FrameType | None:
     return None
 
 
+_INLINE = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
+
+
+def function_name(code: CodeType) -> str:
+    """The name of the function ``code`` belongs to. A comprehension or generator expression runs in a
+    frame of its own on 3.11 (on 3.12+ only a generator expression does: PEP 709 inlines comprehensions):
+    it is named after the function that contains it, so that the same line reads the same on every Python."""
+    name = code.co_name
+    if name not in _INLINE:
+        return name
+    # "list_orders.<locals>.<listcomp>" -> "list_orders"; "C.m.<locals>.<listcomp>.<genexpr>" -> "m"
+    outer = [part for part in code.co_qualname.split(".") if part != "<locals>" and part not in _INLINE]
+    return outer[-1] if outer else "<module>"
+
+
 def application_site() -> tuple[str, int, str] | None:
     """(file name, line, function) of the code that led to the current SQL execution, or None: plain
     values, formatted by :func:`describe_site` in the writer thread."""
     frame = _from_stack(sys._getframe(1))
     if frame is None:
         frame = _from_parent_greenlets()
-    return None if frame is None else (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+    return None if frame is None else (frame.f_code.co_filename, frame.f_lineno, function_name(frame.f_code))
 
 
 def describe_site(site: tuple[str, int, str] | None) -> str | None:
