@@ -65,9 +65,26 @@ def thresholds_table() -> str:
     return "\n".join(rows)
 
 
-BLOCKS = {"settings": settings_table, "commands": commands_table, "thresholds": thresholds_table}
+def schema_table() -> str:
+    """The analyzer's tables: every column with its type and what it holds."""
+    from memprof.analysis.tables import COLUMN_DOCS, SCHEMA
+
+    rows = ["| table | column | type | holds |", "| --- | --- | --- | --- |"]
+    for table, columns in SCHEMA.items():
+        for column, typ in columns.items():
+            doc = (
+                COLUMN_DOCS.get(f"{table}.{column}") or COLUMN_DOCS.get(f"*.{column}", "")
+                if table != "files"
+                else COLUMN_DOCS.get(f"files.{column}", "")
+            )
+            rows.append(f"| `{table}` | `{column}` | `{typ}` | {doc} |")
+    return "\n".join(rows)
+
+
+BLOCKS = {"settings": settings_table, "commands": commands_table, "thresholds": thresholds_table,
+          "schema": schema_table}  # fmt: skip
 # Which file holds which generated blocks.
-FILES = {GUIDE: ("settings", "commands"), DOCS_DIR / "analyzer.md": ("thresholds",)}
+FILES = {GUIDE: ("settings", "commands"), DOCS_DIR / "analyzer.md": ("thresholds", "schema")}
 
 
 def render(text: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import random
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from memprof.analysis import Filters, InputError, analyze, parse_time
 from memprof.analysis import synthetic as s
-from memprof.analysis.stats import describe, describe_merged, pearson, percentile, quarter_medians
+from memprof.analysis.stats import describe
 
 MIB = s.MIB
 
@@ -22,19 +23,28 @@ def _dir(tmp_path: Path, samples: list[dict], name: str = "data") -> Path:
     return d
 
 
+def _nearest_rank(values: list[int], q: float) -> int:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q / 100.0 * len(ordered))) - 1]
+
+
 def test_describe_is_exact() -> None:
+    """The SQL stat block: nearest-rank percentiles and an exact population variance."""
     st = describe([5, 1, 4, 2, 3])
     assert st == {"count": 5, "mean": 3.0, "min": 1, "max": 5, "p25": 2, "p50": 3, "p75": 4, "p95": 5,
                   "p99": 5, "variance": 2.0, "std": 1.414}  # fmt: skip
     assert describe([])["count"] == 0
-    assert percentile(list(range(1, 101)), 95) == 95
-    assert pearson([1, 2, 3, 4], [2, 4, 6, 8]) == pytest.approx(1.0)
-    assert pearson([1, 1, 1], [1, 2, 3]) == 0.0
-    assert quarter_medians(list(range(8))) == [1, 3, 5, 7]
+    assert describe(list(range(1, 101)))["p95"] == 95
     rng = random.Random(5)
-    for sizes in ([1], [3, 0, 7], [50, 1, 200, 13], [1000]):
-        parts = [sorted(rng.randrange(-(10**9), 10**12) for _ in range(n)) for n in sizes]
-        assert describe_merged(parts) == describe([v for p in parts for v in p])
+    for n in (1, 3, 7, 50, 263, 1000):
+        values = [rng.randrange(-(10**9), 10**12) for _ in range(n)]
+        st = describe(values)
+        mean = sum(values) / n
+        assert st["mean"] == round(mean, 3) and (st["min"], st["max"]) == (min(values), max(values))
+        assert st["variance"] == round((n * sum(v * v for v in values) - sum(values) ** 2) / (n * n), 3)
+        assert [st[f"p{q}"] for q in (25, 50, 75, 95, 99)] == [
+            _nearest_rank(values, q) for q in (25, 50, 75, 95, 99)
+        ]
 
 
 def test_statistics_overall_and_per_route(tmp_path: Path) -> None:
@@ -169,7 +179,7 @@ def test_parse_time() -> None:
 def test_recent_keeps_the_newest(tmp_path: Path) -> None:
     recs = [s.sample("/r", t=s.T0 + i) for i in (5, 1, 9, 3, 7)]
     result = analyze([str(_dir(tmp_path, recs))], recent=2)
-    assert [rec["time"] for rec, _ref in result.collector.recent_records()] == [s.T0 + 9, s.T0 + 7]
+    assert [rec["time"] for rec, _ref in result.recent_records()] == [s.T0 + 9, s.T0 + 7]
 
 
 def test_dumps_crashes_and_frames(tmp_path: Path) -> None:
@@ -212,7 +222,8 @@ def test_hand_built_records_match_the_published_schema() -> None:
 
 
 def test_parallel_reading_equals_one_pass(tmp_path: Path) -> None:
-    """Several processes over shards of the files give exactly the summary of one sequential pass."""
+    """Several threads reading files at once give exactly the summary of one sequential pass, and every
+    reference names the right file and line."""
     d = tmp_path / "data"
     lazy = s.statement("SELECT b.id FROM b WHERE ? = b.a_id", 15, n_plus_one=True, frame="app.py:3 in f")
     for f in range(7):
@@ -232,19 +243,15 @@ def test_parallel_reading_equals_one_pass(tmp_path: Path) -> None:
             d / "dumps" / f"dump-{f}.json", s.dump(t=s.T0 + f * 60, route="/r1", stacks=[[f"a.py:{f} in g"]])
         )
     s.write_json(d / "crashes" / "crash-1.json", s.crash())
-    from memprof.analysis import discover
-    from memprof.analysis.parallel import shards
-
-    assert [len(part) for part in shards(discover([str(d)]), 3)] == [
-        3,
-        2,
-        17,
-    ]  # by size: samples files are big
-    one = analyze([str(d)], recent=5, jobs=1)
-    three = analyze([str(d)], recent=5, jobs=3)
+    one = analyze([str(d)], recent=5, threads=1)
+    three = analyze([str(d)], recent=5, threads=3)
     assert one.summary == three.summary
-    assert one.collector.recent_records() == three.collector.recent_records()
+    assert one.recent_records() == three.recent_records()
     assert one.summary["samples"] == 420 and one.summary["findings"]
+    for top in one.summary["high_memory"]["top"]:  # the line a reference names holds that very sample
+        path, line = top["ref"].rsplit(":", 1)
+        rec = json.loads(Path(path).read_text().splitlines()[int(line) - 1])
+        assert (rec["time"], rec["request"]["route"]) == (top["time"], top["route"])
 
 
 def test_malformed_samples_leave_no_partial_state(tmp_path: Path) -> None:
@@ -284,7 +291,7 @@ def test_fuzzed_records_never_crash_the_analysis_or_the_renderers(tmp_path: Path
     from memprof.analysis.render_text import render_summary
     from memprof.analysis.render_views import render_recent
     from memprof.analysis.report_html import render as render_html
-    from memprof.analysis.summary import series
+    from memprof.analysis.report_html import report_data
 
     rng = random.Random(seed)
     lazy = s.statement("SELECT b FROM b WHERE ? = b.a", 12, n_plus_one=True, frame="a.py:1 in f")
@@ -319,5 +326,5 @@ def test_fuzzed_records_never_crash_the_analysis_or_the_renderers(tmp_path: Path
     assert summary["samples"] >= 1 and inp["skipped"] > 0
     assert sum(inp["records"].values()) + inp["skipped"] == 461
     assert render_summary(summary) and render_json(summary)
-    assert render_recent(result.collector.recent_records(), details=True)
-    assert render_html(summary, series(result.collector))
+    assert render_recent(result.recent_records(), details=True)
+    assert render_html(*report_data([str(d)]))

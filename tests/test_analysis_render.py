@@ -102,7 +102,7 @@ EXPECTED_RECENT = """\
 
 def test_recent_text_exact(tmp_path: Path) -> None:
     result = analyze([str(_data(tmp_path))], recent=2)
-    records = result.collector.recent_records()
+    records = result.recent_records()
     text = render_recent(records, details=True)
     # the details of the second sample are its five checkpoints; compare the first one's exactly
     assert text.startswith(EXPECTED_RECENT.rsplit("\n  2025", 1)[0])

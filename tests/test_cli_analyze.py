@@ -1,4 +1,4 @@
-"""The analyzer commands through typer's CliRunner (exit codes and output) and the real console script."""
+"""The analyzer commands through main() (exit codes, stdout and stderr) and the real console script."""
 
 from __future__ import annotations
 

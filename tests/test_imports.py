@@ -194,3 +194,18 @@ def test_the_built_in_session_analysis_needs_no_import_of_its_own(tmp_path: Path
     (path,) = tmp_path.glob("samples-*.jsonl")
     (record,) = [json.loads(line) for line in path.read_text().splitlines()]
     assert record["session"]["largest"][0]["key"] == "cart" and record["session"]["size"] > 5000
+
+
+def test_the_middleware_never_loads_the_analysis_engine() -> None:
+    """DuckDB is the analyzer's engine only: a worker that imports the middleware (and its runtime) does not
+    load it, nor any module of memprof.analysis."""
+    modules = _modules_after(
+        "import memprof.middleware, memprof.runtime, memprof.watchdog\nfrom memprof import *"
+    )
+    assert "duckdb" not in {m.split(".")[0] for m in modules}
+    assert not any(m.startswith("memprof.analysis") for m in modules)
+
+
+def test_memprof_analyze_loads_duckdb() -> None:
+    modules = _modules_after("import memprof.analysis.analyze")
+    assert "duckdb" in modules

@@ -130,7 +130,5 @@ def test_every_command_is_there_whatever_was_imported_first(first: str) -> None:
         "print(' '.join(sorted(c.name for c in app.registered_commands)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    names = (
-        "analyze check compare demo disable dump enable postmortem report reproduce sign status tail version"
-    )
+    names = "analyze check compare demo disable dump enable export postmortem report reproduce sign status tail version"
     assert out.split() == names.split()

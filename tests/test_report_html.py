@@ -13,8 +13,7 @@ import pytest
 
 from memprof.analysis import analyze
 from memprof.analysis import synthetic as s
-from memprof.analysis.report_html import render
-from memprof.analysis.summary import series
+from memprof.analysis.report_html import render, report_data
 from tests.cli import run_cli
 from tests.conftest import IN_CI
 
@@ -104,9 +103,8 @@ def test_report_draws_its_charts_in_chromium(tmp_path: Path) -> None:
 
 
 def test_hostile_text_stays_text(tmp_path: Path) -> None:
-    result = analyze([str(data_dir(tmp_path))])
     out = tmp_path / "r.html"
-    out.write_text(render(result.summary, series(result.collector), title="<b>t</b>"))
+    out.write_text(render(*report_data([str(data_dir(tmp_path))]), title="<b>t</b>"))
     rendered = dump_dom(out, tmp_path)
     # shown as text in the table, and no script element was injected
     assert "&lt;/script&gt;&lt;script&gt;window.pwned=1&lt;/script&gt;" in rendered
@@ -120,9 +118,8 @@ def test_hostile_text_stays_text(tmp_path: Path) -> None:
 def test_report_of_samples_without_dumps_or_limit(tmp_path: Path) -> None:
     d = tmp_path / "d"
     s.write_jsonl(d / "samples-1.jsonl", [s.sample(t=s.T0 + i, limit=None) for i in range(3)])
-    result = analyze([str(d)])
     out = tmp_path / "r.html"
-    out.write_text(render(result.summary, series(result.collector)))
+    out.write_text(render(*report_data([str(d)])))
     dom = Elements()
     dom.feed(dump_dom(out, tmp_path))
     status: dict[str, Any] = dom.by_id("memprof-status")
@@ -130,3 +127,33 @@ def test_report_of_samples_without_dumps_or_limit(tmp_path: Path) -> None:
     assert dom.having("limit") == [] and len(dom.having("worker-line")) == 1
     embedded = json.loads(out.read_text().split('id="memprof-data">')[1].split("</script>")[0])
     assert embedded["summary"]["samples"] == 3
+
+
+def test_report_of_a_thousand_workers_draws_every_chart(tmp_path: Path) -> None:
+    """1,000 recycled worker ids, 150,000 samples: the page draws (a band and the top workers, not 1,000
+    lines), and the axis follows the data with a limit far above it named instead of drawn."""
+    d = tmp_path / "fleet"
+    d.mkdir()
+    line = json.dumps(s.sample("/items/{item_id}", rss=300 * MIB, limit=2048 * MIB))
+    with (d / "samples-1.jsonl").open("w") as fh:
+        for i in range(150_000):
+            worker = i % 1000
+            rss = 200 * MIB + worker * 100_000 + (i // 1000) * 50_000
+            fh.write(line.replace('"api-1:100"', f'"api-{worker // 100}:{worker}"')
+                     .replace(f'"time": {s.T0}', f'"time": {s.T0 + i * 0.5}').replace("314572800", str(rss)) + "\n")  # fmt: skip
+    out = tmp_path / "r.html"
+    result = run_cli("report", str(d), "--html", str(out))
+    assert result.code == 0, result
+    page = out.read_text()
+    assert len(page) < 2_000_000  # aggregated: not 150,000 points
+    dom = Elements()
+    dom.feed(dump_dom(out, tmp_path))
+    status = dom.by_id("memprof-status")
+    assert (status["data-state"], status["data-errors"], status["data-charts"]) == ("drawn", "0", "3")
+    assert len(dom.having("worker-band")) == 1 and len(dom.having("worker-median")) == 1
+    assert len(dom.having("worker-line")) == 5
+    assert (
+        dom.having("limit") == [] and len(dom.having("limit-off")) == 1
+    )  # 2 GiB: far above ~300 MiB of data
+    embedded = json.loads(page.split('id="memprof-data">')[1].split("</script>")[0])
+    assert embedded["charts"]["workers"] == 1000 and embedded["summary"]["samples"] == 150_000

@@ -1,4 +1,4 @@
-"""The analyzer's entry points: read inputs into a Collector, then build the summary (with findings).
+"""The analyzer's entry points: read inputs into DuckDB tables, then build the summary (with findings).
 
 result = analyze(["./memprof-data"], Filters(route="/admin/*"))
 result.summary["findings"]          # plain data, the documented JSON shape (docs/analyzer.md)
@@ -7,27 +7,19 @@ result.summary["findings"]          # plain data, the documented JSON shape (doc
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from memprof.analysis.collect import Collector
+from memprof import __version__
+from memprof.analysis import views
+from memprof.analysis.engine import Engine
 from memprof.analysis.filters import Filters
 from memprof.analysis.findings import detect
 from memprof.analysis.flight_files import dead_worker_crashes
-from memprof.analysis.parallel import collect_parallel
+from memprof.analysis.ingest import Reader
+from memprof.analysis.recent import recent_records
 from memprof.analysis.sources import InputError, LoadReport, Progress, Source, discover
-from memprof.analysis.summary import (
-    cache_rows,
-    dumps_section,
-    high_threshold,
-    memory_stats,
-    phase_rows,
-    route_rows,
-    session_section,
-    sql_outside_section,
-    sql_section,
-    worker_rows,
-)
+from memprof.analysis.summary import build
 from memprof.analysis.thresholds import Thresholds
 
 SUMMARY_FORMAT = "memprof.analysis"
@@ -36,50 +28,15 @@ SUMMARY_VERSION = "1.0"
 
 @dataclass
 class Analysis:
-    """The summary (plain data) plus what it was computed from, for views that need more."""
+    """The summary (plain data), what it was read from, and the most recent samples when asked."""
 
     summary: dict[str, Any]
-    collector: Collector
     report: LoadReport
+    recent: list[tuple[dict[str, Any], str]] = field(default_factory=list)
 
-
-# Stream every record of the sources into a Collector, on several cores for large inputs.
-collect = collect_parallel
-
-
-def summarize(c: Collector, report: LoadReport, thresholds: Thresholds | None = None) -> dict[str, Any]:
-    """The summary of collected records: statistics, breakdowns and findings."""
-    threshold = high_threshold(c)
-    sessions = session_section(c)
-    return {
-        "format": SUMMARY_FORMAT,
-        "version": SUMMARY_VERSION,
-        "input": report.to_dict(),
-        "filters": c.filters.to_dict(),
-        "samples": c.samples,
-        "filtered_out": c.filtered_out + c.events.filtered_out,
-        "window": dict(zip(("start", "end"), c.window(), strict=True)),
-        "limit": c.limit(),
-        "memory": memory_stats(c),
-        "high_memory": {
-            "metric": "growth",
-            "threshold": threshold,
-            "top": [
-                {"ref": ref, "route": route, "worker": worker, "time": t, "growth": g}
-                for g, _s, ref, route, worker, t in c.high_samples()[:10]
-            ],
-        },
-        "routes": route_rows(c, threshold),
-        "phases": phase_rows(c, threshold),
-        "workers": worker_rows(c),
-        "sessions": sessions,
-        "sql": sql_section(c),
-        "dumps": dumps_section(c),
-        "crashes": sorted(c.events.crashes, key=lambda x: (x["last_seen"] or 0, x["ref"])),
-        "caches": cache_rows(c),
-        "sql_outside_requests": sql_outside_section(c),
-        "findings": detect(c, threshold, sessions, thresholds),
-    }
+    def recent_records(self) -> list[tuple[dict[str, Any], str]]:
+        """The most recent samples kept for ``--recent``, newest first, with their references."""
+        return self.recent
 
 
 def analyze(
@@ -89,16 +46,70 @@ def analyze(
     recent: int = 0,
     progress: Progress | None = None,
     thresholds: Thresholds | None = None,
-    jobs: int | None = None,
+    threads: int | None = None,
 ) -> Analysis:
-    """Read ``inputs`` (data dirs, files, ``-``) and analyse them. Raises InputError when there is nothing to read.
-
-    ``jobs``: processes reading files at once (None: one per core, up to 4, for inputs over 32 MB).
-    """
+    """Read ``inputs`` (data dirs, files, Parquet exports, ``-``) and analyse them. Raises InputError when
+    there is nothing to read."""
     inputs = list(inputs)
-    return analyze_sources(
-        discover(inputs), inputs, filters, recent=recent, progress=progress, thresholds=thresholds, jobs=jobs
-    )
+    return analyze_sources(discover(inputs), inputs, filters, recent=recent, progress=progress,
+                           thresholds=thresholds, threads=threads)  # fmt: skip
+
+
+def read(e: Engine, sources: list[Source], inputs: list[str], progress: Progress | None = None) -> LoadReport:
+    """Read ``sources`` into ``e``'s tables (with the crash records of dead workers' flight files)."""
+    report = LoadReport(paths=list(inputs))
+    total = sum(s.size for s in sources) or 1
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress("reading", min(done[0], total), total)
+
+    reader = Reader(e, report, tick)
+    for record, path in dead_worker_crashes(inputs, reader.bad_worker_file):
+        reader.add_crash(record, path)
+    reader.read(sources)
+    if not sum(report.records.values()):
+        where = ", ".join("standard input" if i == "-" else i for i in inputs)
+        why = f" ({report.skipped} unreadable lines or files skipped)" if report.skipped else ""
+        raise InputError(f"{where} holds no readable memprof records{why}")
+    return report
+
+
+def summarize(
+    e: Engine, report: LoadReport, paths: list[str], filters: Filters | None = None,
+    thresholds: Thresholds | None = None, progress: Progress | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The summary of what ``e``'s tables hold: statistics, breakdowns and findings."""
+    filters = filters or Filters()
+    t = thresholds or Thresholds()
+    if progress is not None:
+        progress("computing", 0, 2)
+    views.create_views(e, filters)
+
+    def refs(file_id: int | None, line: int | None) -> str | None:
+        if file_id is None:
+            return None
+        return f"{paths[file_id]}:{line}" if line else paths[file_id]
+
+    sections, facts = build(e, refs, t.leak_min_samples, t.variance_min_samples)
+    if progress is not None:
+        progress("computing", 1, 2)
+    findings = detect(facts, t)
+    if progress is not None:
+        progress("computing", 2, 2)
+    return {
+        "format": SUMMARY_FORMAT,
+        "version": SUMMARY_VERSION,
+        "memprof_version": __version__,
+        "thresholds": t.to_dict(),
+        "input": report.to_dict(),
+        "filters": filters.to_dict(),
+        "filtered_out": views.filtered_out(e),
+        **sections,
+        "findings": findings,
+    }
 
 
 def analyze_sources(
@@ -109,19 +120,15 @@ def analyze_sources(
     recent: int = 0,
     progress: Progress | None = None,
     thresholds: Thresholds | None = None,
-    jobs: int | None = None,
+    threads: int | None = None,
 ) -> Analysis:
-    """Like :func:`analyze` for already discovered sources (so a caller can size a progress bar)."""
-    collector, report = collect(sources, filters, recent=recent, progress=progress, jobs=jobs)
-    report.paths = inputs
-    for record, ref in dead_worker_crashes(inputs):  # killed workers not yet turned into crash records
-        collector.events.add_crash(record, ref)
-        report.records["memprof.crash"] += 1
-    if not sum(report.records.values()):
-        where = ", ".join("standard input" if i == "-" else i for i in inputs)
-        why = f" ({report.skipped} unreadable lines or files skipped)" if report.skipped else ""
-        raise InputError(f"{where} holds no readable memprof records{why}")
-    return Analysis(summarize(collector, report, thresholds), collector, report)
+    """Like :func:`analyze` for already discovered sources."""
+    with Engine(threads=threads) as e:
+        report = read(e, sources, inputs, progress)
+        paths = [str(p) for (p,) in e.rows("SELECT path FROM files ORDER BY file_id")]
+        summary = summarize(e, report, paths, filters, thresholds, progress)
+        latest = recent_records(e, paths, recent) if recent else []
+    return Analysis(summary, report, latest)
 
 
 __all__ = [
@@ -131,6 +138,5 @@ __all__ = [
     "InputError",
     "analyze",
     "analyze_sources",
-    "collect",
     "summarize",
 ]

@@ -2,6 +2,9 @@
 
 A difference counts only when it is larger than the noise: twice the standard error of the difference of
 the means (from each side's variance and count), 5% of the baseline, and 256 KiB, whichever is largest.
+It refuses to guess: a side without samples gives no verdict (``inconclusive``), filters that cannot apply
+to a saved summary are refused, and sides from another memprof version or other thresholds are named in
+``warnings``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import orjson
 
 from memprof.analysis.analyze import SUMMARY_FORMAT, analyze
 from memprof.analysis.filters import Filters
-from memprof.analysis.sources import InputError
+from memprof.analysis.sources import InputError, Progress
 from memprof.analysis.thresholds import Thresholds
 
 COMPARE_FORMAT = "memprof.compare"
@@ -24,10 +27,12 @@ SEVERE = ("critical", "warning")
 
 
 def load_summary(
-    path: str, filters: Filters | None = None, thresholds: Thresholds | None = None
-) -> dict[str, Any]:
+    path: str, filters: Filters | None = None, thresholds: Thresholds | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """A saved ``memprof analyze --json`` file (its findings as saved), or the analysis of a data dir (or
-    log file) with ``thresholds``."""
+    log file) with ``thresholds``. Filters apply to a saved summary only when it was saved with the same
+    ones: anything else raises InputError (its records are not there to filter)."""
     p = Path(path)
     if p.is_file() and p.suffix == ".json" and not p.name.startswith(("dump-", "crash-")):
         try:
@@ -44,8 +49,15 @@ def load_summary(
             raise InputError(
                 f"{path} is a summary of version {data.get('version')!r}; this memprof reads 1.x"
             )
+        wanted = (filters or Filters()).to_dict()
+        if (filters is not None and filters.active) and data.get("filters") != wanted:
+            given = " ".join(f"--{k} {v}" for k, v in wanted.items() if v is not None)
+            raise InputError(
+                f"{path} is a saved summary: {given} cannot be applied to it (its records are not in it); "
+                f"save it with the same filters (memprof analyze DATA_DIR {given} --json) or compare data dirs"
+            )
         return data
-    return analyze([path], filters, thresholds=thresholds).summary
+    return analyze([path], filters, thresholds=thresholds, progress=progress).summary
 
 
 def noise(base: dict[str, Any], post: dict[str, Any]) -> float:
@@ -70,8 +82,35 @@ def _finding_key(f: dict[str, Any]) -> tuple[str, str]:
     return f["kind"], f.get("subject", "")
 
 
+def warnings(base: dict[str, Any], post: dict[str, Any]) -> list[str]:
+    """What makes two summaries hard to compare: other memprof versions, other thresholds, no samples."""
+    out = []
+    versions = (base.get("memprof_version"), post.get("memprof_version"))
+    if versions[0] != versions[1]:
+        out.append(f"the sides come from different memprof versions ({versions[0] or 'unrecorded'} and "
+                   f"{versions[1] or 'unrecorded'}): findings may differ for that reason alone")  # fmt: skip
+    bt, pt = base.get("thresholds"), post.get("thresholds")
+    if bt is None or pt is None:
+        if bt != pt:
+            out.append(
+                "one side does not record its thresholds: its findings may have been judged differently"
+            )
+    elif bt != pt:
+        diff = ", ".join(
+            f"{k} {bt.get(k)} -> {pt.get(k)}" for k in sorted(set(bt) | set(pt)) if bt.get(k) != pt.get(k)
+        )
+        out.append(f"the sides were judged with different thresholds ({diff})")
+    for label, side in (("baseline", base), ("postfix", post)):
+        if not side.get("samples"):
+            out.append(
+                f"the {label} has no samples (none recorded, or none matching the filters): no verdict"
+            )
+    return out
+
+
 def compare(base: dict[str, Any], post: dict[str, Any]) -> dict[str, Any]:
-    """Side by side per route (growth and rss) and per finding, and an overall verdict."""
+    """Side by side per route (growth and rss) and per finding, and an overall verdict (``inconclusive``
+    when a side has no samples)."""
     routes = []
     base_routes = {r["route"]: r for r in base["routes"]}
     post_routes = {r["route"]: r for r in post["routes"]}
@@ -111,10 +150,12 @@ def compare(base: dict[str, Any], post: dict[str, Any]) -> dict[str, Any]:
         f["severity"] in SEVERE for f in findings["resolved"]
     )
     better = better or overall.get("growth", {}).get("verdict") == "better"
+    empty = not base.get("samples") or not post.get("samples")
     return {
         "format": COMPARE_FORMAT,
         "version": COMPARE_VERSION,
-        "verdict": "worse" if worse else "better" if better else "unchanged",
+        "verdict": "inconclusive" if empty else "worse" if worse else "better" if better else "unchanged",
+        "warnings": warnings(base, post),
         "overall": overall,
         "routes": routes,
         "findings": findings,

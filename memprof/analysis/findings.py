@@ -1,14 +1,12 @@
 """Root-cause findings: each names the cause, the evidence (numbers and the records they come from) and
-the fix. Process-level detectors live here; what-requests-load detectors in :mod:`findings_sql`."""
+the fix. Every detector is a pure function of aggregates (:class:`~memprof.analysis.summary.Facts`) with
+its thresholds as named parameters; :func:`detect` runs them all with a :class:`Thresholds`.
+Process-level detectors live here; what-requests-load detectors in :mod:`findings_sql`."""
 
 from __future__ import annotations
 
-from array import array
-from bisect import bisect_left
-from collections.abc import Sequence
 from typing import Any
 
-from memprof.analysis.collect import Collector
 from memprof.analysis.findings_sql import (
     cartesian_join,
     finding,
@@ -17,15 +15,7 @@ from memprof.analysis.findings_sql import (
     n_plus_one,
     session_bloat,
 )
-from memprof.analysis.stats import (
-    describe_merged,
-    describe_sorted,
-    merged_percentile,
-    pearson,
-    percentile,
-    quarter_medians,
-    slope,
-)
+from memprof.analysis.summary import Facts
 from memprof.analysis.thresholds import MIB, Thresholds
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -39,56 +29,46 @@ def family(route: str) -> str:
     return "/" + seg if seg and not seg.startswith("{") else route or "/"
 
 
-def _counted(column: Sequence[int]) -> Sequence[int]:
-    """The counted values of an ascending column whose -1 means "not recorded"."""
-    return column[bisect_left(column, 0) :]
-
-
-def _known_pairs(values: Sequence[int], growth: Sequence[int]) -> tuple[list[int], list[int]]:
-    """(values, growth) of the samples where the value was recorded (-1: not recorded)."""
-    pairs = [(v, g) for v, g in zip(values, growth, strict=False) if v >= 0]
-    return [v for v, _ in pairs], [g for _, g in pairs]
-
-
-def route_family_overhead(c: Collector, t: Thresholds, threshold: int) -> list[dict[str, Any]]:
-    fams: dict[str, list[Any]] = {}
-    for route, acc in c.routes.items():
-        fams.setdefault(family(route), []).append((route, acc))
+def route_family_overhead(
+    facts: Facts, *, min_growth: int = 4 * MIB, min_objects: int = 1000
+) -> list[dict[str, Any]]:
+    """A route family (first path segment) with at most half the traffic that holds most high-memory
+    requests (twice its traffic share), or whose own requests are mostly high-memory (twice the rate
+    elsewhere), with a p95 growth ``min_growth`` above the rest's and a p50 at least twice; or whose
+    requests load ``min_objects`` ORM objects or more (p50), ten times the rest."""
+    fams = {f["family"]: f for f in facts.families}
     if len(fams) < 2:
         return []
-    total = sum(len(a.growth) for rs in fams.values() for _r, a in rs)
-    highs = {f: sum(len(a.growth) - bisect_left(a.sorted_column("growth"), threshold) for _r, a in rs)
-             for f, rs in fams.items()}  # fmt: skip
-    all_high = sum(highs.values())
+    total = facts.samples
+    all_high = sum(f["high"] for f in fams.values())
     out = []
-    for fam, rs in fams.items():
-        n = sum(len(a.growth) for _r, a in rs)
-        share, traffic = highs[fam] / max(all_high, 1), n / max(total, 1)
+    for fam, f in fams.items():
+        n, high = f["requests"], f["high"]
+        share, traffic = high / max(all_high, 1), n / max(total, 1)
         # most of its requests are high-memory, several times the rate elsewhere (a family smaller than
         # 5% of the traffic cannot hold most of the top 5%: the rates say it instead)
-        rate, rest_rate = highs[fam] / max(n, 1), (all_high - highs[fam]) / max(total - n, 1)
+        rate, rest_rate = high / max(n, 1), (all_high - high) / max(total - n, 1)
         holds_most = share >= 0.5 and share >= 2 * traffic
         mostly_high = rate >= 0.5 and rate >= 2 * rest_rate
-        if n < 5 or traffic > 0.5:
+        if n < 5 or traffic > 0.5 or "rest" not in f:
             continue
         # RSS growth undercounts a heavy route once the heap has grown: freed memory is reused, so the
         # ORM objects a request loads are the other signal
-        objects = merged_percentile([_counted(a.sorted_column("instances")) for _r, a in rs], 50)
-        by_memory = highs[fam] >= 5 and (holds_most or mostly_high)
-        if not by_memory and objects < t.route_family_min_objects:
-            continue  # cheap checks first: the statistics below sort every sample
-        others = [a for f, other in fams.items() if f != fam for _r, a in other]
-        mine = describe_merged([a.sorted_column("growth") for _r, a in rs])
-        rest = describe_merged([a.sorted_column("growth") for a in others])
-        rest_objects = merged_percentile([_counted(a.sorted_column("instances")) for a in others], 50)
-        by_memory = by_memory and mine["p95"] - rest["p95"] >= t.route_family_min_growth
-        by_memory = by_memory and mine["p50"] >= 2 * max(rest["p50"], 1)
-        by_objects = objects >= t.route_family_min_objects and objects >= 10 * max(rest_objects, 1)
+        objects = int(f["objects_p50"] or 0)
+        rest = f["rest"]
+        rest_objects = int(rest["objects_p50"] or 0)
+        mine = {"p50": f["growth_p50"], "p95": f["growth_p95"]}
+        by_memory = high >= 5 and (holds_most or mostly_high)
+        by_memory = by_memory and mine["p95"] - rest["growth_p95"] >= min_growth
+        by_memory = by_memory and mine["p50"] >= 2 * max(rest["growth_p50"], 1)
+        by_objects = objects >= min_objects and objects >= 10 * max(rest_objects, 1)
         if not (by_memory or by_objects):
             continue
-        refs = [ref for _g, _s, ref, route, _w, _t in c.high_samples() if family(route) == fam]
-        dumps = sum(1 for d in c.events.dumps if d["route"] and family(str(d["route"])) == fam)
-        routes = sorted(rs, key=lambda ra: -percentile(ra[1].sorted_column("growth"), 95))[:5]
+        rest = {**rest, "p50": rest["growth_p50"], "p95": rest["growth_p95"]}
+        refs = [h["ref"] for h in facts.high if family(h["route"]) == fam]
+        dumps = sum(1 for d in facts.dumps if d["route"] and family(str(d["route"])) == fam)
+        routes = rest["routes"]
+        dumps_total = len(facts.dumps)
         out.append(
             finding(
                 "route_family_overhead",
@@ -102,13 +82,13 @@ def route_family_overhead(c: Collector, t: Thresholds, threshold: int) -> list[d
                     f"with {traffic:.0%} of the traffic (p95 growth {mine['p95'] / MIB:.1f} MiB vs "
                     f"{rest['p95'] / MIB:.1f} MiB)"
                 )
-                + (f"; {dumps} of {len(c.events.dumps)} dumps were taken in it" if dumps else ""),
+                + (f"; {dumps} of {dumps_total} dumps were taken in it" if dumps else ""),
                 fam,
                 {
                     "family": fam,
                     "high_share": round(share, 4),
                     "traffic_share": round(traffic, 4),
-                    "high_requests": highs[fam],
+                    "high_requests": high,
                     "high_rate": round(rate, 4),
                     "objects_p50": objects,
                     "rest_objects_p50": rest_objects,
@@ -119,7 +99,7 @@ def route_family_overhead(c: Collector, t: Thresholds, threshold: int) -> list[d
                     "rest_growth_p50": rest["p50"],
                     "rest_growth_p95": rest["p95"],
                     "dumps": dumps,
-                    "routes": [r for r, _a in routes],
+                    "routes": routes,
                 },
                 refs,
                 f"Give {fam} a memory budget of its own: paginate its list views, load only the columns it "
@@ -131,45 +111,43 @@ def route_family_overhead(c: Collector, t: Thresholds, threshold: int) -> list[d
     return out
 
 
-def leak(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
+def leak(facts: Facts, *, min_growth: int = 8 * MIB, min_samples: int = 40) -> list[dict[str, Any]]:
+    """A worker (with ``min_samples`` samples or more) whose resting RSS (at request start) rises through
+    all four quarters of its requests, by ``min_growth`` bytes and 5% or more; critical past 80% of its limit.
+    Names what grows: caches that only grew, object types that grew between its first and last dump."""
     out = []
-    for name, w in sorted(c.workers.items()):
-        if len(w.rss) < t.leak_min_samples:
+    for w in facts.leak:
+        q = w["quarters"]
+        if w["samples"] < min_samples or len(q) != 4:
             continue
-        order = w.order()
-        ys = w.base if isinstance(order, range) else array("q", [w.base[i] for i in order])
-        q = quarter_medians(ys)
         rise = q[3] - q[1]
-        if not (q[0] < q[1] < q[2] < q[3]) or rise < max(t.leak_min_growth, 0.05 * q[1]):
+        if not (q[0] < q[1] < q[2] < q[3]) or rise < max(min_growth, 0.05 * q[1]):
             continue
-        per_request = slope(ys[len(ys) // 4 :])
-        hours = max((w.time[order[-1]] - w.time[order[0]]) / 3600.0, 1e-9)
-        grows = _what_grows(c, name)
-        near = bool(w.limit and q[3] >= 0.8 * w.limit)
+        name = w["worker"]
+        per_request = float(w["per_request"] or 0.0)
+        hours = max((w["t1"] - w["t0"]) / 3600.0, 1e-9)
+        grows = _what_grows(facts, name)
+        near = bool(w["limit"] and q[3] >= 0.8 * w["limit"])
         what = f"; growing: {', '.join(g['name'] for g in grows[:3])}" if grows else ""
         out.append(
             finding(
                 "leak",
                 "critical" if near else "warning",
                 f"Memory of worker {name} grows steadily: {q[0] / MIB:.0f} -> {q[3] / MIB:.0f} MiB (quarter medians) over "
-                f"{len(ys)} requests (+{per_request / 1024:.1f} KiB per request){what}",
+                f"{w['samples']} requests (+{per_request / 1024:.1f} KiB per request){what}",
                 name,
                 {
                     "worker": name,
-                    "samples": len(ys),
-                    "rss_first": int(ys[0]),
-                    "rss_last": int(ys[-1]),
+                    "samples": w["samples"],
+                    "rss_first": int(w["first"]),
+                    "rss_last": int(w["last"]),
                     "quarter_medians": [int(v) for v in q],
                     "growth_per_request": round(per_request, 1),
-                    "growth_per_hour": round((ys[-1] - ys[0]) / hours, 1),
-                    "limit": w.limit,
+                    "growth_per_hour": round((w["last"] - w["first"]) / hours, 1),
+                    "limit": w["limit"],
                     "growing": grows[:5],
                 },
-                [
-                    c.ref(w.first[1], w.first[2]),
-                    c.ref(w.last[1], w.last[2]),
-                    *[g["ref"] for g in grows[:3]],
-                ],
+                [w["first_ref"], w["last_ref"], *[g["ref"] for g in grows[:3]]],
                 "Find what keeps references across requests: module-level lists and dicts, caches without a "
                 "bound (`lru_cache(maxsize=None)`, dicts used as caches), objects kept on app.state or class "
                 "attributes, Sessions never closed (use `with Session(engine) as session:`). Compare the object "
@@ -180,13 +158,13 @@ def leak(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
     return out
 
 
-def _what_grows(c: Collector, worker: str) -> list[dict[str, Any]]:
+def _what_grows(facts: Facts, worker: str) -> list[dict[str, Any]]:
     grows = []
-    for agg in c.events.caches.values():
-        if agg["worker"] == worker and agg["last"][1] > agg["first"][1] and not agg["decreases"]:
-            grows.append({"name": f"cache {agg['name']}", "first": agg["first"][1], "last": agg["last"][1],
-                          "ref": agg["last"][2]})  # fmt: skip
-    dumps = sorted((d for d in c.events.dumps if d["worker"] == worker), key=lambda d: d["time"] or 0)
+    for agg in facts.caches:
+        if agg["worker"] == worker and agg["last"] > agg["first"] and not agg["decreases"]:
+            grows.append({"name": f"cache {agg['name']}", "first": agg["first"], "last": agg["last"],
+                          "ref": agg["refs"][1]})  # fmt: skip
+    dumps = sorted((d for d in facts.dumps if d["worker"] == worker), key=lambda d: d["time"] or 0)
     if len(dumps) >= 2:
         first, last = dumps[0]["objects"], dumps[-1]["objects"]
         for typ, n in last.items():
@@ -206,18 +184,15 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def unbounded_cache(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
+def unbounded_cache(caches: list[dict[str, Any]], *, min_growth: int = 100) -> list[dict[str, Any]]:
+    """A cache without a maxsize, seen three times or more, never shrinking, grown by ``min_growth``
+    entries or more."""
     out = []
-    for agg in c.events.caches.values():
-        first, last = agg["first"][1], agg["last"][1]
-        if (
-            not agg["unbounded"]
-            or agg["observations"] < 3
-            or agg["decreases"]
-            or last - first < t.cache_min_growth
-        ):
+    for agg in caches:
+        first, last = agg["first"], agg["last"]
+        if not agg["unbounded"] or agg["observations"] < 3 or agg["decreases"] or last - first < min_growth:
             continue
-        span = agg["last"][0] - agg["first"][0]
+        span = agg["span_s"]
         out.append(
             finding(
                 "unbounded_cache",
@@ -234,7 +209,7 @@ def unbounded_cache(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
                     "span_s": round(span, 3),
                     "per_hour": round((last - first) / max(span / 3600.0, 1e-9), 1),
                 },
-                [agg["first"][2], agg["last"][2]],
+                agg["refs"],
                 "Bound it: `functools.lru_cache(maxsize=1024)` instead of `maxsize=None`/`functools.cache`, or a "
                 "cachetools LRUCache/TTLCache; never key a cache on unbounded values (user ids, raw paths, "
                 "query strings). For SQLAlchemy's compiled cache, stop building statements that differ per "
@@ -253,21 +228,20 @@ _VARIABLES = {
 }
 
 
-def state_dependent_variance(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
+def state_dependent_variance(
+    facts: Facts, *, min_std: int = 2 * MIB, min_cv: float = 0.3, min_r: float = 0.6
+) -> list[dict[str, Any]]:
+    """A route whose growth varies widely (std ``min_std`` bytes or more, and ``min_cv`` times the mean or
+    more), explained (warning) by the recorded variable that correlates with it at ``min_r`` or more
+    (session size, ORM instances, query count), or not (info)."""
     out = []
-    for route, acc in sorted(c.routes.items()):
-        if len(acc.growth) < t.variance_min_samples:
+    for v in facts.variance:
+        route, g, scores = v["route"], v["growth"], v["scores"]
+        if g["std"] < min_std or g["std"] < min_cv * g["mean"]:
             continue
-        g = describe_sorted(acc.sorted_column("growth"))
-        if g["std"] < t.variance_min_std or g["std"] < t.variance_min_cv * g["mean"]:
-            continue
-        columns = {"session_size": acc.session, "instances": acc.instances, "query_count": acc.queries}
-        scores = {
-            k: pearson(*_known_pairs(v, acc.growth)) for k, v in columns.items() if max(v, default=-1) > 0
-        }
         best = max(scores, key=lambda k: scores[k], default=None)
         r = scores.get(best, 0.0) if best else 0.0
-        explained = best is not None and r >= t.variance_min_r
+        explained = best is not None and r >= min_r
         evidence = {"route": route, "count": g["count"], "growth": {k: g[k] for k in ("p50", "p95", "max", "std")},
                     "variable": best if explained else None, "r": round(r, 3), "correlations":
                     {k: round(v, 3) for k, v in sorted(scores.items())}}  # fmt: skip
@@ -284,7 +258,7 @@ def state_dependent_variance(c: Collector, t: Thresholds) -> list[dict[str, Any]
                 ),
                 route,
                 evidence,
-                [acc.max_ref[1] if acc.max_ref else ""],
+                [v["max_ref"] or ""],
                 _VARIABLES[best]
                 if explained and best
                 else "Add checkpoints around the suspect steps of this "
@@ -294,9 +268,10 @@ def state_dependent_variance(c: Collector, t: Thresholds) -> list[dict[str, Any]
     return out
 
 
-def worker_killed(c: Collector) -> list[dict[str, Any]]:
+def worker_killed(crashes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every crash record of the flight recorder: a worker killed, with the requests in flight."""
     out = []
-    for crash in c.events.crashes:
+    for crash in crashes:
         rss, limit = crash["last_rss"], crash["limit"]
         pct = f" at {rss / limit:.0%} of its limit" if rss and limit else ""
         routes = [str(r["route"]) for r in crash["inflight"] if r.get("route")]
@@ -325,22 +300,24 @@ def worker_killed(c: Collector) -> list[dict[str, Any]]:
     return out
 
 
-def detect(
-    c: Collector, threshold: int, sessions: dict[str, Any] | None, t: Thresholds | None = None
-) -> list[dict[str, Any]]:
+def detect(facts: Facts, t: Thresholds | None = None) -> list[dict[str, Any]]:
     """Every finding, most severe first."""
     t = t or Thresholds()
     found = [
-        *worker_killed(c),
-        *leak(c, t),
-        *route_family_overhead(c, t, threshold),
-        *session_bloat(c, t, sessions),
-        *n_plus_one(c, t),
-        *cartesian_join(c, t),
-        *large_result_set(c, t),
-        *loader_criteria_explosion(c, t),
-        *unbounded_cache(c, t),
-        *state_dependent_variance(c, t),
+        *worker_killed(facts.crashes),
+        *leak(facts, min_growth=t.leak_min_growth, min_samples=t.leak_min_samples),
+        *route_family_overhead(
+            facts, min_growth=t.route_family_min_growth, min_objects=t.route_family_min_objects
+        ),
+        *session_bloat(facts.sessions, p95=t.session_p95, largest=t.session_max, growth=t.session_growth),
+        *n_plus_one(facts.statements, min_executions=t.n_plus_one),
+        *cartesian_join(facts.statements, min_rows=t.cartesian_rows, min_ratio=t.cartesian_ratio),
+        *large_result_set(facts.statements, min_instances=t.large_instances, min_rss=t.large_rss),
+        *loader_criteria_explosion(facts.scopes, per_request=t.criteria_per_request),
+        *unbounded_cache(facts.caches, min_growth=t.cache_min_growth),
+        *state_dependent_variance(
+            facts, min_std=t.variance_min_std, min_cv=t.variance_min_cv, min_r=t.variance_min_r
+        ),
     ]
     found.sort(key=lambda f: (SEVERITY_ORDER[f["severity"]], KINDS.index(f["kind"]), f["subject"]))
     return found

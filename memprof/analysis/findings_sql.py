@@ -1,12 +1,12 @@
 """Findings about what requests load: N+1 queries, cartesian joins, large result sets, loader criteria,
-session bloat. Each detector is a pure function of the collected aggregates and returns findings."""
+session bloat. Each detector is a pure function of aggregates (:mod:`memprof.analysis.details`) and
+named thresholds (the defaults of :class:`~memprof.analysis.thresholds.Thresholds`), returning findings."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from memprof.analysis.collect import Collector
-from memprof.analysis.thresholds import KIB, MIB, Thresholds
+from memprof.analysis.thresholds import KIB, MIB
 
 GROWN_ON_SHARE = 0.1  # a route is named as growing sessions with at least this share of the top one's growth
 
@@ -30,34 +30,37 @@ def _short(sql: str, n: int = 80) -> str:
     return one if len(one) <= n else one[: n - 1] + "…"
 
 
-def n_plus_one(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
+def n_plus_one(statements: list[dict[str, Any]], *, min_executions: int = 10) -> list[dict[str, Any]]:
+    """A SELECT the SQLAlchemy integration flagged as an N+1, or one run ``min_executions`` times or more in
+    one request: named with the frame and routes where it repeats."""
     out = []
-    for sql, a in c.sql.statements.items():
+    for a in statements:
+        sql = a["sql"]
         # a SELECT repeated per row; an INSERT/UPDATE repeated in a loop is another pattern (executemany)
         is_select = sql.lstrip()[:6].upper().startswith(("SELECT", "WITH"))
-        if not is_select or not (a.n_plus_one > 0 or a.max_count >= t.n_plus_one):
+        if not is_select or not (a["n_plus_one"] > 0 or a["max_count"] >= min_executions):
             continue
         # the frame and routes where it ran as an N+1, not where it also ran once
-        frames = a.n1_frames or a.frames
-        frame = frames.most_common(1)[0][0] if frames else None
-        routes = a.n1_routes or a.routes
+        frames = a["n1_frames"] or a["frames"]
+        frame = frames[0] if frames else None
+        routes = a["n1_routes"] or a["routes"]
         at = f" at {frame}" if frame else ""
         out.append(
             finding(
                 "n_plus_one",
                 "warning",
-                f"N+1 query: one statement ran up to {a.max_count} times in one request{at}",
+                f"N+1 query: one statement ran up to {a['max_count']} times in one request{at}",
                 sql,
                 {
                     "statement": sql,
-                    "max_per_request": a.max_count,
-                    "requests": a.n_plus_one or a.requests,
-                    "executions": a.executions,
-                    "lazy": a.lazy,
+                    "max_per_request": a["max_count"],
+                    "requests": a["n_plus_one"] or a["requests"],
+                    "executions": a["executions"],
+                    "lazy": a["lazy"],
                     "frame": frame,
-                    "routes": [r for r, _ in routes.most_common(3)],
+                    "routes": routes[:3],
                 },
-                [*a.n_plus_one_refs, a.worst_ref or ""],
+                [*a["n_plus_one_refs"], a["worst_ref"] or ""],
                 f"Load the relationship with the parent query instead of once per row{at}: "
                 "`select(Parent).options(selectinload(Parent.children))` for collections, `joinedload` for "
                 'many-to-one; set `lazy="raise"` on the relationship to catch every lazy load in tests.',
@@ -66,13 +69,18 @@ def n_plus_one(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
     return out
 
 
-def cartesian_join(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
+def cartesian_join(
+    statements: list[dict[str, Any]], *, min_rows: int = 1000, min_ratio: float = 10.0
+) -> list[dict[str, Any]]:
+    """A statement that fetched ``min_rows`` rows or more in one request, ``min_ratio`` times the objects it
+    built or more: several joined collections multiplying their rows."""
     out = []
-    for sql, a in c.sql.statements.items():
-        if a.cartesian is None:
+    for a in statements:
+        sql = a["sql"]
+        if a["cartesian"] is None:
             continue
-        rows, instances, ref = a.cartesian
-        if rows < t.cartesian_rows or rows < t.cartesian_ratio * max(instances, 1):
+        rows, instances, ref = a["cartesian"]
+        if rows < min_rows or rows < min_ratio * max(instances, 1):
             continue
         out.append(
             finding(
@@ -85,7 +93,7 @@ def cartesian_join(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
                     "rows": rows,
                     "instances": instances,
                     "ratio": round(rows / max(instances, 1), 1),
-                    "routes": [r for r, _ in a.routes.most_common(3)],
+                    "routes": a["routes"][:3],
                 },
                 [ref],
                 "Several joinedload() collections on one query multiply their rows: load collections with "
@@ -95,13 +103,18 @@ def cartesian_join(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
     return out
 
 
-def large_result_set(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
+def large_result_set(
+    statements: list[dict[str, Any]], *, min_instances: int = 5000, min_rss: int = 64 * MIB
+) -> list[dict[str, Any]]:
+    """A statement that built ``min_instances`` ORM objects or more, or grew RSS by ``min_rss`` bytes or
+    more, in one request."""
     out = []
-    for sql, a in c.sql.statements.items():
-        if a.large is None:
+    for a in statements:
+        sql = a["sql"]
+        if a["large"] is None:
             continue
-        instances, delta, ref = a.large
-        if instances < t.large_instances and delta < t.large_rss:
+        instances, delta, ref = a["large"]
+        if instances < min_instances and delta < min_rss:
             continue
         out.append(
             finding(
@@ -113,9 +126,9 @@ def large_result_set(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
                     "statement": _short(sql, 400),
                     "instances": instances,
                     "rss_delta": delta,
-                    "rows": a.rows,
-                    "requests": a.requests,
-                    "routes": [r for r, _ in a.routes.most_common(3)],
+                    "rows": a["rows"],
+                    "requests": a["requests"],
+                    "routes": a["routes"][:3],
                 },
                 [ref],
                 "Do not materialise the whole result: stream with `stmt.execution_options(yield_per=1000)` "
@@ -126,11 +139,13 @@ def large_result_set(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
     return out
 
 
-def loader_criteria_explosion(c: Collector, t: Thresholds) -> list[dict[str, Any]]:
+def loader_criteria_explosion(scopes: list[dict[str, Any]], *, per_request: int = 50) -> list[dict[str, Any]]:
+    """A loader criteria applied ``per_request`` times or more in one request, or twice to one statement."""
     out = []
-    for (cls, crit), a in c.sql.scopes.items():
-        per_request = a["applied"] / max(a["requests"], 1)
-        if a["max_applied"] < t.criteria_per_request and not a["duplicates"]:
+    for a in scopes:
+        cls, crit = a["model"], a["criteria"]
+        mean = a["applied"] / max(a["requests"], 1)
+        if a["max_applied"] < per_request and not a["duplicates"]:
             continue
         out.append(
             finding(
@@ -145,10 +160,10 @@ def loader_criteria_explosion(c: Collector, t: Thresholds) -> list[dict[str, Any
                     "kind": a["kind"],
                     "where": a["where"],
                     "max_per_request": a["max_applied"],
-                    "mean_per_request": round(per_request, 1),
+                    "mean_per_request": round(mean, 1),
                     "duplicates": a["duplicates"],
                     "requests": a["requests"],
-                    "routes": [r for r, _ in a["routes"].most_common(3)],
+                    "routes": a["routes"][:3],
                 },
                 [a["ref"]],
                 "Add the criteria once per top-level SELECT in a `do_orm_execute` hook (skip "
@@ -159,12 +174,16 @@ def loader_criteria_explosion(c: Collector, t: Thresholds) -> list[dict[str, Any
     return out
 
 
-def session_bloat(c: Collector, t: Thresholds, sessions: dict[str, Any] | None) -> list[dict[str, Any]]:
+def session_bloat(
+    sessions: dict[str, Any] | None, *, p95: int = 64 * KIB, largest: int = 256 * KIB, growth: int = 32 * KIB
+) -> list[dict[str, Any]]:
+    """Sessions whose p95 size is ``p95`` bytes or more, or largest ``largest`` or more, or one session that
+    grew by ``growth`` bytes or more over three requests or more (critical from 4 MiB)."""
     if not sessions:
         return []
     size = sessions["size"]
-    growing = [g for g in sessions["growing"] if g["growth"] >= t.session_growth and g["requests"] >= 3]
-    if size["p95"] < t.session_p95 and size["max"] < t.session_max and not growing:
+    growing = [g for g in sessions["growing"] if g["growth"] >= growth and g["requests"] >= 3]
+    if size["p95"] < p95 and size["max"] < largest and not growing:
         return []
     severity = "critical" if size["max"] >= 4 * MIB else "warning"
     keys = sessions["largest_keys"][:5]

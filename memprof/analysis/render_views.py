@@ -76,6 +76,7 @@ def render_compare(result: dict[str, Any]) -> str:
     lines = [
         f"Verdict: {result['verdict'].upper()}  (baseline {s['baseline']} samples, postfix {s['postfix']})"
     ]
+    lines += [f"  warning: {w}" for w in result.get("warnings") or ()]
     for metric, o in result["overall"].items():
         lines.append(f"  {metric}: mean {fmt_bytes(o['baseline']['mean'])} -> {fmt_bytes(o['postfix']['mean'])} "
                      f"({_signed(o['delta_mean'])}), p95 {_signed(o['delta_p95'])}, max {_signed(o['delta_max'])}: "

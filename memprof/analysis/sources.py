@@ -1,23 +1,19 @@
-"""Finding and reading memprof records: data dirs, JSON Lines files, structlog logs, standard input.
+"""Finding memprof records: data dirs, JSON Lines files, structlog logs, Parquet exports, standard input.
 
-Everything bad in the input (a truncated line, a corrupt dump, a record of an unknown major version) is
-counted in a :class:`LoadReport` with the file and line, and skipped: reading never raises on bad
-input. Only a path that does not exist, or inputs holding no memprof files at all, raise
-:class:`InputError` (one clear sentence for the CLI).
+Everything bad in the input is counted in a :class:`LoadReport` with the file and line, and skipped:
+reading never raises on bad input. Only a path that does not exist, or inputs holding no memprof files
+at all, raise :class:`InputError` (one clear sentence for the CLI).
 """
 
 from __future__ import annotations
 
-import gzip
 import os
-import sys
+import stat
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
-
-import orjson
+from typing import Any
 
 from memprof.records.versions import UnsupportedRecord, check_version
 
@@ -27,9 +23,24 @@ CRASH = "memprof.crash"
 STATE = "memprof.state"
 SAMPLE_EVENT = "memprof.request.completed"
 MAX_EXAMPLES = 20
+PARQUET_TABLES = ("samples", "states", "dumps", "crashes", "problems")
+URL_SCHEMES = (
+    "s3://",
+    "s3a://",
+    "gs://",
+    "gcs://",
+    "az://",
+    "azure://",
+    "abfss://",
+    "r2://",
+    "http://",
+    "https://",
+    "hf://",
+)
 
 Record = dict[str, Any]
-Progress = Callable[[int], None]
+Progress = Callable[[str, int, int], None]
+"""``progress(phase, done, total)``: a phase name ("reading", "computing"), units done and in all."""
 
 
 class InputError(ValueError):
@@ -38,12 +49,17 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Source:
-    """One input: ``lines`` (JSON Lines: samples, state, structlog logs) or ``document`` (dump, crash)."""
+    """One input. ``kind``: ``lines`` (JSON Lines), ``document`` (one JSON record: a dump or crash) or
+    ``parquet`` (an export). ``table``: where the lines of a data file go (``samples``, ``states``);
+    None for a log or a stream, whose lines are sorted out one by one. ``problem``: why it is skipped."""
 
     path: str
-    kind: str  # "lines" | "document"
-    strict: bool = True  # lines that are not JSON are problems (data files) or ignored (logs)
+    kind: str
+    strict: bool = True  # lines that are not memprof records are problems (data files) or ignored (logs)
     size: int = 0
+    table: str | None = None
+    problem: str | None = None
+    stream: bool = False  # standard input, a pipe or a device: read once, in order
 
 
 @dataclass
@@ -92,46 +108,59 @@ class LoadReport:
         }
 
 
-def _classify(name: str) -> str | None:
+def classify(name: str) -> tuple[str, str | None] | None:
+    """``(kind, table)`` of a memprof file name; None for any other name."""
+    if name.endswith(".parquet"):
+        table = next((t for t in PARQUET_TABLES if name.startswith(t)), None)
+        return ("parquet", table) if table else None
     base = name[:-3] if name.endswith(".gz") else name
-    if base.endswith(".jsonl") and (base.startswith("samples-") or base.startswith("state-")):
-        return "lines"
+    if base.endswith(".jsonl") and base.startswith("samples-"):
+        return "lines", "samples"
+    if base.endswith(".jsonl") and base.startswith("state-"):
+        return "lines", "states"
     if base.endswith(".json") and (base.startswith("dump-") or base.startswith("crash-")):
-        return "document"
+        return "document", None
     return None
 
 
+def _file_source(path: str, st: os.stat_result, strict_kind: tuple[str, str | None] | None) -> Source:
+    if not stat.S_ISREG(st.st_mode):  # a pipe (<(zcat ...)), a FIFO or a device named on the command line
+        return Source(path, "lines", strict=False, stream=True)
+    if strict_kind is None:  # any other file is read as a log of JSON lines (structlog output)
+        return Source(path, "lines", strict=False, size=st.st_size)
+    kind, table = strict_kind
+    return Source(path, kind, size=st.st_size, table=table)
+
+
 def discover(inputs: Iterable[str]) -> list[Source]:
-    """The sources of ``inputs``: data dirs (searched recursively), files, or ``-`` for standard input."""
+    """The sources of ``inputs``: data dirs (searched recursively), files, or ``-`` for standard input.
+
+    In a data dir, a file with a memprof name that is not a regular file (a FIFO, a device) is listed
+    with its ``problem`` and never opened: reading it could block for ever.
+    """
     sources: list[Source] = []
     for raw in inputs:
         if raw == "-":
-            sources.append(Source("-", "lines", strict=False))
+            sources.append(Source("-", "lines", strict=False, stream=True))
             continue
-        path = Path(raw)
-        if path.is_file():
-            kind = _classify(path.name)
-            if kind is None:  # any other file is read as a log of JSON lines (structlog output)
-                sources.append(Source(raw, "lines", strict=False, size=path.stat().st_size))
-            else:
-                sources.append(Source(raw, kind, size=path.stat().st_size))
+        if raw.startswith(URL_SCHEMES):  # object storage: DuckDB reads it (httpfs), globs included
+            kind = classify(raw.rstrip("/").rsplit("/", 1)[-1])
+            if kind is None or kind[0] != "parquet":
+                raise InputError(
+                    f"{raw}: only Parquet exports (samples*.parquet, ...) are read from object storage"
+                )
+            sources.append(Source(raw, "parquet", table=kind[1]))
             continue
-        if not path.is_dir():
+        try:
+            st = os.stat(raw)
+        except OSError:
             raise InputError(
                 f"{raw} does not exist: pass a memprof data dir (MEMPROF_DATA_DIR), a log file or -"
-            )
-        found = []
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            for name in sorted(files):
-                kind = _classify(name)
-                if kind is not None:
-                    full = os.path.join(root, name)
-                    try:
-                        size = os.path.getsize(full)
-                    except OSError:
-                        continue
-                    found.append(Source(full, kind, size=size))
+            ) from None
+        if not stat.S_ISDIR(st.st_mode):
+            sources.append(_file_source(raw, st, classify(Path(raw).name)))
+            continue
+        found = _walk(raw)
         if not found:
             raise InputError(
                 f"{raw} holds no memprof data (no samples-*.jsonl, state-*.jsonl, dumps/ or crashes/ files): "
@@ -139,6 +168,28 @@ def discover(inputs: Iterable[str]) -> list[Source]:
             )
         sources.extend(found)
     return sources
+
+
+def _walk(root: str) -> list[Source]:
+    found: list[Source] = []
+    for base, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            kind = classify(name)
+            if kind is None:
+                continue
+            full = os.path.join(base, name)
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue  # removed since it was listed (a rotated or cleaned-up file)
+            if not stat.S_ISREG(st.st_mode):
+                found.append(
+                    Source(full, kind[0], problem="not a regular file (a FIFO or a device): not read")
+                )
+            else:
+                found.append(Source(full, kind[0], size=st.st_size, table=kind[1]))
+    return found
 
 
 class VersionCheck:
@@ -154,7 +205,7 @@ class VersionCheck:
         try:
             hit = key in self._seen
         except TypeError:  # a list or an object where a string belongs
-            key = (repr(key[0]), repr(key[1]))
+            key = (repr(key[0])[:100], repr(key[1])[:100])
             rec = {"schema": key[0], "version": key[1]}
             hit = key in self._seen
         if hit:
@@ -166,110 +217,16 @@ class VersionCheck:
         try:
             result = check_version(rec)
         except UnsupportedRecord as exc:
-            self.refusals[key] = self.last_refusal = str(exc)
-        self._seen[key] = result
+            self.refusals[key] = self.last_refusal = str(exc)[:300]
+        if len(self._seen) < 10_000:
+            self._seen[key] = result
         return result
 
 
-def _open(source: Source) -> IO[bytes]:
-    if source.path == "-":
-        return sys.stdin.buffer
-    if source.path.endswith(".gz"):
-        return cast(IO[bytes], gzip.open(source.path, "rb"))
-    return open(source.path, "rb")
-
-
-def _lines(source: Source, report: LoadReport, check: VersionCheck) -> Iterator[tuple[str, Record, int]]:
-    loads = orjson.loads
-    path = source.path
-    stream = _open(source)
+def refusal(tag: Any, version: Any) -> str:
+    """Why a record of this tag and version is refused (the :func:`check_version` message)."""
     try:
-        lineno = 0
-        for raw in stream:
-            lineno += 1
-            try:
-                rec = loads(raw)
-            except orjson.JSONDecodeError:
-                if not raw.strip():
-                    continue
-                start = raw.find(b"{")  # `kubectl logs --timestamps` and friends prefix the JSON
-                rec = None
-                if start > 0:
-                    try:
-                        rec = loads(raw[start:])
-                    except orjson.JSONDecodeError:
-                        rec = None
-                if rec is None:
-                    if source.strict or b'"memprof.' in raw:
-                        truncated = not raw.endswith(b"\n")
-                        report.problem(path, lineno, "truncated line" if truncated else "invalid JSON")
-                    else:
-                        report.ignored += 1
-                    continue
-            if type(rec) is not dict:
-                if source.strict:
-                    report.problem(path, lineno, "not a JSON object")
-                else:
-                    report.ignored += 1
-                continue
-            if "schema" not in rec:
-                if rec.get("event") == SAMPLE_EVENT:  # a structlog event whose processors dropped the tag
-                    rec["schema"], rec["version"] = SAMPLE, "1.0"
-                elif source.strict:
-                    report.problem(path, lineno, "not a memprof record: no schema tag")
-                    continue
-                else:
-                    report.ignored += 1
-                    continue
-            tag = check(rec)
-            if tag is None:
-                report.problem(path, lineno, "unsupported: " + check.last_refusal)
-                continue
-            yield tag, rec, lineno
-        report.lines += lineno
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-
-
-def _document(source: Source, report: LoadReport, check: VersionCheck) -> Iterator[tuple[str, Record, int]]:
-    try:
-        with _open(source) as fh:
-            rec = orjson.loads(fh.read())
-    except (OSError, EOFError) as exc:
-        report.problem(source.path, None, f"unreadable: {exc}")
-        return
-    except orjson.JSONDecodeError:
-        report.problem(source.path, None, "invalid JSON (truncated or corrupt file)")
-        return
-    if type(rec) is not dict:
-        report.problem(source.path, None, "not a JSON object")
-        return
-    tag = check(rec)
-    if tag is None:
-        report.problem(source.path, None, "unsupported: " + check.last_refusal)
-        return
-    yield tag, rec, 0
-
-
-def read_source(source: Source, report: LoadReport, check: VersionCheck) -> Iterator[tuple[str, Record, int]]:
-    """Yield ``(tag, record, line)`` of one source (line 0 for a document); problems go into ``report``."""
-    reader = _document if source.kind == "document" else _lines
-    return reader(source, report, check)
-
-
-def iter_records(
-    sources: list[Source], report: LoadReport, progress: Progress | None = None
-) -> Iterator[tuple[str, Record, str, int]]:
-    """Yield ``(tag, record, file, line)`` for every readable record; problems go into ``report``."""
-    check = VersionCheck()
-    for source in sources:
-        report.files += 1
-        try:
-            for tag, rec, line in read_source(source, report, check):
-                report.records[tag] += 1
-                yield tag, rec, source.path, line
-        except (OSError, EOFError) as exc:  # EOFError: a truncated .gz file
-            report.problem(source.path, None, f"unreadable: {exc}")
-        if progress is not None:
-            progress(source.size)
+        check_version({"schema": tag, "version": version})
+    except UnsupportedRecord as exc:
+        return str(exc)[:300]
+    return f"a {tag} record where another kind belongs"

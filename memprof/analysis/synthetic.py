@@ -102,7 +102,7 @@ def dump(
     inflight: list[str] | None = None, objects: dict[str, int] | None = None,
     stacks: list[list[str]] | None = None, caches: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """A ``dump`` record (the shape of :class:`memprof.schema.Dump`)."""
+    """A ``dump`` record (the shape of :class:`memprof.records.models.Dump`)."""
     host, _, pid = worker.partition(":")
     counts = sorted((objects or {}).items(), key=lambda kv: -kv[1])
 
@@ -133,7 +133,7 @@ def dump(
 
 def crash(*, worker: str = "api-1:100", last_seen: float = T0, last_rss: int = 1000 * MIB,
           limit: int = 1024 * MIB, inflight: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
-    """A flight-recorder ``crash`` record (the shape of :class:`memprof.schema.Crash`)."""
+    """A flight-recorder ``crash`` record (the shape of :class:`memprof.records.models.Crash`)."""
     host, _, pid = worker.partition(":")
     return {
         "schema": "memprof.crash", "version": "1.0", "pid": int(pid or 0), "host": host, "worker": worker,

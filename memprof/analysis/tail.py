@@ -35,9 +35,13 @@ class Follower:
         out: list[Source] = []
         for p in self.paths:
             try:
-                out.extend(discover([p]))
+                found = discover([p])
             except ValueError:  # not there yet, or still empty: nothing new
                 continue
+            # never open a FIFO or a device (it could block), nor an export
+            out.extend(
+                s for s in found if s.problem is None and not s.stream and s.kind in ("lines", "document")
+            )
         return out
 
     def poll(self) -> list[Event]:

@@ -45,6 +45,10 @@ class Thresholds:
     variance_min_cv: float = _t(0.3, "... and the deviation at least this fraction of the mean")
     variance_min_r: float = _t(0.6, "correlation the explaining variable needs with the growth")
 
+    def to_dict(self) -> dict[str, int | float]:
+        """Every threshold by name (recorded in a summary, so that compare can tell when two differ)."""
+        return dataclasses.asdict(self)
+
 
 BYTE_THRESHOLDS = frozenset(
     {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
@@ -14,7 +15,6 @@ from memprof.commands._errors import CliError
 
 if TYPE_CHECKING:
     from memprof.analysis.filters import Filters
-    from memprof.analysis.sources import Source
     from memprof.analysis.thresholds import Thresholds
 
 # The analyzer is imported inside the functions, when a command runs: `memprof --help` stays cheap.
@@ -38,8 +38,14 @@ Route = Annotated[str | None, typer.Option(help="Only this route template; a glo
 Worker = Annotated[str | None, typer.Option(help="Only this worker: host:pid, a pid, or a host.")]
 Jobs = Annotated[
     int | None,
+    typer.Option(help="Threads the analysis engine (DuckDB) uses (default: one per core, up to 8).", min=1),
+]
+ShowProgress = Annotated[
+    bool | None,
     typer.Option(
-        help="Processes reading files at once (default: one per core, up to 4, for inputs over 32 MB).", min=1
+        "--progress/--no-progress",
+        help="Progress of the reading and computing phases on standard error (default: only on a terminal).",
+        show_default=False,
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON (stable, documented in docs/analyzer.md).")]
@@ -99,21 +105,50 @@ def input_errors() -> Iterator[None]:
         raise CliError(str(exc)) from None
 
 
+class ProgressLine:
+    """Progress of the reading and computing phases on standard error: one rewritten line on a terminal,
+    a line per phase and per tenth elsewhere (when asked for with ``--progress``)."""
+
+    def __init__(self, label: str = "") -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.last: tuple[str, int] = ("", -1)
+        self.started = time.monotonic()
+        self.shown = False
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        tenth = int(10 * done / total) if total else 10
+        if (phase, tenth if not self.tty else int(100 * done / max(total, 1))) == self.last:
+            return
+        self.last = (phase, tenth if not self.tty else int(100 * done / max(total, 1)))
+        what = f"{self.label}{phase} {100 * done / max(total, 1):3.0f}%"
+        if phase == "reading" and total > 1:
+            what += f" ({done / 1e6:,.0f} of {total / 1e6:,.0f} MB)"
+        what += f", {time.monotonic() - self.started:.1f} s"
+        if self.tty:
+            sys.stderr.write("\r\x1b[K" + what)
+        else:
+            sys.stderr.write(what + "\n")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown and self.tty:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
 @contextmanager
-def progress_bar(sources: list[Source], enabled: bool) -> Iterator[Callable[[int], None] | None]:
-    """A rich progress bar on standard error over the bytes of ``sources`` (only on a terminal)."""
-    if not enabled or not sys.stderr.isatty() or len(sources) < 2:
+def progress_line(enabled: bool | None, label: str = "") -> Iterator[Callable[[str, int, int], None] | None]:
+    """A :class:`ProgressLine` when ``enabled`` (None: when standard error is a terminal)."""
+    if enabled is False or (enabled is None and not sys.stderr.isatty()):
         yield None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("reading"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True,
-    ) as bar:  # fmt: skip
-        task = bar.add_task("read", total=sum(s.size for s in sources) or None)
-        yield lambda n: bar.advance(task, n)
+    line = ProgressLine(label)
+    try:
+        yield line
+    finally:
+        line.close()
 
 
 _SEVERITY_COLORS = (("[critical]", "red"), ("[warning]", "yellow"), ("!! ", "red"))

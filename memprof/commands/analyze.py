@@ -12,6 +12,7 @@ from memprof.commands._analysis_options import (
     Json,
     Paths,
     Route,
+    ShowProgress,
     Since,
     Threshold,
     Until,
@@ -21,7 +22,7 @@ from memprof.commands._analysis_options import (
     input_errors,
     make_filters,
     make_thresholds,
-    progress_bar,
+    progress_line,
 )  # fmt: skip
 from memprof.commands._errors import CliError
 
@@ -55,7 +56,7 @@ def run(
     fail_on: Annotated[
         FailOn, typer.Option(help="Exit with code 3 when a finding of this severity or worse is found.")
     ] = FailOn.never,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar on a terminal.")] = True,
+    progress: ShowProgress = None,
     jobs: Jobs = None,
     threshold: Threshold = None,
 ) -> None:
@@ -71,12 +72,12 @@ def run(
     filters = make_filters(since, until, route, worker, pattern)
     with input_errors():
         sources = discover(inputs)
-        with progress_bar(sources, progress and not json) as advance:
+        with progress_line(progress) as advance:
             result = analyze_sources(
-                sources, inputs, filters, recent=recent, progress=advance, thresholds=limits, jobs=jobs
+                sources, inputs, filters, recent=recent, progress=advance, thresholds=limits, threads=jobs
             )
     show_summary = summary if summary is not None else not recent
-    recent_records = result.collector.recent_records()
+    recent_records = result.recent_records()
     if json:
         data: dict[str, Any] = (
             dict(result.summary) if show_summary else {"format": "memprof.recent", "version": "1.0"}

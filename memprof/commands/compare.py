@@ -9,6 +9,7 @@ import typer
 from memprof.commands._analysis_options import (
     Json,
     Route,
+    ShowProgress,
     Since,
     Threshold,
     Until,
@@ -17,6 +18,7 @@ from memprof.commands._analysis_options import (
     input_errors,
     make_filters,
     make_thresholds,
+    progress_line,
 )
 from memprof.commands._errors import CliError
 
@@ -36,6 +38,7 @@ def run(
         bool, typer.Option(help="Exit with code 3 when the verdict is worse (for CI).")
     ] = False,
     threshold: Threshold = None,
+    progress: ShowProgress = None,
 ) -> None:
     """Compare two runs side by side: per-route memory deltas, findings resolved/new, and a verdict."""
     from memprof.analysis.compare import compare, load_summary
@@ -45,7 +48,15 @@ def run(
     filters = make_filters(since, until, route, worker)
     limits = make_thresholds(threshold)
     with input_errors():
-        result = compare(load_summary(baseline, filters, limits), load_summary(postfix, filters, limits))
+        with progress_line(progress, "baseline: ") as advance:
+            base = load_summary(baseline, filters, limits, advance)
+        with progress_line(progress, "postfix: ") as advance:
+            post = load_summary(postfix, filters, limits, advance)
+        result = compare(base, post)
+    for warning in result["warnings"]:
+        typer.echo(f"memprof: warning: {warning}", err=True)
     emit(render_json(result) if json else render_compare(result))
     if fail_if_worse and result["verdict"] == "worse":
         raise CliError("the postfix run is worse than the baseline (--fail-if-worse)", 3)
+    if fail_if_worse and result["verdict"] == "inconclusive":
+        raise CliError("no verdict: a side has no samples (--fail-if-worse)", 3)

@@ -18,16 +18,31 @@ _MB = 1024 * 1024
 
 
 def postmortem(data_dir: Path) -> dict[str, Any]:
-    """Collect crashes in ``data_dir`` and return ``{"crashes": [...], "running": [...]}`` (pure data)."""
+    """Collect crashes in ``data_dir`` and return ``{"crashes": [...], "running": [...], "invalid": [...]}``
+    (pure data). A worker file with fields of the wrong type is listed in ``invalid`` and left in place."""
+    from memprof.analysis.flight_files import check_worker
     from memprof.commands._errors import CliError
-    from memprof.watchdog.flight import collect_crashes, live_workers, read_crashes
+    from memprof.records.versions import WORKER_SCHEMA
+    from memprof.watchdog.flight import WORKERS_DIR, collect_crashes, live_workers, read_crashes
     from memprof.workers import worker_alive
 
     if not data_dir.is_dir():
         raise CliError(f"data dir {str(data_dir)!r} does not exist; pass the MEMPROF_DATA_DIR of the service")
     collect_crashes(data_dir, "postmortem")
-    running = [w for w in live_workers(data_dir) if worker_alive(int(w["pid"]), float(w.get("started") or 0))]
-    return {"crashes": read_crashes(data_dir), "running": running}
+    invalid = []
+    for path in sorted((data_dir / WORKERS_DIR).glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            invalid.append({"file": str(path), "reason": f"unreadable: {str(exc)[:200]}"})
+            continue
+        problem = check_worker(doc)
+        if problem is not None and isinstance(doc, dict) and doc.get("schema") == WORKER_SCHEMA:
+            invalid.append({"file": str(path), "reason": problem})
+    bad = {i["file"] for i in invalid}
+    running = [w for w in live_workers(data_dir) if str(data_dir / WORKERS_DIR / f"{w.get('host')}-{w.get('pid')}.json") not in bad
+               and check_worker(w) is None and worker_alive(int(w["pid"]), float(w.get("started") or 0))]  # fmt: skip
+    return {"crashes": read_crashes(data_dir), "running": running, "invalid": invalid}
 
 
 def _when(ts: float | None) -> str:
@@ -64,6 +79,8 @@ def render(result: dict[str, Any]) -> str:
                 f"    {req.get('method', '?')} {route}{age}, RSS at start {_mb(req.get('rss_start'))}"
             )
         lines.append(f"  record: {crash.get('file', '?')}")
+    for bad in result.get("invalid") or ():
+        lines.append(f"invalid worker file {bad['file']}: {bad['reason']} (left in place)")
     for worker in result["running"]:
         lines.append(
             f"running: {worker.get('worker')} (pid {worker.get('pid')}), RSS {_mb(worker.get('rss'))}"

@@ -11,6 +11,7 @@ from memprof.commands._analysis_options import (
     Jobs,
     Paths,
     Route,
+    ShowProgress,
     Since,
     Threshold,
     Until,
@@ -19,7 +20,7 @@ from memprof.commands._analysis_options import (
     input_errors,
     make_filters,
     make_thresholds,
-    progress_bar,
+    progress_line,
 )  # fmt: skip
 from memprof.commands._errors import CliError
 
@@ -37,26 +38,24 @@ def run(
     points: Annotated[int, typer.Option(help="Most points per worker in the memory chart.", min=10)] = 800,
     jobs: Jobs = None,
     threshold: Threshold = None,
+    progress: ShowProgress = None,
 ) -> None:
     """Write an HTML report: memory over time per worker with dumps marked, per-route distributions, phases, findings."""
-    from memprof.analysis.analyze import analyze_sources
-    from memprof.analysis.report_html import render
-    from memprof.analysis.sources import discover
-    from memprof.analysis.summary import series
+    from memprof.analysis.report_html import render, report_data
 
     inputs = default_paths(paths)
     limits = make_thresholds(threshold)
     filters = make_filters(since, until, route, worker)
-    with input_errors():
-        sources = discover(inputs)
-        with progress_bar(sources, True) as advance:
-            result = analyze_sources(sources, inputs, filters, progress=advance, thresholds=limits, jobs=jobs)
-    page = render(result.summary, series(result.collector, points), title=title)
+    with input_errors(), progress_line(progress) as advance:
+        summary, charts = report_data(
+            inputs, filters, thresholds=limits, points=points, progress=advance, threads=jobs
+        )
+    page = render(summary, charts, title=title)
     try:
         html.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise CliError(f"cannot write the report to {html}: {exc.strerror or exc}") from None
-    s = result.summary
+    s = summary
     typer.echo(
         f"wrote {html} ({s['samples']} samples, {s['dumps']['count']} dumps, {len(s['findings'])} findings)"
     )

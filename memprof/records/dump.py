@@ -1,6 +1,6 @@
 """Record models of critical dumps, crash records and cache-state observations.
 
-Kept apart from :mod:`memprof.schema` (which imports and registers them, so ``memprof.schema.Dump``,
+Kept apart from :mod:`memprof.records.models` (which imports and registers them, so ``memprof.records.models.Dump``,
 ``Crash`` and ``StateRecord`` are the public names) to keep each module small.
 """
 

@@ -154,18 +154,22 @@ def collect_crashes(data_dir: Path, detected_by: str, host: str | None = None) -
         doc = _read(path)
         if doc is None or doc.get("host") != host:
             continue
-        pid = int(doc["pid"])
-        if pid == os.getpid() and float(doc.get("started") or 0) >= process_started() - 1.0:
-            continue  # this very process's own file
-        if pid != os.getpid() and worker_alive(pid, float(doc.get("started") or 0)):
+        try:  # validated before it is claimed: a malformed file stays where it is, for the analyzer to report
+            pid = int(doc["pid"])
+            started = float(doc.get("started") or 0)
+            record = crash_record(doc, detected_by)
+            stamp = datetime.fromtimestamp(record["last_seen"], UTC).strftime("%Y%m%dT%H%M%S%f")
+            if pid == os.getpid() and started >= process_started() - 1.0:
+                continue  # this very process's own file
+            if pid != os.getpid() and worker_alive(pid, started):
+                continue
+        except (KeyError, TypeError, ValueError, OverflowError, OSError):
             continue
         claim = workers / f".{path.name}.{os.getpid()}.claim"
         try:
             os.rename(path, claim)
         except OSError:
             continue  # another process claimed it
-        record = crash_record(doc, detected_by)
-        stamp = datetime.fromtimestamp(record["last_seen"], UTC).strftime("%Y%m%dT%H%M%S%f")
         out = data_dir / CRASHES_DIR / f"crash-{stamp}-{pid}.json"
         try:
             write_private(out, json.dumps(record, indent=1).encode())

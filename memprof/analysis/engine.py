@@ -1,0 +1,129 @@
+"""The analyzer's engine: one DuckDB connection per analysis, with bounded memory and the helper macros
+every query of :mod:`memprof.analysis` uses.
+
+DuckDB is an analyzer-side dependency: only :mod:`memprof.analysis` and :mod:`memprof.commands` import
+it, never the middleware or anything on a worker's request path.
+
+Tables live in a compressed in-memory database (``COMPRESS``); after each chunk of input is inserted, a
+``CHECKPOINT`` compresses it, so a million samples take tens of MB. Past ``memory_limit`` DuckDB spills to
+a private temporary directory, removed when the engine closes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import duckdb
+
+MEMORY_LIMIT = "200MB"
+MAX_TEXT = 2000
+"""Strings from records are cut to this many characters in every table (and so in every output)."""
+MAX_NAME = 300
+"""... and names (routes, workers, keys, phases) to this many."""
+
+# A record's scalar numbers arrive as the text JSON wrote (``from_json`` into VARCHAR), so that a value of
+# the wrong type is seen as such; numbers inside lists arrive as DOUBLE (a wrong type reads as null). Either
+# way an integer must be one: DuckDB would round 1.5 to the integer 2.
+MACROS = f"""
+CREATE OR REPLACE MACRO mp_num(v) AS TRY_CAST(v AS DOUBLE);
+CREATE OR REPLACE MACRO mp_bad_num(v) AS
+    v IS NOT NULL AND NOT coalesce(isfinite(TRY_CAST(v AS DOUBLE)), false);
+CREATE OR REPLACE MACRO mp_bad_int(v) AS
+    v IS NOT NULL AND NOT coalesce(isfinite(TRY_CAST(v AS DOUBLE))
+        AND TRY_CAST(v AS DOUBLE) = trunc(TRY_CAST(v AS DOUBLE))
+        AND abs(TRY_CAST(v AS DOUBLE)) < 9007199254740992, false);
+CREATE OR REPLACE MACRO mp_int(v) AS
+    CASE WHEN mp_bad_int(v) THEN NULL ELSE TRY_CAST(TRY_CAST(v AS DOUBLE) AS BIGINT) END;
+CREATE OR REPLACE MACRO mp_bad_i(d) AS
+    d IS NOT NULL AND NOT (isfinite(d) AND d = trunc(d) AND abs(d) < 9007199254740992);
+CREATE OR REPLACE MACRO mp_bad_d(d) AS d IS NOT NULL AND NOT isfinite(d);
+CREATE OR REPLACE MACRO mp_i(d) AS CASE WHEN mp_bad_i(d) THEN NULL ELSE d::BIGINT END;
+CREATE OR REPLACE MACRO mp_cut(s, n) AS
+    CASE WHEN strlen(s) > n AND length(s) > n THEN left(s, n - 1) || '…' ELSE s END;
+CREATE OR REPLACE MACRO mp_text(s) AS mp_cut(s, {MAX_TEXT});
+CREATE OR REPLACE MACRO mp_name(s) AS mp_cut(s, {MAX_NAME});
+"""
+
+
+class Engine:
+    """A DuckDB connection with the analyzer's settings; close it (or use it as a context manager)."""
+
+    def __init__(self, *, threads: int | None = None, memory_limit: str = MEMORY_LIMIT) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="memprof-analysis-")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.con = duckdb.connect(
+            config={
+                "threads": threads or max(1, min(cores, 8)),
+                "memory_limit": memory_limit,
+                "temp_directory": os.path.join(self.tmp, "spill"),
+                "preserve_insertion_order": True,
+                "autoinstall_known_extensions": False,
+            }
+        )
+        self.con.execute("SET enable_progress_bar = false")  # it would write to standard output
+        self.con.execute("ATTACH ':memory:' AS mp (COMPRESS)")
+        self.con.execute("USE mp")
+        self.con.execute(MACROS)
+
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> None:
+        """Run a statement for its effect."""
+        self.con.execute(query, params)
+
+    def rows(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """All rows of a query as tuples."""
+        return self.con.execute(query, params).fetchall()
+
+    def dicts(self, query: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """All rows of a query as dicts (column name -> value)."""
+        cur = self.con.execute(query, params)
+        names = [d[0] for d in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def one(self, query: str, params: Sequence[Any] | None = None) -> dict[str, Any]:
+        """The first row of a query as a dict (every column None when there is no row)."""
+        cur = self.con.execute(query, params)
+        names = [d[0] for d in cur.description or ()]
+        row = cur.fetchone()
+        return dict(zip(names, row if row is not None else [None] * len(names), strict=True))
+
+    def value(self, query: str, params: Sequence[Any] | None = None) -> Any:
+        """The first column of the first row (None when there is none)."""
+        row = self.con.execute(query, params).fetchone()
+        return row[0] if row else None
+
+    def checkpoint(self) -> None:
+        """Compress what was inserted since the last checkpoint."""
+        self.con.execute("CHECKPOINT mp")
+
+    def close(self) -> None:
+        """Close the connection and remove the temporary directory."""
+        try:
+            self.con.close()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def engine(**kwargs: Any) -> Iterator[Engine]:
+    """An :class:`Engine` closed on exit."""
+    e = Engine(**kwargs)
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+def quote(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"

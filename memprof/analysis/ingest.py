@@ -1,0 +1,448 @@
+"""Reading sources into the analyzer's tables (:mod:`memprof.analysis.tables`).
+
+JSON Lines data files go straight to DuckDB, several files per statement: each line is taken as text
+(``read_csv`` with a delimiter JSON cannot contain, numbered ``WITH ORDINALITY``), parsed once with
+``from_json`` and validated in SQL. A line that is not a valid record becomes a row of ``problems``
+(file, line, reason) and nothing else: a record is counted whole or not at all. A statement DuckDB
+refuses (a corrupt .gz, a line past its size limit) is retried file by file, and a file it still
+refuses is sorted out in Python (:mod:`memprof.analysis.normalize`), as logs and standard input are.
+Documents (dumps, crash records) are read in Python (:mod:`memprof.analysis.documents`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import duckdb
+import orjson
+
+from memprof.analysis import tables as t
+from memprof.analysis.documents import MAX_DOCUMENT, crash_row, dump_row
+from memprof.analysis.engine import Engine, quote
+from memprof.analysis.normalize import normalize
+from memprof.analysis.sources import (
+    CRASH,
+    DUMP,
+    MAX_EXAMPLES,
+    SAMPLE,
+    STATE,
+    LoadReport,
+    Problem,
+    Source,
+    VersionCheck,
+    refusal,
+)
+from memprof.records.versions import VERSIONS
+
+CHUNK_BYTES = 32 * 1024 * 1024
+CHUNK_FILES = 16
+MAX_SQL_LINE = 1024 * 1024  # longer lines make DuckDB refuse the file: it is read in Python then
+_SEP = "chr(31)"
+_PARSE = {"samples": (SAMPLE, t.SAMPLE_JSON, t.SAMPLE_BAD, t.SAMPLE_ROW),
+          "states": (STATE, t.STATE_JSON, t.STATE_BAD, t.STATE_ROW)}  # fmt: skip
+_COLUMNS = {"samples": t.SAMPLE_COLUMNS, "states": t.STATE_COLUMNS}
+Tick = Callable[[int], None]
+# What bad input makes DuckDB raise (a corrupt .gz, invalid UTF-8, a line past the size limit); any other
+# error (a binder error: a bug) propagates.
+DATA_ERRORS = (
+    duckdb.IOException,
+    duckdb.InvalidInputException,
+    duckdb.NotImplementedException,
+    duckdb.ConversionException,
+    duckdb.OutOfRangeException,
+    duckdb.OutOfMemoryException,
+)
+
+
+def _scan(file_id: int, path: str) -> str:
+    return (
+        f"SELECT {file_id} AS file_id, ordinality::INTEGER AS line, text FROM read_csv({quote(path)}, "
+        "columns={'text': 'VARCHAR'}, delim='\x01', quote='', escape='', header=false, auto_detect=false, "
+        f"max_line_size={MAX_SQL_LINE}, buffer_size={2 * MAX_SQL_LINE}) WITH ORDINALITY"
+    )
+
+
+def insert_lines(table: str, files: list[tuple[int, str]]) -> str:
+    """The statement reading JSON Lines ``files`` (``(file_id, path)``) into ``table``, problems included
+    (column ``problem``: blank lines too, to count lines).
+
+    Numbering lines (``WITH ORDINALITY``) keeps one statement on one core: :class:`Reader` runs one
+    statement per core at once instead."""
+    _tag, structure, _bad, row = _PARSE[table]
+    detail = (
+        f"CASE WHEN j IS NOT NULL AND {t.DETAIL_GATE} THEN TRY(from_json(text, {quote(t.DETAIL_JSON)})) END"
+        if table == "samples"
+        else "NULL"
+    )
+    scans = "\nUNION ALL ".join(_scan(fid, path) for fid, path in files)
+    problem = _problem(
+        table,
+        """
+        WHEN text IS NULL OR trim(text) = '' THEN 'blank'
+        WHEN j IS NULL THEN 'invalid JSON'
+        WHEN j.schema IS NULL AND json_type(text) <> 'OBJECT' THEN 'not a JSON object'""",
+    )
+    return f"""INSERT INTO {table} BY NAME
+    SELECT file_id, line, {row}, {problem} AS problem
+    FROM (SELECT file_id, line, text, j, {detail} AS d
+          FROM (SELECT file_id, line, text, TRY(from_json(text, {quote(structure)})) AS j FROM ({scans})))"""
+
+
+def _problem(table: str, invalid_json: str) -> str:
+    tag, _structure, bad, _row = _PARSE[table]
+    major = VERSIONS[tag].split(".")[0]
+    return f"""CASE {invalid_json}
+        WHEN j.schema IS NULL THEN 'not a memprof record: no schema tag'
+        WHEN j.schema <> '{tag}' OR coalesce(split_part(j.version, '.', 1), '') <> '{major}'
+            THEN 'unsupported' || {_SEP} || left(j.schema, 100) || {_SEP} || left(coalesce(j.version, ''), 100)
+        ELSE 'invalid record' || {_SEP} || ({bad})
+    END"""
+
+
+def insert_json(table: str, files: list[tuple[int, str]]) -> str:
+    """The fast statement for files whose every line is a JSON object with fields of the expected JSON
+    types (DuckDB's own JSON reader; it raises on anything else, and the file is read by
+    :func:`insert_lines` then). Blank lines are skipped unnumbered: :class:`Reader` checks the count."""
+    columns = _COLUMNS[table]
+    spec = "{" + ", ".join(f"{quote(k)}: {quote(v)}" for k, v in columns.items()) + "}"
+    packed = "{" + ", ".join(f"'{k}': \"{k}\"" for k in columns) + "}"
+    scans = "\nUNION ALL ".join(
+        f"SELECT {fid} AS file_id, ordinality::INTEGER AS line, {packed} AS j FROM read_json({quote(path)}, "
+        f"format='newline_delimited', columns={spec}, maximum_object_size={MAX_SQL_LINE}) WITH ORDINALITY"
+        for fid, path in files
+    )
+    row = _PARSE[table][3]
+    return f"""INSERT INTO {table} BY NAME
+    SELECT file_id, line, {row}, {_problem(table, "")} AS problem FROM (SELECT file_id, line, j, j AS d FROM ({scans}))"""
+
+
+class Gate:
+    """Statements run side by side (shared), or one alone (exclusive: a retry after running out of memory)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.running = 0
+        self.closed = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self.cond:
+            self.cond.wait_for(lambda: not self.closed)
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.running -= 1
+                self.cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self.cond:
+            self.cond.wait_for(lambda: not self.closed)
+            self.closed = True
+            self.cond.wait_for(lambda: self.running == 0)
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.closed = False
+                self.cond.notify_all()
+
+
+class Reader:
+    """Reads sources into an engine's tables; problems and counts go into ``report``."""
+
+    def __init__(self, e: Engine, report: LoadReport, tick: Tick | None = None) -> None:
+        self.e, self.report, self.tick = e, report, tick or (lambda n: None)
+        self.check = VersionCheck()
+        self.paths: list[str] = []
+        self.docs: dict[str, list[dict[str, Any]]] = {"dumps": [], "crashes": []}
+        self.python_problems: list[tuple[int, int | None, str, str | None]] = []
+        self.lock = threading.Lock()
+        self.gate = Gate()
+        e.sql(t.create_tables())
+        for table in ("samples", "states"):
+            e.sql(f"ALTER TABLE {table} ADD COLUMN problem VARCHAR")
+
+    def file_id(self, path: str, kind: str) -> int:
+        """A new id for ``path`` (its row in ``files``)."""
+        self.paths.append(path)
+        self.e.sql("INSERT INTO files VALUES (?, ?, ?)", [len(self.paths) - 1, path, kind])
+        return len(self.paths) - 1
+
+    def problem(self, file_id: int, line: int | None, message: str) -> None:
+        """One skipped line or file, found in Python."""
+        reason, _, detail = message.partition(": ")
+        self.python_problems.append((file_id, line, reason, detail or None))
+
+    # -- sources -----------------------------------------------------------------------------------
+    def read(self, sources: Iterable[Source]) -> None:
+        """Read every source (data files in chunks, then logs and streams, then documents)."""
+        chunks: dict[str, list[tuple[int, Source]]] = {"samples": [], "states": []}
+        for source in sources:
+            if source.kind == "parquet" and source.problem is None:
+                self.report.files += 1
+                self._parquet(source)
+                self.tick(source.size)
+                continue
+            fid = self.file_id(source.path, source.table or source.kind)
+            if source.problem is not None:
+                self.problem(fid, None, source.problem)
+                continue
+            self.report.files += 1
+            if source.kind == "document":
+                self._document(fid, source)
+                self.tick(source.size)
+            elif source.table is not None and not source.stream:
+                chunks[source.table].append((fid, source))
+            else:
+                self._normalized(fid, source)
+                self.e.checkpoint()
+                self.tick(source.size)
+        work = [(table, part) for table, files in chunks.items() for part in _chunks(files)]
+        workers = max(1, int(self.e.value("SELECT current_setting('threads')")))
+        with ThreadPoolExecutor(workers) as pool:
+            for i in range(0, len(work), workers):  # in waves: the checkpoint compresses each wave's rows
+                list(pool.map(self._lines, work[i : i + workers]))
+                self.e.checkpoint()
+        self._insert_documents()
+        self._finish()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = self.e.con.cursor()
+        cur.execute("USE mp")
+        cur.execute("SET enable_progress_bar = false")
+        return cur
+
+    def _lines(self, item: tuple[str, list[tuple[int, Source]]]) -> None:
+        """Read a chunk of JSON Lines files: DuckDB's JSON reader first (every line a valid record of the
+        expected JSON types, the line count checked), else :func:`insert_lines`, else Python."""
+        table, part = item
+        cur = self._cursor()
+        try:
+            plain = [(fid, src) for fid, src in part if not src.path.endswith(".gz")]
+            slow = [(fid, src) for fid, src in part if src.path.endswith(".gz")]
+            if plain:
+                slow += self._fast(cur, table, plain)
+            for one in slow:
+                self._robust(cur, table, one)
+        finally:
+            cur.close()
+        with self.lock:
+            self.tick(sum(s.size for _fid, s in part))
+
+    def _fast(
+        self, cur: duckdb.DuckDBPyConnection, table: str, part: list[tuple[int, Source]]
+    ) -> list[tuple[int, Source]]:
+        """Insert ``part`` with :func:`insert_json`; returns the files it could not read exactly."""
+        statement = insert_json(table, [(fid, s.path) for fid, s in part])
+        try:
+            try:
+                with self.gate.shared():
+                    cur.execute(statement)
+            except duckdb.OutOfMemoryException:  # the others' buffers took the memory: again, alone
+                with self.gate.exclusive():
+                    cur.execute(statement)
+        except DATA_ERRORS:
+            if len(part) == 1:
+                return part
+            return [bad for one in part for bad in self._fast(cur, table, [one])]
+        counts = dict(cur.execute(
+            f"SELECT file_id, count(*) FROM {table} WHERE file_id IN ({', '.join(str(f) for f, _s in part)}) GROUP BY file_id"
+        ).fetchall())  # fmt: skip
+        redo = []
+        for fid, src in part:
+            if counts.get(fid, 0) != _count_lines(src.path):  # a blank line: the numbering is off
+                cur.execute(f"DELETE FROM {table} WHERE file_id = {fid}")
+                redo.append((fid, src))
+        return redo
+
+    def _robust(self, cur: duckdb.DuckDBPyConnection, table: str, one: tuple[int, Source]) -> None:
+        try:
+            cur.execute(insert_lines(table, [(one[0], one[1].path)]))
+        except DATA_ERRORS:
+            self._normalized(*one, cur=cur)
+
+    def _normalized(self, fid: int, source: Source, cur: duckdb.DuckDBPyConnection | None = None) -> None:
+        con = cur or self.e.con
+        out = normalize(source, self.e.tmp, f"n{fid}", self.check)
+        with self.lock:
+            self.report.ignored += out.ignored
+            for line, message in out.problems:
+                self.problem(fid, line, message)
+            for rec, line in out.documents:
+                self._add_document(rec, fid, line, source.path)
+        for table, path in out.files.items():
+            try:
+                con.execute(insert_lines(table, [(fid, path)]))
+            except DATA_ERRORS as exc:
+                self.problem(fid, None, f"unreadable: {str(exc).splitlines()[0][:200]}")
+            os.unlink(path)
+        # lines past the last record (other log lines) count as read too
+        con.execute("INSERT INTO samples (file_id, line, problem) VALUES (?, ?, 'blank')", [fid, out.lines])
+
+    def _document(self, fid: int, source: Source) -> None:
+        try:
+            if source.size > MAX_DOCUMENT:
+                raise ValueError(f"larger than {MAX_DOCUMENT >> 20} MB")
+            with open(source.path, "rb") as fh:
+                data = fh.read()
+            if source.path.endswith(".gz"):
+                import gzip
+
+                data = gzip.decompress(data)
+            rec = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.problem(fid, None, "invalid JSON (truncated or corrupt file)")
+            return
+        except (OSError, EOFError, ValueError) as exc:
+            self.problem(fid, None, f"unreadable: {str(exc)[:200]}")
+            return
+        if type(rec) is not dict:
+            self.problem(fid, None, "not a JSON object")
+            return
+        self._add_document(rec, fid, 0, source.path)
+
+    def _add_document(self, rec: dict[str, Any], fid: int, line: int, path: str) -> None:
+        tag = self.check(rec)
+        if tag is None:
+            self.problem(fid, line or None, "unsupported: " + self.check.last_refusal)
+        elif tag == DUMP:
+            self.docs["dumps"].append(dump_row(rec, fid, line))
+        elif tag == CRASH:
+            self.docs["crashes"].append(crash_row(rec, fid, line))
+        else:
+            self.problem(fid, line or None, f"unsupported: a {tag} record in a document file")
+
+    def _parquet(self, source: Source) -> None:
+        """An export (``memprof export --parquet``): its rows as they are, with new file ids."""
+        table = source.table or ""
+        src = f"read_parquet({quote(source.path)}, union_by_name=true)"
+        cols = t.SCHEMA[table]
+        try:
+            files = [f for (f,) in self.e.rows(f"SELECT DISTINCT file FROM {src} ORDER BY file")]
+            self.e.sql("CREATE OR REPLACE TEMP TABLE fmap (file VARCHAR, file_id INTEGER)")
+            for f in files:
+                self.e.sql("INSERT INTO fmap VALUES (?, ?)", [f, self.file_id(str(f), "exported")])
+            select = ", ".join(
+                "m.file_id AS file_id" if c == "file_id" else f'p."{c}"::{typ} AS "{c}"'
+                for c, typ in cols.items()
+            )
+            self.e.sql(f"INSERT INTO {table} BY NAME SELECT {select} FROM {src} p JOIN fmap m USING (file)")
+        except (*DATA_ERRORS, duckdb.BinderException, duckdb.HTTPException, duckdb.CatalogException) as exc:
+            # (a binder error here: a Parquet file of another schema)
+            self.problem(
+                self.file_id(source.path, "parquet"), None, f"unreadable: {str(exc).splitlines()[0][:200]}"
+            )
+        self.e.checkpoint()
+
+    def bad_worker_file(self, path: str, message: str) -> None:
+        """A flight-recorder file that cannot be read: reported, left where it is."""
+        self.problem(self.file_id(path, "worker"), None, message)
+
+    def add_crash(self, rec: dict[str, Any], path: str) -> None:
+        """A crash record built here (a dead worker's flight file): read like a crash document."""
+        self.docs["crashes"].append(crash_row(rec, self.file_id(path, "worker"), 0))
+
+    def _insert_documents(self) -> None:
+        for table, rows in self.docs.items():
+            if not rows:
+                continue
+            path = os.path.join(self.e.tmp, f"{table}.jsonl")
+            with open(path, "wb") as fh:
+                for row in rows:
+                    fh.write(orjson.dumps(row) + b"\n")
+            columns = "{" + ", ".join(f"{quote(c)}: {quote(typ)}" for c, typ in t.SCHEMA[table].items()) + "}"
+            self.e.sql(f"INSERT INTO {table} SELECT * FROM read_json({quote(path)}, columns={columns}, "
+                       "format='newline_delimited')")  # fmt: skip
+            rows.clear()
+
+    # -- after reading -----------------------------------------------------------------------------
+    def _finish(self) -> None:
+        e = self.e
+        if self.python_problems:
+            e.con.executemany("INSERT INTO problems VALUES (?, ?, ?, ?)", self.python_problems)
+        lines: dict[int, int] = {}
+        for table in ("samples", "states"):
+            for fid, last in e.rows(f"SELECT file_id, max(line) FROM {table} GROUP BY file_id"):
+                lines[fid] = max(lines.get(fid, 0), last or 0)
+            e.sql(f"""INSERT INTO problems SELECT file_id, line, split_part(problem, chr(31), 1),
+                      CASE WHEN strpos(problem, chr(31)) > 0 THEN substr(problem, strpos(problem, chr(31)) + 1) END
+                      FROM {table} WHERE problem IS NOT NULL AND problem <> 'blank'""")
+            e.sql(f"DELETE FROM {table} WHERE problem IS NOT NULL")
+        self.report.lines = sum(lines.values())
+        for fid, line in e.rows(
+            "SELECT file_id, line FROM problems WHERE reason = 'invalid JSON' AND line IS NOT NULL"
+        ):
+            if line == lines.get(fid) and not _ends_with_newline(self.paths[fid]):
+                e.sql(
+                    "UPDATE problems SET reason = 'truncated line' WHERE file_id = ? AND line = ?",
+                    [fid, line],
+                )
+        e.checkpoint()
+        self._report_problems()
+        for table, tag in (("samples", SAMPLE), ("states", STATE), ("dumps", DUMP), ("crashes", CRASH)):
+            n = e.value(f"SELECT count(*) FROM {table}")
+            if n:
+                self.report.records[tag] += n
+
+    def _report_problems(self) -> None:
+        report = self.report
+        for reason, n in self.e.rows("SELECT reason, count(*) FROM problems GROUP BY reason ORDER BY reason"):
+            report.skipped += n
+            report.reasons[reason] += n
+        for fid, line, reason, detail in self.e.rows(
+            f"SELECT file_id, line, reason, detail FROM problems ORDER BY file_id, line NULLS FIRST LIMIT {MAX_EXAMPLES}"
+        ):
+            report.examples.append(Problem(self.paths[fid], line, _message(reason, detail)))
+
+
+def _message(reason: str, detail: str | None) -> str:
+    if reason == "unsupported" and detail and "\x1f" in detail:
+        return "unsupported: " + refusal(*detail.split("\x1f", 1))
+    if reason == "invalid record" and detail:
+        return f"invalid record: a malformed {detail}"
+    return f"{reason}: {detail}" if detail else reason
+
+
+def _count_lines(path: str) -> int:
+    """Lines of a file (a last line without its newline counts)."""
+    n, last = 0, b"\n"
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                n += chunk.count(b"\n")
+                last = chunk[-1:]
+    except OSError:
+        return -1
+    return n + (last != b"\n")
+
+
+def _ends_with_newline(path: str) -> bool:
+    if path.endswith(".gz") or not os.path.isfile(path):
+        return True  # cannot tell cheaply: call it invalid rather than truncated
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
+    except OSError:
+        return True
+
+
+def _chunks(files: list[tuple[int, Source]]) -> Iterable[list[tuple[int, Source]]]:
+    part: list[tuple[int, Source]] = []
+    size = 0
+    for item in files:
+        if part and (size + item[1].size > CHUNK_BYTES or len(part) >= CHUNK_FILES):
+            yield part
+            part, size = [], 0
+        part.append(item)
+        size += item[1].size
+    if part:
+        yield part
