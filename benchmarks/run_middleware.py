@@ -7,7 +7,11 @@ and a record). Variants are interleaved within each round; the figure is the med
 request path's CPU time per request (the event loop thread), the overhead the median of the per-round
 differences to ``bare``. The writer thread's CPU per record (off the request path) is reported apart.
 
-    python -m benchmarks.run_middleware [--requests N] [--rounds R] [--markdown]
+    python -m benchmarks.run_middleware [--requests N] [--rounds R] [--markdown] [--heap-mb MB] [--case C]
+
+``--heap-mb MB`` keeps MB of small Python objects alive while measuring, as a worker's heap: the heap
+readings of a sampled request walk pymalloc's pools, so their cost grows with the heap (see
+docs/performance.md); ``--case`` (repeatable) measures only the named cases.
 """
 
 from __future__ import annotations
@@ -59,6 +63,19 @@ def _otel_switch() -> tuple[Callable[[], None], Callable[[], None]] | None:
     return (lambda: instrument_opentelemetry(meter_provider=provider)), uninstrument_opentelemetry
 
 
+_selected: list[str] = list(CASES)
+
+
+def _hold_heap(mb: int) -> list[Any]:
+    """About ``mb`` MB of RSS in small objects (tuples of an int and a short string), kept alive."""
+    from memprof.memory import rss_bytes
+
+    start, held = rss_bytes(), []
+    while rss_bytes() - start < mb * 1024 * 1024:
+        held.extend((i, f"s{i}") for i in range(len(held), len(held) + 100_000))
+    return held
+
+
 def _runtime_of(app: Any) -> Any:
     """The memprof Runtime inside ``app`` (Starlette builds its middleware stack lazily)."""
     node = app
@@ -79,6 +96,8 @@ def variants() -> dict[str, float | None]:
 def build_apps(data_dir: Path, requests: int, warmup: int) -> dict[tuple[str, str], Any]:
     apps: dict[tuple[str, str], Any] = {}
     for case, (base, mp) in CASES.items():
+        if case not in _selected:
+            continue
         for variant, rate in variants().items():
             if rate is None:
                 apps[case, variant] = base.make_app()
@@ -142,7 +161,7 @@ def _us(ns: float, n: int) -> float:
 
 def summarize(results: dict[tuple[str, str], list[Batch]], dropped: dict[str, int]) -> dict[str, Any]:
     rows = []
-    for case in CASES:
+    for case in _selected:
         bare = results[case, "bare"]
         bare_cpu = statistics.median(_us(b.thread_cpu_ns, b.n) for b in bare)
         for variant in variants():
@@ -222,7 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15, help="rounds (the figure is the median)")
     parser.add_argument("--warmup", type=int, default=2_000, help="requests per variant before measuring")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    parser.add_argument("--heap-mb", type=int, default=0, help="MB of small objects kept alive meanwhile")
+    parser.add_argument("--case", action="append", choices=sorted(CASES), help="only these cases")
     args = parser.parse_args(argv)
+    _selected[:] = args.case or list(CASES)
+    held = _hold_heap(args.heap_mb)
+    if held:
+        print(f"holding {len(held):,} small objects ({args.heap_mb} MB), {sys.getallocatedblocks():,} blocks")
     load_before = os.getloadavg()[0]
     summary = measure(args.requests, args.rounds, args.warmup, lambda m: print(m, file=sys.stderr))
     print(render_text(summary, args.requests, args.rounds))

@@ -4,7 +4,7 @@
 held stays locked forever, and inherited descriptors still point at the parent's files. :func:`after_fork_in_child`
 runs in every forked child (``os.register_at_fork``, registered when this module is imported by the
 composition root, :mod:`memprof.middleware`) and resets, in order: the memory readings (the statm
-descriptor), request ids, the internal-error counter, the writers (their own samples files), the dump
+descriptor), the last heap reading and the collection hook, request ids, the internal-error counter, the writers (their own samples files), the dump
 lock, every runtime's locks, the control thread, and the watchdog thread.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from memprof import memory, profile, runtime, writer
+from memprof import heap, heap_peak, memory, profile, runtime, writer
 from memprof.safety import control, isolation
 from memprof.watchdog import dump
 from memprof.watchdog.thread import WATCHDOG
@@ -32,6 +32,8 @@ def _runtimes() -> None:
 # In order: what later steps rely on (readings, ids, error counting) comes first.
 RESETS: list[tuple[str, Callable[[], None]]] = [
     ("memory", memory.reinit_after_fork),
+    ("heap", heap.reinit_after_fork),
+    ("heap_peak", heap_peak.reinit_after_fork),
     ("request_ids", profile.reinit_after_fork),
     ("internal_errors", isolation.errors.reinit_after_fork),
     ("writers", _writers),

@@ -133,9 +133,15 @@ class MemprofMiddleware:
 
         scope["memprof"] = profile
         token = _current.set(profile)
-        # Nothing of the app ran since request_start's reading: app_start shares it (one read saved).
+        # Nothing of the app ran since request_start's readings: app_start shares them (reads saved).
         profile.checkpoints.append(
-            ("app_start", time.perf_counter_ns() - profile.start_ns, profile.rss_start, None)
+            (
+                "app_start",
+                time.perf_counter_ns() - profile.start_ns,
+                profile.rss_start,
+                profile.heap_start,
+                None,
+            )
         )
         try:
             await self.app(scope, receive, send_wrapper)

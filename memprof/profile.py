@@ -18,6 +18,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar, cast
 
+from memprof.heap import heap_at
 from memprof.memory import rss_at
 from memprof.safety.isolation import internal_error
 
@@ -73,6 +74,10 @@ class RequestProfile:
     dropped_checkpoints = 0
     rss_start = 0
     rss_end = 0
+    heap_start = 0
+    heap_peak = 0
+    heap_end = 0
+    heap_source: str | None = None  # None: the source changed during the request (no heap figures)
     peak_start = 0
     peak_end = 0
     concurrency_start = 0
@@ -88,14 +93,14 @@ class RequestProfile:
         self.path = path
         self.mode = mode
         self.full = full
-        # Each checkpoint: (name, ns since start, rss, extra dict or None)
-        self.checkpoints: list[tuple[str, int, int, dict[str, Any] | None]] = []
+        # Each checkpoint: (name, ns since start, rss, heap, extra dict or None)
+        self.checkpoints: list[tuple[str, int, int, int, dict[str, Any] | None]] = []
         self.sections: dict[str, SectionCollector] = {}
 
     def add_checkpoint(
         self, name: str, rss: int | None = None, extra: dict[str, Any] | None = None, now: int | None = None
     ) -> None:
-        """Record a named point: time since start and RSS (read now unless given)."""
+        """Record a named point: time since start, RSS (read now unless given) and heap."""
         if self.finished:
             return
         if len(self.checkpoints) >= MAX_CHECKPOINTS:
@@ -104,10 +109,34 @@ class RequestProfile:
         t0 = time.perf_counter_ns()
         if rss is None:
             rss = rss_at(t0)
-        self.checkpoints.append((name, (now or t0) - self.start_ns, rss, extra))
+        heap = heap_at(t0)
+        if heap > self.heap_peak:
+            self.heap_peak = heap
+        self.checkpoints.append((name, (now or t0) - self.start_ns, rss, heap, extra))
         if rss >= _rss_alarm and _alarm_callback is not None:
             _alarm_callback(self, rss)
         self.overhead_ns += time.perf_counter_ns() - t0
+
+    def note_heap(self, heap: int) -> None:
+        """A heap reading made for this request outside a checkpoint (an SQL statement's end)."""
+        if heap > self.heap_peak:
+            self.heap_peak = heap
+
+    def heap_record(self) -> dict[str, Any] | None:
+        """The sample record's ``memory.heap`` (None when the source changed during the request)."""
+        if self.heap_source is None:
+            return None
+        return {
+            "start": self.heap_start,
+            "peak": self.heap_peak,
+            "end": self.heap_end,
+            "source": self.heap_source,
+        }
+
+    @property
+    def heap_growth(self) -> int:
+        """The highest heap reading so far minus the one at the start, in bytes."""
+        return self.heap_peak - self.heap_start
 
     @property
     def elapsed_ms(self) -> float:
@@ -124,6 +153,8 @@ class RequestProfile:
             "started": self.start_time,
             "elapsed_ms": round(self.elapsed_ms, 3),
             "rss_start": self.rss_start,
+            "heap_start": self.heap_start,
+            "heap_growth": self.heap_growth,
             "checkpoints": [name for name, *_ in self.checkpoints],
         }
 
@@ -139,12 +170,13 @@ def current_profile() -> RequestProfile | None:
 class _CheckpointScope:
     """``checkpoint("name")``: a context manager and a decorator (sync and async)."""
 
-    __slots__ = ("_name", "_profile", "_rss", "_t0")
+    __slots__ = ("_heap", "_name", "_profile", "_rss", "_t0")
 
     def __init__(self, name: str) -> None:
         self._name = name
         self._profile: RequestProfile | None = None
         self._rss = 0
+        self._heap = 0
         self._t0 = 0
 
     def __enter__(self) -> _CheckpointScope:
@@ -154,6 +186,7 @@ class _CheckpointScope:
                 self._profile = profile
                 self._t0 = time.perf_counter_ns()
                 self._rss = rss_at(self._t0)
+                self._heap = heap_at(self._t0)
                 profile.overhead_ns += time.perf_counter_ns() - self._t0
             except Exception as exc:
                 self._profile = None
@@ -170,6 +203,7 @@ class _CheckpointScope:
             rss = rss_at(now)
             extra = {
                 "rss_before": self._rss,
+                "heap_before": self._heap,
                 "duration_ms": round((now - self._t0) / 1e6, 3),
                 "error": exc_info[0] is not None,
             }
@@ -214,12 +248,12 @@ class _CheckpointAPI:
     def __call__(self, name: str) -> _CheckpointScope:
         """A named span: use as ``with checkpoint("x"):`` or as a decorator ``@checkpoint("x")``.
 
-        Records RSS and time before and after. A no-op outside a profiled request.
+        Records RSS, heap and time before and after. A no-op outside a profiled request.
         """
         return _CheckpointScope(name)
 
     def mark(self, name: str) -> None:
-        """Record a single named point (time and RSS) in the current profiled request, if any."""
+        """Record a single named point (time, RSS and heap) in the current profiled request, if any."""
         profile = _current.get()
         if profile is not None:
             try:

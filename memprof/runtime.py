@@ -16,15 +16,16 @@ import weakref
 from collections.abc import Callable, MutableMapping
 from typing import Any, Protocol
 
+from memprof import heap_peak
+from memprof.heap import heap_at, heap_source
 from memprof.memory import MemoryLimit, detect_limit, peak_at, rss_at
 from memprof.profile import RequestProfile
-from memprof.records.versions import SAMPLE_SCHEMA, SAMPLE_VERSION
 from memprof.routes import route_template
 from memprof.safety.control import POLLER, Controller
 from memprof.safety.guards import CircuitBreaker, OverheadGuard
 from memprof.safety.isolation import errors, internal_error
-from memprof.safety.redaction import redact_method, redact_path
 from memprof.safety.tokens import TokenVerifier
+from memprof.sample import build_sample
 from memprof.settings import DEFAULT_SAMPLE_RATES, MemprofSettings, Mode
 from memprof.writer import RecordWriter
 
@@ -238,8 +239,10 @@ class Runtime:
         profile.rss_start = rss
         # ru_maxrss is kept lazily by the kernel: never report a peak below a reading we made.
         profile.peak_start = max(peak_at(profile.start_ns), rss)
+        profile.heap_start = profile.heap_peak = heap = heap_at(profile.start_ns)
+        profile.heap_source = heap_source()
         profile.concurrency_start = profile.concurrency_max = self.inflight
-        profile.checkpoints.append(("request_start", 0, rss, None))
+        profile.checkpoints.append(("request_start", 0, rss, heap, None))
         self.active[profile.request_id] = profile
         self.scopes[profile.request_id] = scope
         if self.loop_ref is None:
@@ -251,6 +254,7 @@ class Runtime:
                     hook(profile, scope)
                 except Exception as exc:
                     internal_error(f"start_hook:{getattr(hook, '__name__', hook)}", exc)
+        heap_peak.started()  # heap readings at its garbage collections (until end())
         profile.overhead_ns += time.perf_counter_ns() - t0
         return profile
 
@@ -286,7 +290,11 @@ class Runtime:
                         internal_error(f"finish_hook:{getattr(hook, '__name__', hook)}", exc)
             now = time.perf_counter_ns()
             rss = rss_at(now)
-            profile.checkpoints.append(("request_end", now - profile.start_ns, rss, None))
+            profile.heap_end = heap = heap_at(now)
+            profile.note_heap(heap)
+            if heap_source() != profile.heap_source:
+                profile.heap_source = None  # tracing started or stopped meanwhile: figures not comparable
+            profile.checkpoints.append(("request_end", now - profile.start_ns, rss, heap, None))
             profile.rss_end = rss
             profile.peak_end = max(peak_at(now), rss, profile.peak_start)
             profile.duration_ms = (now - profile.start_ns) / 1e6
@@ -297,6 +305,7 @@ class Runtime:
                     internal_error(f"complete_hook:{getattr(done, '__name__', done)}", exc)
         finally:
             profile.finished = True
+            heap_peak.ended()
             profile.overhead_ns += time.perf_counter_ns() - t0
         self.guard.observe(profile.overhead_ns)
         self.writer.submit(profile, self._build_checked)
@@ -330,57 +339,8 @@ class Runtime:
 
     # -- the record (writer thread) ---------------------------------------------------------------
     def build_record(self, profile: RequestProfile) -> dict[str, Any]:
-        """The ``sample`` record of a finished profile (see :class:`memprof.records.models.Sample`); its
-        path and route redacted here, in the writer thread (a raw path may carry a token)."""
-        limit = self.limit
-        checkpoints = []
-        for name, ns, rss, extra in profile.checkpoints:
-            cp: dict[str, Any] = {"name": name, "ms": round(ns / 1e6, 3), "rss": rss}
-            if extra:
-                cp.update(extra)
-            checkpoints.append(cp)
-        shared = profile.concurrency_max > 1
-        path = redact_path(profile.path)
-        route = path if profile.route in (None, "", profile.path) else redact_path(profile.route)
-        record: dict[str, Any] = {
-            "schema": SAMPLE_SCHEMA,
-            "version": SAMPLE_VERSION,
-            "time": profile.start_time,
-            "pid": os.getpid(),
-            "host": self.host,
-            "worker": f"{self.host}:{os.getpid()}",
-            "mode": profile.mode,
-            "detail": "full" if profile.full else "checkpoints",
-            "request": {
-                "id": profile.request_id,
-                "method": redact_method(profile.method),
-                "path": path,
-                "route": route,
-                "status": profile.status,
-                "duration_ms": round(profile.duration_ms, 3),
-                "error": profile.error,
-            },
-            "memory": {
-                "limit": limit.bytes,
-                "limit_source": limit.source,
-                "rss_start": profile.rss_start,
-                "rss_end": profile.rss_end,
-                "rss_delta": profile.rss_end - profile.rss_start,
-                "peak": profile.peak_end,
-                "raised_peak": profile.peak_end > profile.peak_start,
-                "concurrency": {"at_start": profile.concurrency_start, "max": profile.concurrency_max},
-                "shared": shared,
-            },
-            "checkpoints": checkpoints,
-            "dropped_checkpoints": profile.dropped_checkpoints,
-            "overhead_ms": round(profile.overhead_ns / 1e6, 4),
-        }
-        for name, collector in profile.sections.items():
-            try:
-                record[name] = collector.to_record()
-            except Exception as exc:
-                internal_error(f"section:{name}", exc)
-        return record
+        """The ``sample`` record of a finished profile (writer thread; see :mod:`memprof.sample`)."""
+        return build_sample(profile, self.host, self.limit)
 
 
 _RUNTIMES: list[weakref.ref[Runtime]] = []

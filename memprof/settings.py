@@ -95,7 +95,8 @@ class MemprofSettings(BaseSettings):
     state_interval_s: float = Field(
         300.0,
         ge=0,
-        description="Cache state is recorded this often (and at start-up and shutdown); 0: never periodically.",
+        description="Cache state is recorded this often, and at start-up, 10, 30 and 60 s after it, at "
+        "every dump and at shutdown; 0: only at start-up, dumps and shutdown.",
     )
     overhead_limit_ms: float = Field(
         50.0, gt=0, description="Profiler time per request above which memprof backs off."

@@ -51,9 +51,10 @@ def test_inside_a_profile_records_spans_and_points() -> None:
         _current.reset(token)
     names = [c[0] for c in profile.checkpoints]
     assert names == ["sync_fn", "async_fn", "point", "failing"]
-    extra = profile.checkpoints[3][3]
+    extra = profile.checkpoints[3][4]
     assert extra is not None and extra["error"] is True and extra["rss_before"] > 0
-    assert profile.checkpoints[2][3] is None
+    assert extra["heap_before"] > 0 and profile.checkpoints[3][3] > 0, "heap before and after a span"
+    assert profile.checkpoints[2][4] is None
 
 
 def test_checkpoints_are_capped_and_ignored_after_finish() -> None:

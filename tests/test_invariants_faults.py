@@ -91,6 +91,14 @@ TARGETED = {"mode": "targeted", "targeted_secret": SECRET}
 FAULTS = [
     Fault("readings.rss", lambda mp: (_attr(runtime_mod, "rss_at")(mp), _attr(profile_mod, "rss_at")(mp))),
     Fault("readings.peak", _attr(runtime_mod, "peak_at")),
+    Fault(
+        "readings.heap",
+        lambda mp: (
+            _attr(runtime_mod, "heap_at")(mp),
+            _attr(profile_mod, "heap_at")(mp),
+            _attr(sqla_events, "heap_at")(mp),
+        ),
+    ),
     Fault("sampling", _attr(Runtime, "decide")),
     Fault("token_check", _attr(TokenVerifier, "check"), TARGETED),
     Fault("begin", _attr(Runtime, "begin")),

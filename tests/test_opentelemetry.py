@@ -102,6 +102,13 @@ async def test_span_carries_the_request_memory_figures(
     assert attrs["memprof.raised_peak"] <= memory["raised_peak"]
     assert attrs["memprof.limit"] == memory["limit"]
     assert attrs["memprof.concurrency_max"] == 1
+    # the Python heap beside RSS: start as recorded, end as read at the response's end
+    heap = memory["heap"]
+    response_end_heap = {cp["name"]: cp for cp in record["checkpoints"]}["response_end"]["heap"]
+    assert attrs["memprof.heap_start"] == heap["start"] > 0
+    assert attrs["memprof.heap_end"] == response_end_heap > 0
+    assert max(heap["start"], response_end_heap) <= attrs["memprof.heap_peak"] <= heap["peak"]
+    assert attrs["memprof.heap_source"] == heap["source"] == "allocated_blocks_x96"
     assert 0 < attrs["memprof.overhead_ms"] <= record["overhead_ms"] + 1e-3
     assert "memprof.error" not in attrs
     # the ASGI instrumentation's own attributes are untouched
@@ -132,6 +139,8 @@ async def test_fastapi_aggressive_request_and_app_error(
     (boom_record,) = [r for r in samples() if r["request"]["route"] == "/boom"]
     assert boom["memprof.rss_end"] == boom_record["memory"]["rss_end"]
     assert boom["memprof.peak"] == boom_record["memory"]["peak"]
+    assert boom["memprof.heap_end"] == boom_record["memory"]["heap"]["end"]
+    assert boom["memprof.heap_peak"] == boom_record["memory"]["heap"]["peak"]
     assert {e.name for e in by_route["/boom"].events} == {"exception"}  # OTel still saw the exception
     ids = {r["request"]["id"] for r in samples()}
     assert {_memprof_attrs(s)["memprof.request_id"] for s in by_route.values()} == ids
@@ -192,6 +201,14 @@ async def test_growth_histogram_per_route_and_memory_gauges(
         growth[route] = growth.get(route, 0) + max(0, record["memory"]["rss_delta"])
     assert {route: p.sum for route, p in points.items()} == growth
     assert list(points["/"].explicit_bounds) == list(otel.GROWTH_BUCKETS)
+    # the heap growth of the same requests, in its own histogram
+    heap_points = {p.attributes["http.route"]: p for p in otel_sdk.points("memprof.request.heap.growth")}
+    heap_growth: dict[str, int] = {}
+    for record in records:
+        route, heap = record["request"]["route"], record["memory"]["heap"]
+        heap_growth[route] = heap_growth.get(route, 0) + heap["peak"] - heap["start"]
+    assert {route: p.sum for route, p in heap_points.items()} == heap_growth
+    assert heap_points["/users/{user_id}"].count == 2
 
     (rss,) = otel_sdk.points("memprof.process.memory.rss")
     assert abs(rss.value - rss_bytes()) < 64 * MiB

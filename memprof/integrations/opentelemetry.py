@@ -8,8 +8,9 @@
 
 Once instrumented, every profiled request (light, aggressive or targeted; checkpoints-only included)
 sets ``memprof.*`` attributes on the current span (the server span of OpenTelemetry's ASGI/FastAPI
-instrumentation when that middleware is *outside* memprof's) and, from the writer thread once its
-record is written, records its RSS growth in a histogram.
+instrumentation when that middleware is *outside* memprof's): RSS and the Python heap (start, peak,
+end; see :mod:`memprof.heap`) and, from the writer thread once its record is written, records its heap
+growth (peak - start) and its RSS growth in two histograms.
 That middleware ends its span right after the response's last body message, so the span gets the
 figures of that moment; when the span is still open once the profile is final (the app raised, or the
 span is someone else's), the final figures overwrite them. ``memprof.request_id`` joins a span to its
@@ -23,10 +24,12 @@ memprof can call the ``record_*`` functions without the ``otel`` extra installed
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from memprof import events
+from memprof.heap import heap_at
 from memprof.memory import MemoryLimit, detect_limit, peak_rss_bytes, rss_bytes
 from memprof.profile import RequestProfile
 from memprof.records.versions import SAMPLE_SCHEMA
@@ -69,6 +72,13 @@ class _Instruments:
         self.spans = spans
         self.current_span = trace.get_current_span
         self._limit: MemoryLimit | None = None
+        self.heap_growth = meter.create_histogram(
+            "memprof.request.heap.growth",
+            unit="By",
+            description="Python heap growth of a profiled request (highest heap reading minus the one at "
+            "request start): what the request allocated at once, which RSS hides once freed memory is reused",
+            explicit_bucket_boundaries_advisory=GROWTH_BUCKETS,
+        )
         self.growth = meter.create_histogram(
             "memprof.request.memory.growth",
             unit="By",
@@ -211,9 +221,18 @@ def record_guard_trip(kind: str) -> None:
 
 
 def span_attributes(
-    profile: RequestProfile, runtime: Runtime, *, rss_end: int, peak: int, route: str
+    profile: RequestProfile,
+    runtime: Runtime,
+    *,
+    rss_end: int,
+    peak: int,
+    route: str,
+    heap_end: int | None = None,
 ) -> dict[str, Any]:
-    """The ``memprof.*`` span attributes of a profile, with the end figures given (plain values only)."""
+    """The ``memprof.*`` span attributes of a profile, with the end figures given (plain values only).
+
+    ``heap_end``: the heap reading at the end (default: the profile's); no heap attributes when the heap
+    source changed during the request (tracing turned on or off)."""
     attributes: dict[str, Any] = {
         "memprof.request_id": profile.request_id,
         "memprof.mode": str(profile.mode),
@@ -227,6 +246,12 @@ def span_attributes(
         "memprof.concurrency_max": profile.concurrency_max,
         "memprof.overhead_ms": round(profile.overhead_ns / 1e6, 4),
     }
+    if profile.heap_source is not None:
+        heap = profile.heap_end if heap_end is None else heap_end
+        attributes["memprof.heap_start"] = profile.heap_start
+        attributes["memprof.heap_peak"] = max(profile.heap_peak, heap)
+        attributes["memprof.heap_end"] = heap
+        attributes["memprof.heap_source"] = profile.heap_source
     if runtime.limit.bytes:
         attributes["memprof.limit"] = runtime.limit.bytes
     if profile.error is not None:
@@ -243,12 +268,15 @@ def _on_response_end(profile: RequestProfile, runtime: Runtime, scope: Scope) ->
     span = state.current_span()
     if not span.is_recording():
         return
-    name, _ns, rss, _extra = profile.checkpoints[-1]
+    name, _ns, rss, heap, _extra = profile.checkpoints[-1]
     if name != "response_end":  # the checkpoint cap was reached
         rss = rss_bytes()
+        heap = heap_at(time.perf_counter_ns())
     peak = max(peak_rss_bytes(), rss, profile.peak_start)
     span.set_attributes(
-        span_attributes(profile, runtime, rss_end=rss, peak=peak, route=redact_path(route_template(scope)))
+        span_attributes(
+            profile, runtime, rss_end=rss, peak=peak, route=redact_path(route_template(scope)), heap_end=heap
+        )
     )
 
 
@@ -270,7 +298,9 @@ def _on_record(record: dict[str, Any]) -> None:
     state = _state
     if state is None or record.get("schema") != SAMPLE_SCHEMA:
         return
-    state.growth.record(
-        max(0, int(record["memory"]["rss_delta"])),
-        {"http.route": str(record["request"]["route"]), "memprof.mode": str(record["mode"])},
-    )
+    memory = record["memory"]
+    attributes = {"http.route": str(record["request"]["route"]), "memprof.mode": str(record["mode"])}
+    state.growth.record(max(0, int(memory["rss_delta"])), attributes)
+    heap = memory.get("heap")
+    if heap is not None:
+        state.heap_growth.record(max(0, int(heap["peak"]) - int(heap["start"])), attributes)

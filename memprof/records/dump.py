@@ -27,6 +27,14 @@ class CacheState(_Model):
     size: int | None
     maxsize: int | None = Field(description="Null when unbounded.")
     unbounded: bool
+    bytes_estimate: int | None = Field(
+        None,
+        description="Bytes the cache holds (since 1.1): the deep size (sys.getsizeof of everything its "
+        "entries reference, modules, classes and functions left out) of up to 20 entries, scaled to its "
+        "size, plus its own table. 0 when empty; null for SQLAlchemy's caches and identity maps (their "
+        "entries reference the engine, metadata and Session shared by all) and for providers returning "
+        "a number.",
+    )
 
 
 class OutsideStatement(_Model):
@@ -57,7 +65,10 @@ class StateRecord(_Model):
     pid: int
     host: str
     worker: str
-    phase: Literal["startup", "periodic", "shutdown"]
+    phase: Literal["startup", "periodic", "dump", "shutdown"] = Field(
+        description="startup; periodic (10, 30 and 60 s after start-up, then every MEMPROF_STATE_INTERVAL_S); "
+        "dump (the caches of a dump just taken, since 1.1); shutdown."
+    )
     caches: list[CacheState]
     sql_outside_requests: SqlOutsideRequests | None = Field(
         None, description="Absent when the SQLAlchemy integration is not loaded."
@@ -74,6 +85,10 @@ class InflightRequest(_Model):
     started: float | None = Field(None, description="Unix time the request started.")
     elapsed_ms: float | None = None
     rss_start: int | None = None
+    heap_start: int | None = Field(None, description="Heap at its start (since 1.1; see memprof.sample).")
+    heap_growth: int | None = Field(
+        None, description="Its highest heap reading so far minus heap_start (since 1.1)."
+    )
     checkpoints: list[str] | None = Field(None, description="Names of the checkpoints reached so far.")
     detail: Literal["checkpoints", "full", "unprofiled"] | None = Field(
         None, description="What memprof records of it; unprofiled requests are named, not measured."
@@ -133,6 +148,12 @@ class DumpMemory(_Model):
     tracemalloc: dict[str, Any] | None = Field(
         None, description="Top allocation sites, only when tracing is on."
     )
+    heap: int | None = Field(
+        None,
+        description="The Python heap in use (since 1.1): far below RSS, the rest is native memory, "
+        "fragmentation or freed memory not returned to the system.",
+    )
+    heap_source: str | None = Field(None, description="Like memory.heap.source of a sample record.")
 
 
 class Dump(_Model):
@@ -152,8 +173,8 @@ class Dump(_Model):
         False, description="Whether profiling was reduced to checkpoints by the memory guard."
     )
     request: InflightRequest | None = Field(
-        description="The request the dump is about: the caller's, the one whose checkpoint crossed the "
-        "threshold, or the longest-running in flight."
+        description="The request the dump is about: the caller's own, else the profiled request in flight "
+        "whose heap grew the most (its highest heap reading minus its start), else the longest-running."
     )
     inflight: list[InflightRequest]
     inflight_total: int = Field(0, description="Requests in flight, profiled or not.")

@@ -54,6 +54,25 @@ class Concurrency(_Model):
     max: int = Field(description="The most requests in flight seen while this one ran.")
 
 
+class HeapInfo(_Model):
+    """The Python heap in use around the request, in bytes: unlike RSS, it still shows what a request
+    allocates once the worker reuses memory freed by earlier requests (a warm heap)."""
+
+    start: int = Field(description="Heap at request_start.")
+    peak: int = Field(
+        description="Highest heap reading of the request: at its checkpoints, its SQL statements' ends "
+        "and the garbage collections in between (readings close together share one: see "
+        "docs/performance.md, Heap readings)."
+    )
+    end: int = Field(description="Heap at request_end.")
+    source: str = Field(
+        description="`tracemalloc`: exact bytes traced by tracemalloc (tracing was on). "
+        "`allocated_blocks_x96`: an estimate, `sys.getallocatedblocks()` x 96 bytes: pymalloc blocks in "
+        "use, where one allocation over 512 bytes counts as one block (big strings and bytes are missed; "
+        "RSS shows them)."
+    )
+
+
 class MemoryInfo(_Model):
     """Memory of the process around the request, in bytes."""
 
@@ -70,6 +89,11 @@ class MemoryInfo(_Model):
     shared: bool = Field(
         description="True when other requests were in flight: the delta is the process's, not the request's."
     )
+    heap: HeapInfo | None = Field(
+        None,
+        description="The Python heap around the request (since 1.1); null when tracing was turned on or "
+        "off while the request ran. Shared with the requests in flight like RSS.",
+    )
 
 
 class Checkpoint(_Model):
@@ -78,8 +102,9 @@ class Checkpoint(_Model):
     name: str = Field(description="Checkpoint name.")
     ms: float = Field(description="Milliseconds since request_start.")
     rss: int = Field(description="RSS at this point.")
-    traced: int | None = Field(None, description="tracemalloc traced bytes, when tracing is on.")
+    heap: int | None = Field(None, description="Heap at this point (since 1.1; source in memory.heap).")
     rss_before: int | None = Field(None, description="For a checkpoint span: RSS when it was entered.")
+    heap_before: int | None = Field(None, description="For a checkpoint span: heap when it was entered.")
     duration_ms: float | None = Field(None, description="For a checkpoint span: how long it took.")
     error: bool | None = Field(None, description="For a checkpoint span: whether it exited by an exception.")
 
@@ -96,6 +121,11 @@ class Statement(_Model):
     rss_before: int | None = Field(None, description="RSS before the first execution.")
     rss_after: int | None = Field(None, description="RSS after the last execution (rows fetched).")
     rss_delta_max: int = Field(0, description="Largest RSS growth over one execution and its fetch.")
+    heap_before: int | None = Field(None, description="Heap before the first execution (since 1.1).")
+    heap_after: int | None = Field(None, description="Heap after the last execution (rows fetched).")
+    heap_delta_max: int | None = Field(
+        None, description="Largest heap growth over one execution and its fetch (since 1.1)."
+    )
     rows: int = Field(0, description="Rows fetched (counted as fetched; SQLite's rowcount is -1).")
     instances: int = Field(
         0,

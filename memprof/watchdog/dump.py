@@ -22,6 +22,7 @@ from typing import Any
 
 from memprof import events
 from memprof.files import ensure_private_dir, write_private
+from memprof.heap import heap_bytes
 from memprof.memory import cgroup_memory, peak_rss_bytes, rss_bytes
 from memprof.profile import RequestProfile, current_profile
 from memprof.records.versions import DUMP_SCHEMA, DUMP_VERSION
@@ -31,7 +32,7 @@ from memprof.safety.isolation import internal_error
 from memprof.safety.redaction import redact_request
 from memprof.watchdog import collect
 from memprof.watchdog.retention import apply_retention, dump_filename
-from memprof.watchdog.state import snapshot
+from memprof.watchdog.state import record_at_dump, snapshot
 
 TRIGGERS = ("threshold", "custom", "manual", "memory_error", "signal")
 DUMPS_DIR = "dumps"
@@ -80,13 +81,26 @@ def inflight_summaries(runtime: Runtime, limit: int) -> list[dict[str, Any]]:
 
 
 def pick_request(runtime: Runtime, profile: RequestProfile | None = None) -> RequestProfile | None:
-    """The request a dump is about: the given one, the caller's own, else the longest-running in flight."""
+    """The request a dump is about: the given one, the caller's own, else the costliest in flight."""
     if profile is None:
         profile = current_profile()
     if profile is not None and not profile.finished:
         return profile
-    active = list(runtime.active.values())
-    return min(active, key=lambda p: p.start_ns) if active else None
+    return costliest(runtime)
+
+
+def costliest(runtime: Runtime, fallback: RequestProfile | None = None) -> RequestProfile | None:
+    """The profiled request in flight whose heap grew the most (its highest reading minus its start);
+    when none grew: ``fallback`` if still in flight, else the longest-running one."""
+    active = [p for p in list(runtime.active.values()) if not p.finished]
+    if not active:
+        return None
+    best = max(active, key=lambda p: (p.heap_growth, -p.start_ns))
+    if best.heap_growth > 0:
+        return best
+    if fallback is not None and fallback.request_id in runtime.active:
+        return fallback
+    return min(active, key=lambda p: p.start_ns)
 
 
 def build_dump(
@@ -112,6 +126,7 @@ def build_dump(
         "cgroup": cgroup_memory(),
         "tracemalloc": collect.tracemalloc_top() if settings.tracemalloc > 0 else None,
     }
+    memory["heap"], memory["heap_source"] = heap_bytes()
     # Sections integrations contribute about the request (the session's breakdown).
     sections: dict[str, Any] = {"session": None}
     if profile is not None and request is None:
@@ -198,6 +213,7 @@ def write_dump(
         directory = ensure_private_dir(dumps_dir(settings.data_dir))
         os.chmod(directory, 0o700)
         path = directory / dump_filename(record["time"], record["pid"], trigger, name)
+        caches = list(record["caches"])  # before the size cap may shorten them
         write_private(path, _encode(record, int(settings.dump_max_mb * _MB)))
         apply_retention(
             directory,
@@ -207,9 +223,13 @@ def write_dump(
             protect=path,
         )
         events.dump_written(trigger)
-        return path
     finally:
         _lock.release()
+    try:
+        record_at_dump(settings.data_dir, caches)
+    except Exception as exc:
+        internal_error("state_at_dump", exc)
+    return path
 
 
 def reinit_after_fork() -> None:

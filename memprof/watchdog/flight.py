@@ -26,7 +26,7 @@ from memprof.workers import process_started, worker_alive
 WORKERS_DIR = "workers"
 CRASHES_DIR = "crashes"
 MAX_INFLIGHT = 50
-_KEPT = ("id", "method", "path", "route", "started", "rss_start", "detail")
+_KEPT = ("id", "method", "path", "route", "started", "rss_start", "heap_growth", "detail")
 REFRESH_S = 1.0  # the file is rewritten at most this often (and at least this often: last_seen)
 RSS_JUMP = 0.02  # ... unless RSS rose by this fraction of the limit since the last write
 _MB = 1024 * 1024

@@ -2,12 +2,15 @@
 
 Caches are discovered once by scanning loaded modules (module-level functions and methods of
 module-level classes), and again for modules loaded since the last scan; they are held by weak
-reference. :func:`snapshot` reads each cache's size and max size; the watchdog thread records a
-snapshot at start-up, periodically and at shutdown as ``memprof.state`` lines in
-``DATA_DIR/state-<start>-<pid>.jsonl``, so a cache that only grows is visible long before memory runs out.
+reference. :func:`snapshot` reads each cache's size and max size, empty caches included (so growth from
+empty shows), and estimates the bytes each holds from a bounded sample of its entries
+(:mod:`memprof.watchdog.state_bytes`). The watchdog thread records a snapshot at start-up, 10, 30 and 60 s
+later, then every ``MEMPROF_STATE_INTERVAL_S``, at every dump and at shutdown as ``memprof.state``
+lines in ``DATA_DIR/state-<start>-<pid>.jsonl``, so a cache that only grows is visible long before memory
+runs out.
 
-Apps add their own with :func:`register_state`: ``fn()`` returns a size (an int), a sized container,
-or a mapping with ``size`` and optionally ``maxsize``.
+Apps add their own with :func:`register_state`: ``fn()`` returns a size (an int), a sized container
+(its bytes are estimated too), or a mapping with ``size`` and optionally ``maxsize`` and ``bytes``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from memprof import events
 from memprof.files import append_whole
 from memprof.records.versions import STATE_SCHEMA, STATE_VERSION
 from memprof.safety.isolation import internal_error
+from memprof.watchdog.state_bytes import Budget, container_bytes, lru_bytes
 
 
 def _is_memprof_internal(module_name: str) -> bool:
@@ -48,8 +52,9 @@ def register_state(name: str, fn: StateProvider) -> None:
     """Report a cache or store of your own in memprof's state observations and dumps.
 
     ``fn()`` is called from memprof's background thread (never on the request path) and returns the
-    current size: an ``int``, a sized container (its ``len``), or a mapping ``{"size": n, "maxsize": m}``
-    (``maxsize`` None or absent: unbounded). Registering a name again replaces the provider.
+    current size: an ``int``, a sized container (its ``len``; its bytes are estimated from a sample of its
+    entries), or a mapping ``{"size": n, "maxsize": m, "bytes": b}`` (``maxsize`` None or absent:
+    unbounded; ``bytes`` optional). Registering a name again replaces the provider.
     """
     if not callable(fn):
         raise TypeError(f"register_state({name!r}, fn): fn must be callable")
@@ -76,17 +81,14 @@ class CacheRegistry:
     def __init__(self) -> None:
         self._found: dict[str, weakref.ref[Any]] = {}
         self._scanned: set[str] = set()
-        self._modules_seen = 0
         self._skip_prefixes = _stdlib_prefixes()
         self._lock = threading.Lock()
 
     def discover(self) -> int:
         """Scan modules loaded since the last call; return how many caches are known."""
         with self._lock:
-            modules = sys.modules
-            if len(modules) == self._modules_seen:
-                return len(self._found)
-            for mod_name, module in list(modules.items()):
+            # Every name, not a count: a module removed and another loaded leave the count unchanged.
+            for mod_name, module in list(sys.modules.items()):
                 if mod_name in self._scanned:
                     continue
                 self._scanned.add(mod_name)
@@ -96,7 +98,6 @@ class CacheRegistry:
                     self._scan(mod_name, module)
                 except Exception:  # a module with a hostile __dict__ is skipped, not an error
                     continue
-            self._modules_seen = len(modules)
             return len(self._found)
 
     def _is_stdlib(self, module: Any) -> bool:
@@ -127,9 +128,10 @@ class CacheRegistry:
             except TypeError:
                 pass
 
-    def observe(self) -> list[dict[str, Any]]:
-        """Size and max size of every live cache found."""
-        out = []
+    def observe(self, budget: Budget) -> list[dict[str, Any]]:
+        """Size, max size and estimated bytes of every live cache found, empty ones included (a cache
+        that grows from empty is seen from its first observation); the largest are sized first."""
+        found = []
         with self._lock:
             items = list(self._found.items())
         for name, ref in items:
@@ -140,8 +142,16 @@ class CacheRegistry:
                 info = func.cache_info()
             except Exception:
                 continue
-            if info.currsize:  # an empty cache holds no memory; it appears once it grows
-                out.append(_entry(name, "lru_cache", int(info.currsize), info.maxsize))
+            found.append((int(info.currsize), name, func, info.maxsize))
+        found.sort(key=lambda item: -item[0])
+        out = []
+        for size, name, func, maxsize in found:
+            try:
+                estimate = lru_bytes(func, size, maxsize, budget)
+            except Exception as exc:
+                internal_error("state_cache_bytes", exc)
+                estimate = None
+            out.append(_entry(name, "lru_cache", size, maxsize, estimate))
         return out
 
 
@@ -153,11 +163,20 @@ def _is_lru(value: Any) -> bool:
     return isinstance(value, _LRU_TYPE)
 
 
-def _entry(name: str, kind: str, size: int | None, maxsize: int | None) -> dict[str, Any]:
-    return {"name": name, "kind": kind, "size": size, "maxsize": maxsize, "unbounded": maxsize is None}
+def _entry(
+    name: str, kind: str, size: int | None, maxsize: int | None, bytes_estimate: int | None = None
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": kind,
+        "size": size,
+        "maxsize": maxsize,
+        "unbounded": maxsize is None,
+        "bytes_estimate": bytes_estimate,
+    }
 
 
-def _provider_entries() -> list[dict[str, Any]]:
+def _provider_entries(budget: Budget) -> list[dict[str, Any]]:
     with _lock:
         providers = list(_providers.items())
     out = []
@@ -165,16 +184,21 @@ def _provider_entries() -> list[dict[str, Any]]:
         try:
             value = fn()
             maxsize: int | None = None
+            estimate: int | None = None
             if isinstance(value, Mapping):
                 size = value.get("size")
                 maxsize = value.get("maxsize")
+                estimate = value.get("bytes")
+                estimate = None if estimate is None else int(estimate)
             elif isinstance(value, bool):
                 raise TypeError("a provider must return a size, not a bool")
             elif isinstance(value, int):
                 size = value
             else:
                 size = len(value)
-            out.append(_entry(name, "provider", None if size is None else int(size), maxsize))
+                estimate = container_bytes(value, size, budget)
+            del value
+            out.append(_entry(name, "provider", None if size is None else int(size), maxsize, estimate))
         except Exception as exc:
             internal_error(f"state_provider:{name}", exc)
     return out
@@ -209,13 +233,14 @@ def snapshot(discover: bool = True) -> list[dict[str, Any]]:
     """Every known cache with its size: lru_caches, SQLAlchemy caches, providers. Not for the request path."""
     if discover:
         registry.discover()
-    caches = registry.observe()
+    budget = Budget()
+    caches = registry.observe(budget)
     try:
         caches.extend(_identity_maps())
     except Exception as exc:
         internal_error("state_identity_maps", exc)
     caches.extend(events.state_entries())
-    caches.extend(_provider_entries())
+    caches.extend(_provider_entries(budget))
     if len(caches) > MAX_CACHES:
         caches.sort(key=lambda c: (c["kind"] == "lru_cache", not c["unbounded"], -(c["size"] or 0)))
         caches = caches[:MAX_CACHES]
@@ -245,6 +270,7 @@ class StateLog:
         self.pid = os.getpid()
         self.path = data_dir / f"state-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{self.pid}.jsonl"
         self._pruned = False
+        _LOGS[data_dir] = self
 
     def _prune(self) -> None:
         files = sorted(self.data_dir.glob("state-*.jsonl"), key=lambda p: p.name, reverse=True)
@@ -255,8 +281,9 @@ class StateLog:
                 except OSError:
                     pass
 
-    def record(self, phase: str) -> dict[str, Any]:
-        """Observe every cache now and append one line with ``phase`` (startup, periodic, shutdown)."""
+    def record(self, phase: str, caches: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Observe every cache now (unless ``caches`` were just observed) and append one line with
+        ``phase`` (startup, periodic, dump, shutdown)."""
         pid = os.getpid()
         record = {
             "schema": STATE_SCHEMA,
@@ -266,7 +293,7 @@ class StateLog:
             "host": self.host,
             "worker": f"{self.host}:{pid}",
             "phase": phase,
-            "caches": snapshot(),
+            "caches": snapshot() if caches is None else caches,
         }
         outside = sql_outside_requests()
         if outside is not None:
@@ -279,3 +306,15 @@ class StateLog:
             self._pruned = True
             self._prune()
         return record
+
+
+# The state log of each data dir in this process (the watchdog's), for the observation at each dump.
+_LOGS: weakref.WeakValueDictionary[Path, StateLog] = weakref.WeakValueDictionary()
+
+
+def record_at_dump(data_dir: Path, caches: list[dict[str, Any]]) -> None:
+    """A dump just observed ``caches``: the same observation goes to the data dir's state log (phase
+    ``dump``), so the series of cache sizes is whole in one place. Nothing when no watchdog keeps a log."""
+    log = _LOGS.get(data_dir)
+    if log is not None and log.pid == os.getpid():
+        log.record("dump", caches)

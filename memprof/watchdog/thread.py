@@ -9,11 +9,14 @@ each runtime:
   ``DUMP_STEP`` of the limit above the last one), no sooner than ``MEMPROF_DUMP_COOLDOWN_S`` after
   the previous dump; below the threshold minus ``MEMPROF_DUMP_HYSTERESIS`` the guard drops again;
 - it keeps the flight recorder file up to date, turns files of dead workers into crash records once at
-  start-up, and records cache state at start-up, every ``MEMPROF_STATE_INTERVAL_S`` and at shutdown.
+  start-up, and records cache state at start-up, 10, 30 and 60 s later, then every
+  ``MEMPROF_STATE_INTERVAL_S``, and at shutdown (dumps add one each, see :mod:`memprof.state`).
 
 Checkpoints of profiled requests that read an RSS past the alarm level wake the thread at once (see
 :func:`memprof.profile.set_rss_alarm`), so a request growing between two ticks is caught at its own
-checkpoint and named in the dump. The thread starts with the first runtime, stops when none is left,
+checkpoint. A threshold dump names the profiled request in flight whose heap grew the most (see
+:func:`memprof.dump.costliest`), which on a warm heap is not always the one whose reading crossed the
+line. The thread starts with the first runtime, stops when none is left,
 and restarts in a forked child.
 """
 
@@ -37,13 +40,16 @@ from memprof.profile import RequestProfile
 from memprof.routes import route_template
 from memprof.runtime import Runtime, Scope
 from memprof.safety.isolation import background_step, internal_error
-from memprof.watchdog.dump import inflight_summaries, pick_request, write_dump
+from memprof.watchdog.dump import costliest, inflight_summaries, pick_request, write_dump
 from memprof.watchdog.flight import MAX_INFLIGHT, FlightRecorder, collect_crashes
 from memprof.watchdog.requests import RequestWatch
 from memprof.watchdog.signals import install_dump_signal
 from memprof.watchdog.state import StateLog
 
 DUMP_STEP = 0.02  # a new high-water mark is at least this fraction of the limit above the last dump
+# Cache state early in a worker's life (seconds after its start-up observation), then every interval: a
+# cache that fills in the first minutes is seen growing long before the first periodic observation.
+EARLY_STATE_S = (10.0, 30.0, 60.0)
 
 
 class Guard:
@@ -64,9 +70,20 @@ class _Group:
     def __init__(self, data_dir: Path, host: str) -> None:
         self.flight = FlightRecorder(data_dir, host)
         self.state = StateLog(data_dir, host)
-        self.last_state = time.monotonic()
+        self.created = self.last_state = time.monotonic()
+        self.early = list(EARLY_STATE_S)
         self.started = False
         self.requests = RequestWatch(data_dir, self.flight.started)
+
+    def state_due(self, now: float, interval: float) -> bool:
+        """Whether a periodic cache observation is due: ``interval`` after the last, or an early one."""
+        due = now - self.last_state >= interval
+        while self.early and now - self.created >= self.early[0]:
+            self.early.pop(0)
+            due = True
+        if due:
+            self.last_state = now
+        return due
 
 
 class Watchdog:
@@ -188,8 +205,7 @@ class Watchdog:
                 runtime = group_runtimes[0]
                 _dump(runtime, "manual", asked["name"], pick_request(runtime))
             interval = min(r.settings.state_interval_s for r in group_runtimes)
-            if interval > 0 and time.monotonic() - group.last_state >= interval:
-                group.last_state = time.monotonic()
+            if interval > 0 and group.state_due(time.monotonic(), interval):
                 background_step("state_log", group.state.record, "periodic")
         self._update_alarm()  # a cooldown may have ended
 
@@ -221,10 +237,9 @@ class Watchdog:
             ):
                 guard.last_dump = now
                 guard.high_water = rss
-                profile = poked if poked is not None and poked.request_id in runtime.active else None
-                if profile is None:
-                    profile = pick_request(runtime)
-                _dump(runtime, "threshold", None, profile, wait=0.0)
+                # The request whose heap grew the most, not whichever read RSS past the alarm (the
+                # one that raised the high-water mark is often a small request after the big one).
+                _dump(runtime, "threshold", None, costliest(runtime, fallback=poked), wait=0.0)
                 self._update_alarm()
         elif runtime.memory_guard and rss < limit * (settings.dump_threshold - settings.dump_hysteresis):
             runtime.memory_guard = False

@@ -42,6 +42,9 @@ class StatementStat:
     __slots__ = (
         "count",
         "frame",
+        "heap_after",
+        "heap_before",
+        "heap_delta_max",
         "instances",
         "lazy",
         "max_ns",
@@ -54,7 +57,7 @@ class StatementStat:
         "total_ns",
     )
 
-    def __init__(self, sql: str, rss_before: int) -> None:
+    def __init__(self, sql: str, rss_before: int, heap_before: int = 0) -> None:
         self.sql = sql
         self.count = 0
         self.total_ns = 0
@@ -62,6 +65,9 @@ class StatementStat:
         self.rss_before = rss_before
         self.rss_after = rss_before
         self.rss_delta_max = 0
+        self.heap_before = heap_before
+        self.heap_after = heap_before
+        self.heap_delta_max = 0
         self.rows = 0
         self.instances = 0
         self.lazy = 0
@@ -77,6 +83,9 @@ class StatementStat:
             "rss_before": self.rss_before,
             "rss_after": self.rss_after,
             "rss_delta_max": self.rss_delta_max,
+            "heap_before": self.heap_before,
+            "heap_after": self.heap_after,
+            "heap_delta_max": self.heap_delta_max,
             "rows": self.rows,
             "instances": self.instances,
             "n_plus_one": self.count >= threshold,

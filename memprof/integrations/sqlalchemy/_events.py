@@ -6,8 +6,8 @@ would have run it, and returns True. Connection events (``before/after_cursor_ex
 more on every request, profiled or not: an engine with any connection listener makes each new
 Connection join the engine's event dispatch and run its event hooks at every step (about 100 more
 Python calls per ``Session.get``). Rows are counted as they are fetched (SQLite's ``cursor.rowcount``
-is -1 for a SELECT) by a fetch strategy that delegates every call to the one SQLAlchemy would have used
-and only counts what comes back.
+is -1 for a SELECT) by a fetch strategy (:mod:`._fetch`) that delegates every call to the one
+SQLAlchemy would have used and only counts what comes back.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy.engine import cursor as _cursor
-
+from memprof.heap import heap_at
 from memprof.integrations.sqlalchemy import _orm as _sqla_orm
 from memprof.integrations.sqlalchemy._collectors import (
     MAX_PARAM_SETS,
@@ -27,6 +26,8 @@ from memprof.integrations.sqlalchemy._collectors import (
     StatementStat,
     Unattributed,
 )
+from memprof.integrations.sqlalchemy._fetch import count_rows as _count_rows
+from memprof.integrations.sqlalchemy._fetch import record_memory as _record_memory
 from memprof.integrations.sqlalchemy._frames import application_site
 from memprof.integrations.sqlalchemy._params import redact_params
 from memprof.memory import rss_at
@@ -102,10 +103,10 @@ def _queries(profile: RequestProfile) -> QueryCollector:
     return cast(QueryCollector, found)
 
 
-def _start(statement: str, parameters: Any, context: Any) -> tuple[Any, Any, Any, int]:
-    """Before an execution: in full profiles read RSS, find the statement's counters and note its
-    frame (first execution and at the N+1 threshold), lazy origin, parameters and loader criteria.
-    The state handed to :func:`_finish`: (profile, queries, statement counters, RSS before)."""
+def _start(statement: str, parameters: Any, context: Any) -> tuple[Any, Any, Any, int, int]:
+    """Before an execution: in full profiles read RSS and heap, find the statement's counters and note
+    its frame (first execution and at the N+1 threshold), lazy origin, parameters and loader criteria.
+    The state handed to :func:`_finish`: (profile, queries, statement counters, RSS before, heap before)."""
     profile = _current.get()
     if profile is None or profile.finished:
         if _remember_all:
@@ -114,9 +115,10 @@ def _start(statement: str, parameters: Any, context: Any) -> tuple[Any, Any, Any
     queries = _queries(profile)
     queries.count += 1
     if not queries.full:
-        return (profile, queries, None, 0)
+        return (profile, queries, None, 0, 0)
     t0 = _perf()
     rss = rss_at(t0)  # shares a reading made under 20 µs before (see memprof.memory)
+    heap = heap_at(t0)  # shares a recent reading too (see memprof.heap)
     queries.last_rss = rss
     conn = context.root_connection
     engine = conn.engine
@@ -127,7 +129,7 @@ def _start(statement: str, parameters: Any, context: Any) -> tuple[Any, Any, Any
         if len(queries.statements) >= MAX_STATEMENTS:
             queries.dropped += 1
         else:
-            stat = queries.statements[statement] = StatementStat(statement, rss)
+            stat = queries.statements[statement] = StatementStat(statement, rss, heap)
             stat.frame = application_site()
     if stat is not None:
         _observe(profile, queries, stat, statement, parameters, context)
@@ -135,7 +137,7 @@ def _start(statement: str, parameters: Any, context: Any) -> tuple[Any, Any, Any
     if models is not None:
         models.sample_connection(conn)
     profile.overhead_ns += _perf() - t0
-    return (profile, queries, stat, rss)
+    return (profile, queries, stat, rss, heap)
 
 
 def _remember_context_engine(context: Any) -> None:
@@ -147,7 +149,7 @@ def _remember_context_engine(context: Any) -> None:
         remember_engine(engine)
 
 
-_NO_PROFILE: tuple[Any, Any, Any, int] = (None, None, None, 0)
+_NO_PROFILE: tuple[Any, Any, Any, int, int] = (None, None, None, 0, 0)
 _remember_all = False
 
 
@@ -185,10 +187,12 @@ def _observe(
         _sqla_orm.observe_criteria(profile, options, statement)
 
 
-def _finish(state: tuple[Any, Any, Any, int], cursor: Any, statement: str, context: Any, ns: int) -> None:
+def _finish(
+    state: tuple[Any, Any, Any, int, int], cursor: Any, statement: str, context: Any, ns: int
+) -> None:
     """After a successful execution: its time; arrange for its rows to be counted as they are fetched."""
     try:
-        profile, queries, stat, rss_before = state
+        profile, queries, stat, rss_before, heap_before = state
         if queries is None:
             UNATTRIBUTED.add(statement, ns)
             return
@@ -199,17 +203,19 @@ def _finish(state: tuple[Any, Any, Any, int], cursor: Any, statement: str, conte
         stat.total_ns += ns
         if ns > stat.max_ns:
             stat.max_ns = ns
-        if cursor.description is None or not _count_rows(profile, queries, stat, rss_before, context):
-            _record_rss(queries, stat, rss_before, rss_at(t1))
+        if cursor.description is None or not _count_rows(
+            profile, queries, stat, rss_before, heap_before, context
+        ):
+            _record_memory(profile, queries, stat, rss_before, heap_before, t1)
         profile.overhead_ns += _perf() - t1
     except Exception as exc:
         internal_error("sqlalchemy.after_execute", exc)
 
 
-def _failed(state: tuple[Any, Any, Any, int], statement: str, ns: int) -> None:
+def _failed(state: tuple[Any, Any, Any, int, int], statement: str, ns: int) -> None:
     """After a failed execution: its time is counted (the error goes on unchanged)."""
     try:
-        _profile, queries, stat, _rss = state
+        _profile, queries, stat, _rss, _heap = state
         if queries is None:
             UNATTRIBUTED.add(statement, ns)
             return
@@ -287,103 +293,3 @@ def _timed(
         raise
     _finish(state, cursor, statement, context, _perf() - t0)
     return True
-
-
-def _record_rss(queries: QueryCollector, stat: StatementStat, rss_before: int, rss: int) -> None:
-    stat.rss_after = rss
-    queries.last_rss = rss
-    if rss - rss_before > stat.rss_delta_max:
-        stat.rss_delta_max = rss - rss_before
-
-
-def _count_rows(
-    profile: RequestProfile, queries: QueryCollector, stat: StatementStat, rss_before: int, context: Any
-) -> bool:
-    """Install a counting fetch strategy where SQLAlchemy would use its default one."""
-    if getattr(context, "cursor_fetch_strategy", None) is not _cursor._DEFAULT_FETCH:
-        return False  # a dialect's own strategy: left alone, rows not counted
-    if context.is_crud or context.is_text:
-        streamed = context._is_server_side
-    else:
-        streamed = context._is_server_side or context.execution_options.get("stream_results", False)
-    inner: Any = _cursor._DEFAULT_FETCH
-    if streamed:
-        inner = _cursor.BufferedRowCursorFetchStrategy(context.cursor, context.execution_options)
-    context.cursor_fetch_strategy = CountingFetch(inner, profile, queries, stat, rss_before)
-    return True
-
-
-class CountingFetch(_cursor.CursorFetchStrategy):
-    """Delegates to SQLAlchemy's fetch strategy; counts rows and reads RSS when the result is used up."""
-
-    __slots__ = ("_done", "_inner", "_profile", "_queries", "_rss", "_stat")
-
-    def __init__(
-        self, inner: Any, profile: RequestProfile, queries: QueryCollector, stat: StatementStat, rss: int
-    ) -> None:
-        self._inner = inner
-        self._profile = profile
-        self._queries = queries
-        self._stat = stat
-        self._rss = rss
-        self._done = False
-
-    @property
-    def alternate_cursor_description(self) -> Any:  # type: ignore[override]
-        return self._inner.alternate_cursor_description
-
-    def soft_close(self, result: Any, dbapi_cursor: Any) -> None:
-        self._inner.soft_close(result, dbapi_cursor)
-        self._closed()
-
-    def hard_close(self, result: Any, dbapi_cursor: Any) -> None:
-        self._inner.hard_close(result, dbapi_cursor)
-        self._closed()
-
-    def handle_exception(self, result: Any, dbapi_cursor: Any, err: BaseException) -> Any:
-        return self._inner.handle_exception(result, dbapi_cursor, err)
-
-    def yield_per(self, result: Any, dbapi_cursor: Any, num: int) -> None:
-        self._inner.yield_per(result, dbapi_cursor, num)
-        replaced = result.cursor_strategy
-        if replaced is not self:  # the default strategy swaps in a buffered one: keep counting it
-            self._inner = replaced
-            result.cursor_strategy = self
-
-    def fetchone(self, result: Any, dbapi_cursor: Any, hard_close: bool = False) -> Any:
-        row = self._inner.fetchone(result, dbapi_cursor, hard_close)
-        if row is not None:
-            self._fetched(1)
-        return row
-
-    def fetchmany(self, result: Any, dbapi_cursor: Any, size: int | None = None) -> Any:
-        rows = self._inner.fetchmany(result, dbapi_cursor, size)
-        if rows:
-            self._fetched(len(rows))
-        return rows
-
-    def fetchall(self, result: Any, dbapi_cursor: Any) -> Any:
-        rows = self._inner.fetchall(result, dbapi_cursor)
-        if rows:
-            self._fetched(len(rows))
-        return rows
-
-    def _fetched(self, n: int) -> None:
-        try:
-            if not self._profile.finished:
-                self._stat.rows += n
-                self._queries.current = self._stat
-        except Exception as exc:
-            internal_error("sqlalchemy.fetch", exc)
-
-    def _closed(self) -> None:
-        """The result is used up or closed (every path ends here): RSS after the statement."""
-        try:
-            if self._done or self._profile.finished:
-                return
-            self._done = True
-            t0 = _perf()
-            _record_rss(self._queries, self._stat, self._rss, rss_at(t0))
-            self._profile.overhead_ns += _perf() - t0
-        except Exception as exc:
-            internal_error("sqlalchemy.fetch", exc)
