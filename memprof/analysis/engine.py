@@ -14,8 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
@@ -112,16 +111,6 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@contextmanager
-def engine(**kwargs: Any) -> Iterator[Engine]:
-    """An :class:`Engine` closed on exit."""
-    e = Engine(**kwargs)
-    try:
-        yield e
-    finally:
-        e.close()
 
 
 def quote(text: str) -> str:

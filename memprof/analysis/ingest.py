@@ -1,21 +1,20 @@
 """Reading sources into the analyzer's tables (:mod:`memprof.analysis.tables`).
 
-JSON Lines data files go straight to DuckDB, several files per statement: each line is taken as text
-(``read_csv`` with a delimiter JSON cannot contain, numbered ``WITH ORDINALITY``), parsed once with
-``from_json`` and validated in SQL. A line that is not a valid record becomes a row of ``problems``
-(file, line, reason) and nothing else: a record is counted whole or not at all. A statement DuckDB
-refuses (a corrupt .gz, a line past its size limit) is retried file by file, and a file it still
-refuses is sorted out in Python (:mod:`memprof.analysis.normalize`), as logs and standard input are.
-Documents (dumps, crash records) are read in Python (:mod:`memprof.analysis.documents`).
+JSON Lines data files go straight to DuckDB (:mod:`memprof.analysis.statements`), one statement per core
+at once: DuckDB's JSON reader first (its line count checked against the file), else each line as text
+parsed with ``from_json``; every record is validated in SQL. A line that is not a valid record becomes a
+row of ``problems`` (file, line, reason) and nothing else: a record is counted whole or not at all. A file
+DuckDB refuses altogether (a corrupt .gz, a line past its size limit) is sorted out in Python
+(:mod:`memprof.analysis.normalize`), as logs and standard input are. Documents (dumps, crash records) are
+read in Python (:mod:`memprof.analysis.documents`); Parquet exports with ``read_parquet``.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import duckdb
@@ -37,122 +36,18 @@ from memprof.analysis.sources import (
     VersionCheck,
     refusal,
 )
-from memprof.records.versions import VERSIONS
+from memprof.analysis.statements import (
+    DATA_ERRORS,
+    Gate,
+    count_lines,
+    ends_with_newline,
+    insert_json,
+    insert_lines,
+)
 
 CHUNK_BYTES = 32 * 1024 * 1024
 CHUNK_FILES = 16
-MAX_SQL_LINE = 1024 * 1024  # longer lines make DuckDB refuse the file: it is read in Python then
-_SEP = "chr(31)"
-_PARSE = {"samples": (SAMPLE, t.SAMPLE_JSON, t.SAMPLE_BAD, t.SAMPLE_ROW),
-          "states": (STATE, t.STATE_JSON, t.STATE_BAD, t.STATE_ROW)}  # fmt: skip
-_COLUMNS = {"samples": t.SAMPLE_COLUMNS, "states": t.STATE_COLUMNS}
 Tick = Callable[[int], None]
-# What bad input makes DuckDB raise (a corrupt .gz, invalid UTF-8, a line past the size limit); any other
-# error (a binder error: a bug) propagates.
-DATA_ERRORS = (
-    duckdb.IOException,
-    duckdb.InvalidInputException,
-    duckdb.NotImplementedException,
-    duckdb.ConversionException,
-    duckdb.OutOfRangeException,
-    duckdb.OutOfMemoryException,
-)
-
-
-def _scan(file_id: int, path: str) -> str:
-    return (
-        f"SELECT {file_id} AS file_id, ordinality::INTEGER AS line, text FROM read_csv({quote(path)}, "
-        "columns={'text': 'VARCHAR'}, delim='\x01', quote='', escape='', header=false, auto_detect=false, "
-        f"max_line_size={MAX_SQL_LINE}, buffer_size={2 * MAX_SQL_LINE}) WITH ORDINALITY"
-    )
-
-
-def insert_lines(table: str, files: list[tuple[int, str]]) -> str:
-    """The statement reading JSON Lines ``files`` (``(file_id, path)``) into ``table``, problems included
-    (column ``problem``: blank lines too, to count lines).
-
-    Numbering lines (``WITH ORDINALITY``) keeps one statement on one core: :class:`Reader` runs one
-    statement per core at once instead."""
-    _tag, structure, _bad, row = _PARSE[table]
-    detail = (
-        f"CASE WHEN j IS NOT NULL AND {t.DETAIL_GATE} THEN TRY(from_json(text, {quote(t.DETAIL_JSON)})) END"
-        if table == "samples"
-        else "NULL"
-    )
-    scans = "\nUNION ALL ".join(_scan(fid, path) for fid, path in files)
-    problem = _problem(
-        table,
-        """
-        WHEN text IS NULL OR trim(text) = '' THEN 'blank'
-        WHEN j IS NULL THEN 'invalid JSON'
-        WHEN j.schema IS NULL AND json_type(text) <> 'OBJECT' THEN 'not a JSON object'""",
-    )
-    return f"""INSERT INTO {table} BY NAME
-    SELECT file_id, line, {row}, {problem} AS problem
-    FROM (SELECT file_id, line, text, j, {detail} AS d
-          FROM (SELECT file_id, line, text, TRY(from_json(text, {quote(structure)})) AS j FROM ({scans})))"""
-
-
-def _problem(table: str, invalid_json: str) -> str:
-    tag, _structure, bad, _row = _PARSE[table]
-    major = VERSIONS[tag].split(".")[0]
-    return f"""CASE {invalid_json}
-        WHEN j.schema IS NULL THEN 'not a memprof record: no schema tag'
-        WHEN j.schema <> '{tag}' OR coalesce(split_part(j.version, '.', 1), '') <> '{major}'
-            THEN 'unsupported' || {_SEP} || left(j.schema, 100) || {_SEP} || left(coalesce(j.version, ''), 100)
-        ELSE 'invalid record' || {_SEP} || ({bad})
-    END"""
-
-
-def insert_json(table: str, files: list[tuple[int, str]]) -> str:
-    """The fast statement for files whose every line is a JSON object with fields of the expected JSON
-    types (DuckDB's own JSON reader; it raises on anything else, and the file is read by
-    :func:`insert_lines` then). Blank lines are skipped unnumbered: :class:`Reader` checks the count."""
-    columns = _COLUMNS[table]
-    spec = "{" + ", ".join(f"{quote(k)}: {quote(v)}" for k, v in columns.items()) + "}"
-    packed = "{" + ", ".join(f"'{k}': \"{k}\"" for k in columns) + "}"
-    scans = "\nUNION ALL ".join(
-        f"SELECT {fid} AS file_id, ordinality::INTEGER AS line, {packed} AS j FROM read_json({quote(path)}, "
-        f"format='newline_delimited', columns={spec}, maximum_object_size={MAX_SQL_LINE}) WITH ORDINALITY"
-        for fid, path in files
-    )
-    row = _PARSE[table][3]
-    return f"""INSERT INTO {table} BY NAME
-    SELECT file_id, line, {row}, {_problem(table, "")} AS problem FROM (SELECT file_id, line, j, j AS d FROM ({scans}))"""
-
-
-class Gate:
-    """Statements run side by side (shared), or one alone (exclusive: a retry after running out of memory)."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.running = 0
-        self.closed = False
-
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self.cond:
-            self.cond.wait_for(lambda: not self.closed)
-            self.running += 1
-        try:
-            yield
-        finally:
-            with self.cond:
-                self.running -= 1
-                self.cond.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self.cond:
-            self.cond.wait_for(lambda: not self.closed)
-            self.closed = True
-            self.cond.wait_for(lambda: self.running == 0)
-        try:
-            yield
-        finally:
-            with self.cond:
-                self.closed = False
-                self.cond.notify_all()
 
 
 class Reader:
@@ -258,7 +153,7 @@ class Reader:
         ).fetchall())  # fmt: skip
         redo = []
         for fid, src in part:
-            if counts.get(fid, 0) != _count_lines(src.path):  # a blank line: the numbering is off
+            if counts.get(fid, 0) != count_lines(src.path):  # a blank line: the numbering is off
                 cur.execute(f"DELETE FROM {table} WHERE file_id = {fid}")
                 redo.append((fid, src))
         return redo
@@ -380,7 +275,7 @@ class Reader:
         for fid, line in e.rows(
             "SELECT file_id, line FROM problems WHERE reason = 'invalid JSON' AND line IS NOT NULL"
         ):
-            if line == lines.get(fid) and not _ends_with_newline(self.paths[fid]):
+            if line == lines.get(fid) and not ends_with_newline(self.paths[fid]):
                 e.sql(
                     "UPDATE problems SET reason = 'truncated line' WHERE file_id = ? AND line = ?",
                     [fid, line],
@@ -409,30 +304,6 @@ def _message(reason: str, detail: str | None) -> str:
     if reason == "invalid record" and detail:
         return f"invalid record: a malformed {detail}"
     return f"{reason}: {detail}" if detail else reason
-
-
-def _count_lines(path: str) -> int:
-    """Lines of a file (a last line without its newline counts)."""
-    n, last = 0, b"\n"
-    try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                n += chunk.count(b"\n")
-                last = chunk[-1:]
-    except OSError:
-        return -1
-    return n + (last != b"\n")
-
-
-def _ends_with_newline(path: str) -> bool:
-    if path.endswith(".gz") or not os.path.isfile(path):
-        return True  # cannot tell cheaply: call it invalid rather than truncated
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(-1, os.SEEK_END)
-            return fh.read(1) == b"\n"
-    except OSError:
-        return True
 
 
 def _chunks(files: list[tuple[int, Source]]) -> Iterable[list[tuple[int, Source]]]:

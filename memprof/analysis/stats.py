@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 QUANTILES = (25, 50, 75, 95, 99)
-STAT_KEYS = ("count", "mean", "min", "max", "p25", "p50", "p75", "p95", "p99", "variance", "std")
 EMPTY: dict[str, Any] = {"count": 0, "mean": 0.0, "min": 0, "max": 0, "p25": 0, "p50": 0, "p75": 0, "p95": 0,
                          "p99": 0, "variance": 0.0, "std": 0.0}  # fmt: skip
 

@@ -55,7 +55,6 @@ SCHEMA: dict[str, dict[str, str]] = {
     },
     "problems": {"file_id": "INTEGER", "line": "INTEGER", "reason": "VARCHAR", "detail": "VARCHAR"},
 }  # fmt: skip
-RECORD_TABLES = ("samples", "states", "dumps", "crashes")
 
 # What a column holds, where its name does not say it all (docs/analyzer.md is generated from this).
 COLUMN_DOCS = {
