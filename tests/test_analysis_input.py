@@ -264,3 +264,23 @@ def test_mistyped_worker_files_are_reported_and_never_lost(tmp_path: Path) -> No
     assert not list((d / "workers").glob(".*.claim"))
     r = run_cli("postmortem", str(d))  # and the next run still sees them
     assert f"invalid worker file {bad[0]}" in r.stdout
+
+
+def test_line_numbers_hold_across_files_with_blank_lines(tmp_path: Path) -> None:
+    """Files read in one scan are numbered per file; a blank line (which the JSON reader skips) does not
+    shift the references of the records after it."""
+    d = tmp_path / "data"
+    d.mkdir()
+    for f in range(3):
+        lines = [
+            json.dumps(s.sample(f"/f{f}", t=s.T0 + 100 * f + i, growth=(f * 10 + i) * MIB)) for i in range(6)
+        ]
+        if f == 1:
+            lines.insert(3, "")
+        (d / f"samples-{f}.jsonl").write_text("\n".join(lines) + "\n")
+    summary = analyze([str(d)]).summary
+    assert summary["samples"] == 18 and summary["input"]["skipped"] == 0
+    for top in summary["high_memory"]["top"]:
+        path, line = top["ref"].rsplit(":", 1)
+        rec = json.loads(Path(path).read_text().splitlines()[int(line) - 1])
+        assert (rec["time"], rec["request"]["route"]) == (top["time"], top["route"])

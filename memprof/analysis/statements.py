@@ -78,21 +78,28 @@ def _problem(table: str, invalid_json: str) -> str:
     END"""
 
 
-def insert_json(table: str, files: list[tuple[int, str]]) -> str:
-    """The fast statement for files whose every line is a JSON object with fields of the expected JSON
-    types (DuckDB's own JSON reader; it raises on anything else, and the file is read by
-    :func:`insert_lines` then). Blank lines are skipped unnumbered: :class:`Reader` checks the count."""
+def insert_json(table: str, files: list[tuple[int, str, int]]) -> str:
+    """The fast statement for files (``(file_id, path, lines)``) whose every line is a JSON object with
+    fields of the expected JSON types: DuckDB's own JSON reader, one scan over every file (one plan,
+    whatever their number), raising on anything else (the file is read by :func:`insert_lines` then).
+    Rows are numbered across the files in order; a file's line is that number less the lines of the files
+    before it, so :class:`~memprof.analysis.ingest.Reader` checks each file's first and last line and
+    count (a blank line, skipped unnumbered, shows there)."""
     columns = _COLUMNS[table]
     spec = "{" + ", ".join(f"{quote(k)}: {quote(v)}" for k, v in columns.items()) + "}"
     packed = "{" + ", ".join(f"'{k}': \"{k}\"" for k in columns) + "}"
-    scans = "\nUNION ALL ".join(
-        f"SELECT {fid} AS file_id, ordinality::INTEGER AS line, {packed} AS j FROM read_json({quote(path)}, "
-        f"format='newline_delimited', columns={spec}, maximum_object_size={MAX_SQL_LINE}) WITH ORDINALITY"
-        for fid, path in files
-    )
+    paths = "[" + ", ".join(quote(path) for _fid, path, _n in files) + "]"
+    offsets, before = [], 0
+    for fid, path, n in files:
+        offsets.append(f"({quote(path)}, {fid}, {before})")
+        before += n
     row = _PARSE[table][3]
     return f"""INSERT INTO {table} BY NAME
-    SELECT file_id, line, {row}, {_problem(table, "")} AS problem FROM (SELECT file_id, line, j, j AS d FROM ({scans}))"""
+    SELECT file_id, line, {row}, {_problem(table, "")} AS problem FROM (
+        SELECT o.file_id, (r.ordinality - o.before)::INTEGER AS line, r.j, r.j AS d
+        FROM (SELECT ordinality, filename, {packed} AS j FROM read_json({paths}, format='newline_delimited',
+              columns={spec}, maximum_object_size={MAX_SQL_LINE}, filename=true) WITH ORDINALITY) r
+        JOIN (VALUES {", ".join(offsets)}) o(path, file_id, before) ON r.filename = o.path)"""
 
 
 class Gate:
