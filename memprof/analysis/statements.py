@@ -11,10 +11,10 @@ from contextlib import contextmanager
 
 import duckdb
 
-from memprof.records.versions import VERSIONS
 from memprof.analysis import tables as t
 from memprof.analysis.engine import quote
 from memprof.analysis.sources import SAMPLE, STATE
+from memprof.records.versions import VERSIONS
 
 MAX_SQL_LINE = 1024 * 1024  # longer lines make DuckDB refuse the file: it is read in Python then
 _SEP = "chr(31)"
