@@ -23,20 +23,23 @@ def enabled(level: int) -> bool:
     return logger.isEnabledFor(level)
 
 
-def event(level: int, name: str, **fields: Any) -> None:
-    """Log the event ``name`` with ``fields`` as extra attributes, when ``level`` is enabled. Never raises."""
+def event(level: int, name: str, *, text: str | None = None, **fields: Any) -> None:
+    """Log the event ``name`` with ``fields`` as extra attributes, when ``level`` is enabled. Never raises.
+
+    ``text``: the same facts in words for people reading plain logs; the message is then
+    ``"<name>: <text>"``."""
     if not logger.isEnabledFor(level):
         return
     try:
         extra = {(f"memprof_{k}" if k in _RESERVED else k): v for k, v in fields.items()}
-        logger.log(level, name, extra=extra)
+        logger.log(level, name if text is None else f"{name}: {text}", extra=extra)
     except Exception:  # logging must never hurt the app
         pass
 
 
-def info(name: str, **fields: Any) -> None:
+def info(name: str, *, text: str | None = None, **fields: Any) -> None:
     """An INFO event."""
-    event(logging.INFO, name, **fields)
+    event(logging.INFO, name, text=text, **fields)
 
 
 def warning(name: str, **fields: Any) -> None:

@@ -9,16 +9,21 @@ memprof step is guarded, and the app's exception is re-raised with a bare ``rais
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from memprof import forksafe  # noqa: F401  (registers the after-fork resets)
+from memprof import (
+    forksafe,  # noqa: F401  (registers the after-fork resets)
+    logs,
+)
 from memprof.integrations import sessions
 from memprof.profile import RequestProfile, _current
 from memprof.runtime import RESPONSE_END_HOOKS, Runtime
 from memprof.safety.isolation import internal_error
-from memprof.settings import MemprofConfigError, MemprofSettings, load_settings
+from memprof.settings import MemprofConfigError, MemprofSettings, Mode, load_settings
 from memprof.watchdog.thread import WATCHDOG
 
 logger = logging.getLogger("memprof")
@@ -55,10 +60,12 @@ class MemprofMiddleware:
         self.app = app
         self.settings: MemprofSettings | None = None
         self.runtime: Runtime | None = None
+        self._serving = False  # set by serving_starts(), at lifespan start-up or the first request
         try:
             self.settings = settings if settings is not None else load_settings()
             sessions.install()
             self.runtime = Runtime(self.settings, background=WATCHDOG)
+            instrument_sqlalchemy_if_used(self.settings)
         except MemprofConfigError as exc:
             report_off(str(exc))
         except Exception as exc:  # memprof's own failure must never take the app down
@@ -73,6 +80,8 @@ class MemprofMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
+        if not self._serving:
+            self.serving_starts(runtime)
         if not runtime.enabled or "memprof" in scope:
             # Off, or a second memprof inside the same request: pass through.
             await self.app(scope, receive, send)
@@ -165,8 +174,20 @@ class MemprofMiddleware:
         if self.runtime is not None:
             self.runtime.close(timeout)
 
+    def serving_starts(self, runtime: Runtime) -> None:
+        """Once, at lifespan start-up or the first request: instrument SQLAlchemy if the app imported it
+        since, and say once per process that memprof runs (guarded)."""
+        self._serving = True
+        try:
+            instrument_sqlalchemy_if_used(runtime.settings)
+            announce(runtime)
+        except Exception as exc:
+            internal_error("serving_starts", exc)
+
     def _lifespan_send(self, runtime: Runtime, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
+            if message.get("type") == "lifespan.startup.complete" and not self._serving:
+                self.serving_starts(runtime)
             if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 try:
                     import anyio.to_thread
@@ -177,3 +198,67 @@ class MemprofMiddleware:
             await send(message)
 
         return lifespan_send
+
+
+def instrument_sqlalchemy_if_used(settings: MemprofSettings) -> None:
+    """``MEMPROF_SQLALCHEMY=auto``: instrument every engine, present and future, when the app has
+    imported SQLAlchemy (never importing it for an app that does not use it). Options given to an
+    explicit ``instrument_sqlalchemy()`` call stay in force."""
+    if not settings.enabled:
+        return
+    try:
+        if settings.sqlalchemy == "auto" and "sqlalchemy" in sys.modules:
+            from memprof.integrations.sqlalchemy import instrument_sqlalchemy, is_instrumented
+
+            if not is_instrumented():
+                instrument_sqlalchemy()
+        every_request_full = settings.mode is Mode.AGGRESSIVE and settings.effective_sample_rate >= 1.0
+        if every_request_full and "memprof.integrations.sqlalchemy" in sys.modules:
+            from memprof.integrations.sqlalchemy import count_everywhere
+
+            count_everywhere()  # one Mapper listener rather than one per Session
+    except Exception as exc:  # an SQLAlchemy memprof cannot instrument must not stop the app
+        internal_error("sqlalchemy_auto", exc)
+
+
+_announced_pid: int | None = None
+
+
+def announce(runtime: Runtime) -> None:
+    """The start-up line, once per process (INFO, logger ``memprof``): mode, sample rate, data dir and
+    what of SQLAlchemy is instrumented."""
+    global _announced_pid
+    if _announced_pid == os.getpid():
+        return
+    _announced_pid = os.getpid()
+    settings = runtime.settings
+    if not runtime.enabled:
+        mode = "off (MEMPROF_ENABLED=false)"
+    else:
+        mode = runtime.mode.value if runtime.paused is None else f"off ({runtime.paused})"
+    data_dir = os.path.abspath(settings.data_dir)
+    sqlalchemy = sqlalchemy_state(settings)
+    text = f"{mode} mode, sample rate {runtime.sample_rate:g}, data dir {data_dir}, SQLAlchemy {sqlalchemy}"
+    logs.info(
+        "memprof.started",
+        text=text,
+        mode=mode,
+        sample_rate=runtime.sample_rate,
+        data_dir=data_dir,
+        sqlalchemy=sqlalchemy,
+    )
+
+
+def sqlalchemy_state(settings: MemprofSettings) -> str:
+    """What of SQLAlchemy is instrumented, in words (never imports it)."""
+    if "memprof.integrations.sqlalchemy" in sys.modules:
+        from memprof.integrations.sqlalchemy import describe
+
+        instrumented = describe()
+        if instrumented != "no engine":
+            return f"instrumented ({instrumented})"
+    if "sqlalchemy" not in sys.modules:
+        return "not instrumented (not imported by the app)"
+    if settings.sqlalchemy == "off":
+        return "not instrumented (MEMPROF_SQLALCHEMY=off)"
+    return "not instrumented"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -133,6 +133,12 @@ class MemprofSettings(BaseSettings):
     control_poll_interval_s: float = Field(
         1.0, ge=0.05, le=60, description="How often the control thread reads the kill switch and overrides."
     )
+    sqlalchemy: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: the middleware instruments SQLAlchemy (every engine, present and future) when the "
+        "app has imported it by the time it starts serving; off: only what `instrument_sqlalchemy()` is "
+        "called on.",
+    )
     record_sql_params: bool = Field(
         False, description="Record SQL bound parameters (values with secret-looking names are redacted)."
     )
@@ -159,6 +165,11 @@ class MemprofSettings(BaseSettings):
         True,
         description="Log one event `memprof.request.completed` (stdlib logger `memprof`, INFO) per profiled request.",
     )
+
+    @field_validator("sqlalchemy", mode="before")
+    @classmethod
+    def _lower_sqlalchemy(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("dump_signal")
     @classmethod

@@ -44,6 +44,14 @@ def _no_leftover_opentelemetry() -> Iterator[None]:
         uninstrument_opentelemetry()
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_sqlalchemy_listeners() -> Iterator[None]:
+    """The middleware instruments SQLAlchemy by itself (MEMPROF_SQLALCHEMY=auto): its listeners do not
+    outlive the test that added them."""
+    yield
+    memprof.integrations.sqlalchemy.uninstrument_sqlalchemy()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "internal_errors_expected: memprof errors are provoked on purpose")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +27,10 @@ from memprof.integrations.sqlalchemy import _frames as _sqla_frames
 from memprof.integrations.sqlalchemy import _orm as _sqla_orm
 from memprof.integrations.sqlalchemy import is_instrumented
 from memprof.profile import RequestProfile, _current
-from memprof.runtime import FINISH_HOOKS
+from memprof.runtime import FINISH_HOOKS, current_runtime
+from memprof.safety.control import poll_now
 from memprof.safety.isolation import errors
+from tests.cli import run_cli
 from tests.sqla_apps import make_schema, seed, sync_app
 
 # Dialect events: listening on an engine (or Engine) lands on its dialect (or Dialect).
@@ -53,6 +56,7 @@ def listener_counts(engine: Engine) -> dict[str, int]:
     # load is an instance event: it lands on each mapped class's manager
     counts["Mapper.load"] = len(mapper.class_manager.dispatch.load)
     counts.update({f"Session.{n}": len(getattr(Session().dispatch, n)) for n in SESSION_EVENTS})
+    counts["Session.loaded_as_persistent"] = len(Session().dispatch.loaded_as_persistent)
     return counts
 
 
@@ -62,6 +66,7 @@ def our_functions() -> list[Callable[..., Any]]:
         _sqla_events.do_execute_no_params,
         _sqla_events.do_executemany,
         _sqla_orm.on_load,
+        _sqla_orm.on_loaded,
         _sqla_orm.after_insert,
         _sqla_orm.after_update,
         _sqla_orm.after_delete,
@@ -96,7 +101,8 @@ def test_uninstrument_leaves_no_listener(
             for name in names:
                 assert not event.contains(target, name, fn)
     assert all(getattr(hook, "__module__", "") != "memprof.integrations.sqlalchemy" for hook in FINISH_HOOKS)
-    with TestClient(MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=make_settings())) as c:
+    settings = make_settings(sqlalchemy="off")  # or the middleware instruments every engine again
+    with TestClient(MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=settings)) as c:
         assert c.get("/n1").status_code == 200
     (rec,) = samples()
     assert rec.get("queries") is None and rec.get("models") is None
@@ -136,22 +142,120 @@ def test_cheaper_counting_without_load_listener(
     schema.Base.metadata.create_all(engine)
     with Session(engine) as session:
         seed(session, schema, authors=3)
-    loads = listener_counts(engine)["Mapper.load"]
-    instrument_sqlalchemy(engine)
-    assert listener_counts(engine)["Mapper.load"] == loads + 1
-    instrument_sqlalchemy(engine, count_instances=False)  # the last call decides
+    instrument_sqlalchemy(engine, count_instances=False)
+    sessions: list[Session] = []
+
+    def remember(session: Session, *_args: Any) -> None:
+        sessions.append(session)
+
+    event.listen(Session, "after_begin", remember)
     try:
-        assert listener_counts(engine)["Mapper.load"] == loads
+        # The middleware instruments every engine on top; the explicit choice stays in force.
         with TestClient(
             MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=make_settings())
         ) as c:
             assert c.get("/joined").status_code == 200
+        assert sessions and not any(s.dispatch.loaded_as_persistent for s in sessions)
     finally:
+        event.remove(Session, "after_begin", remember)
         uninstrument_sqlalchemy()
         engine.dispose()
+    assert listener_counts(engine)["Mapper.load"] == 0
     (rec,) = samples()
     (stmt,) = rec["queries"]["statements"]
     assert stmt["rows"] == 3 * 5 * 4 and stmt["instances"] == 0
+
+
+def _wait_for_mode(mode: str) -> None:
+    runtime = current_runtime()
+    assert runtime is not None
+    poll_now()
+    deadline = time.monotonic() + 5
+    while runtime.mode.value != mode and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert runtime.mode.value == mode
+
+
+def test_objects_counted_only_in_full_requests(
+    tmp_path: Path, make_settings: Callable[..., Any], data_dir: Path, samples: Any
+) -> None:
+    """Light mode: no per-object listener anywhere. A runtime override to aggressive: the Sessions of
+    full requests count their objects; a Session reused by a later request that is not profiled in full
+    loses its listener at its next transaction."""
+    schema = make_schema()
+    engine = create_engine(f"sqlite:///{tmp_path / 'o.db'}")
+    schema.Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        seed(session, schema, authors=3)
+    shared = Session(engine)  # one Session for every request, as a scoped_session per thread would be
+
+    def books(request: Request) -> Response:
+        try:
+            return JSONResponse({"books": len(shared.scalars(select(schema.Book)).all())})
+        finally:
+            shared.commit()
+            shared.expunge_all()
+
+    app = Starlette(routes=[Route("/books", books)])
+    settings = make_settings(
+        mode="light", sample_rate=1.0, control_max_mode="aggressive", control_poll_interval_s=0.05
+    )
+
+    def enable(mode: str) -> None:
+        assert run_cli("enable", mode, "--data-dir", str(data_dir)).code == 0
+        _wait_for_mode(mode)
+
+    try:
+        with TestClient(MemprofMiddleware(app, settings=settings)) as c:
+            assert c.get("/books").json() == {"books": 15}
+            assert not shared.dispatch.loaded_as_persistent
+            assert listener_counts(engine)["Mapper.load"] == 0
+            enable("aggressive")
+            assert c.get("/books").json() == {"books": 15}
+            assert event.contains(shared, "loaded_as_persistent", _sqla_orm.on_loaded)
+            enable("light")
+            assert c.get("/books").json() == {"books": 15}
+            assert not shared.dispatch.loaded_as_persistent
+            assert listener_counts(engine)["Mapper.load"] == 0
+    finally:
+        shared.close()
+        engine.dispose()
+    light, full, light_again = samples()
+    assert light["detail"] == light_again["detail"] == "checkpoints"
+    assert light["queries"] == {"count": 1, "total_ms": light["queries"]["total_ms"]}
+    assert full["detail"] == "full" and full["queries"]["statements"][0]["instances"] == 15
+
+
+def test_aggressive_at_start_up_counts_objects_with_one_mapper_listener(
+    tmp_path: Path, make_settings: Callable[..., Any], samples: Any
+) -> None:
+    """Every request is profiled in full: one Mapper listener is cheaper than one per Session."""
+    schema = make_schema()
+    engine = create_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    schema.Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        seed(session, schema, authors=3)
+    begun: list[Session] = []
+
+    def remember(session: Session, *_args: Any) -> None:
+        begun.append(session)
+
+    event.listen(Session, "after_begin", remember)
+    try:
+        with TestClient(
+            MemprofMiddleware(sync_app(schema, sessionmaker(engine)), settings=make_settings())
+        ) as c:
+            assert event.contains(Mapper, "load", _sqla_orm.on_load)
+            assert c.get("/joined").status_code == 200
+        assert begun and not any(s.dispatch.loaded_as_persistent for s in begun)
+    finally:
+        event.remove(Session, "after_begin", remember)
+        engine.dispose()
+    (rec,) = samples()
+    (stmt,) = rec["queries"]["statements"]
+    assert stmt["instances"] == 3 + 3 * 5 + 3 * 4  # authors, their books and awards
+    uninstrument_sqlalchemy()
+    assert not event.contains(Mapper, "load", _sqla_orm.on_load)
 
 
 def _serve_once(tmp_path: Path, settings: Any) -> tuple[weakref.ref[Any], list[weakref.ref[Any]]]:

@@ -149,6 +149,7 @@ def render_summary(summary: dict[str, Any]) -> str:
     )
     lines.append("")
     lines += render_findings(summary["findings"])
+    lines += ["", f"SQL: {hint}."] if (hint := (summary.get("sql_status") or {}).get("hint")) else []
     if summary["samples"]:
         lines += ["", "Memory per request (growth: peak RSS during the request minus RSS at its start)"]
         lines += table(["", "count", "mean", "min", "p50", "p95", "p99", "max", "std"],

@@ -11,6 +11,7 @@ from memprof.analysis import aggregates as agg
 from memprof.analysis import details
 from memprof.analysis.aggregates import Refs
 from memprof.analysis.engine import Engine
+from memprof.analysis.sql_status import sql_status
 
 TOP = 10
 _LIBRARY_MARKERS = ("/lib/python3", "site-packages/", "dist-packages/", "<frozen ", "\\lib\\python3")
@@ -121,6 +122,9 @@ def build(
         "workers": workers,
         "sessions": sessions,
         "sql": sql_section(statements, details.models(e, refs), scopes, details.engines(e)),
+        "sql_status": sql_status(
+            total, int(e.value("SELECT coalesce(sum(query_count), 0) FROM samples") or 0), len(statements)
+        ),
         "dumps": dumps_section(dumps, details.dump_frames(e)),
         "crashes": crashes,
         "caches": caches,

@@ -35,7 +35,6 @@ from memprof.demo.sessions import ServerSessionMiddleware
 DATABASE_URL = os.environ.get("DEMO_DATABASE_URL", "sqlite:///./memprof-demo/demo.db")
 engine = make_engine(DATABASE_URL)
 seed(engine)
-memprof.instrument_sqlalchemy(engine)
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -165,4 +164,6 @@ def _demo_session(scope: Any) -> tuple[Any, str] | None:
 
 memprof.register_session_provider(_demo_session)
 app.add_middleware(ServerSessionMiddleware)
-app.add_middleware(MemprofMiddleware)  # outermost: it sees the session the inner middleware set
+app.add_middleware(
+    MemprofMiddleware
+)  # outermost (sees the inner middleware's session); instruments SQLAlchemy

@@ -221,5 +221,5 @@ NEXT_STEPS = """Where to look next:
   - The raw evidence is in {data_dir}: samples-*.jsonl (one line per request), dumps/ (the critical dump
     written before the limit), state-*.jsonl (cache sizes over time).
   - To verify a fix: capture again into another data dir and run `memprof compare OLD NEW`.
-  - In your own app: `app = MemprofMiddleware(app)`, `instrument_sqlalchemy(engine)`, and
+  - In your own app: `app.add_middleware(MemprofMiddleware)` (it instruments SQLAlchemy too), and
     MEMPROF_MODE=light in production (1% of requests), aggressive for a short window when hunting."""

@@ -92,17 +92,19 @@ def _listen(target: Any, name: str, fn: Callable[..., Any], **kw: Any) -> None:
 
 
 def instrument_sqlalchemy(
-    engine: Any = None, *, settings: MemprofSettings | None = None, count_instances: bool = True
+    engine: Any = None, *, settings: MemprofSettings | None = None, count_instances: bool | None = None
 ) -> None:
     """Record SQL, ORM and engine activity into profiled requests. Idempotent.
 
-    ``engine``: an ``Engine`` or ``AsyncEngine``; None instruments every engine, present and future.
+    ``engine``: an ``Engine`` or ``AsyncEngine``; None instruments every engine, present and future
+    (what :class:`memprof.MemprofMiddleware` does by itself, unless ``MEMPROF_SQLALCHEMY=off``).
     ``settings``: the settings to use (threshold of N+1, parameter recording); by default those of
-    the newest :class:`memprof.MemprofMiddleware`. ``count_instances=False`` leaves out the
-    per-instance ``load`` listener (about 1 µs per ORM object on every request, profiled or not):
-    per-class ``loaded`` and per-statement ``instances`` are then 0, the rest is unchanged. It applies
-    to every engine (the listener is on the Mapper class): the last call decides. Call this at
-    start-up: adding or removing listeners while other threads run SQL is not something SQLAlchemy
+    the middleware that profiles the request. ``count_instances=False`` leaves out the count of ORM
+    objects built (per-class ``loaded`` and per-statement ``instances`` are then 0, the rest is
+    unchanged); it applies to every engine and the last call that gives it decides (None keeps the
+    current choice, True at first). Objects are counted only in full-detail requests, by a listener
+    on each Session whose transaction begins in one: other requests pay nothing per object. Call this
+    at start-up: adding or removing listeners while other threads run SQL is not something SQLAlchemy
     guards against.
     """
     with _lock:
@@ -118,8 +120,35 @@ def instrument_sqlalchemy(
                 for name, fn, kw in _ENGINE_EVENTS:
                     _listen(sync, name, fn, **kw)
                 _own[id(sync)] = weakref.ref(sync)
-        _install_orm(count_instances)
+        _install_orm()
+        if count_instances is not None and count_instances != _sqla_orm.counting_instances():
+            if not count_instances:
+                _remove_mapper_load()
+            _sqla_orm.count_instances(count_instances)
         register_hooks(on_finish=_on_finish)
+
+
+def count_everywhere() -> None:
+    """Count ORM objects with one Mapper ``load`` listener rather than per Session: cheaper where every
+    request is profiled in full (the composition root calls it at start-up for a runtime configured in
+    aggressive mode at sample rate 1). Never removed while serving; nothing when instrumenting left
+    objects out (``count_instances=False``) or SQLAlchemy is not instrumented."""
+    with _lock:
+        if _orm_installed and _sqla_orm.counting_instances() and not _mapper_load():
+            _listen(Mapper, "load", _sqla_orm.on_load, raw=True)
+            _sqla_orm.set_everywhere(True)
+
+
+def _mapper_load() -> tuple[Callable[[], Any], str, Callable[..., Any]] | None:
+    return next((entry for entry in _registry if entry[2] is _sqla_orm.on_load), None)
+
+
+def _remove_mapper_load() -> None:
+    entry = _mapper_load()
+    if entry is not None:
+        event.remove(Mapper, "load", _sqla_orm.on_load)
+        _registry.remove(entry)
+    _sqla_orm.set_everywhere(False)
 
 
 def _instrument_all() -> None:
@@ -138,10 +167,11 @@ def _instrument_all() -> None:
     _global = True
 
 
-def _install_orm(count_instances: bool) -> None:
+def _install_orm() -> None:
     global _orm_installed
     if not _orm_installed:
         # Listening on the Mapper class (without propagate) covers every mapped class, even later ones.
+        # No Mapper ``load`` listener: it would run for every object built, in every request (see _orm).
         _listen(Mapper, "after_insert", _sqla_orm.after_insert)
         _listen(Mapper, "after_update", _sqla_orm.after_update)
         _listen(Mapper, "after_delete", _sqla_orm.after_delete)
@@ -149,12 +179,6 @@ def _install_orm(count_instances: bool) -> None:
         _listen(Session, "after_flush", _sqla_orm.watch_session)
         _listen(Session, "after_transaction_end", _sqla_orm.watch_session)
         _orm_installed = True
-    load = next((entry for entry in _registry if entry[2] is _sqla_orm.on_load), None)
-    if count_instances and load is None:
-        _listen(Mapper, "load", _sqla_orm.on_load, raw=True)
-    elif not count_instances and load is not None:
-        event.remove(Mapper, "load", _sqla_orm.on_load)
-        _registry.remove(load)
 
 
 def uninstrument_sqlalchemy() -> None:
@@ -166,6 +190,9 @@ def uninstrument_sqlalchemy() -> None:
             if target is not None and event.contains(target, name, fn):
                 event.remove(target, name, fn)
         _registry.clear()
+        _sqla_orm.count_instances(False)  # the Sessions' own listeners removed
+        _sqla_orm.count_instances(True)  # the default restored
+        _sqla_orm.set_everywhere(False)
         _own.clear()
         _global = False
         _orm_installed = False
@@ -181,6 +208,15 @@ def is_instrumented(engine: Any = None) -> bool:
         if engine is None:
             return _global
         return _global or _has_own_listeners(_sync_engine(engine))
+
+
+def describe() -> str:
+    """What is instrumented, for the start-up line: ``every engine``, ``N engine(s)`` or ``no engine``."""
+    with _lock:
+        if _global:
+            return "every engine"
+        n = sum(1 for ref in _own.values() if ref() is not None)
+        return f"{n} engine{'s' if n != 1 else ''}" if n else "no engine"
 
 
 def engine_state(engine: Engine) -> dict[str, Any]:

@@ -103,15 +103,13 @@ def _queries(profile: RequestProfile) -> QueryCollector:
     return cast(QueryCollector, found)
 
 
-def _start(statement: str, parameters: Any, context: Any) -> tuple[Any, Any, Any, int, int]:
-    """Before an execution: in full profiles read RSS and heap, find the statement's counters and note
-    its frame (first execution and at the N+1 threshold), lazy origin, parameters and loader criteria.
-    The state handed to :func:`_finish`: (profile, queries, statement counters, RSS before, heap before)."""
-    profile = _current.get()
-    if profile is None or profile.finished:
-        if _remember_all:
-            _remember_context_engine(context)
-        return _NO_PROFILE
+def _start(
+    profile: RequestProfile, statement: str, parameters: Any, context: Any
+) -> tuple[Any, Any, Any, int, int]:
+    """Before an execution in a profiled request: count it; in full profiles read RSS and heap, find the
+    statement's counters and note its frame (first execution and at the N+1 threshold), lazy origin,
+    parameters and loader criteria. The state handed to :func:`_finish`: (profile, queries, statement
+    counters, RSS before, heap before)."""
     queries = _queries(profile)
     queries.count += 1
     if not queries.full:
@@ -274,8 +272,14 @@ def _timed(
     event name, ``(cursor, statement, *rest)`` the arguments SQLAlchemy passed."""
     if context is None:  # SQLAlchemy's own executions outside a statement (sequences): not ours
         return False
+    profile = _current.get()
     try:
-        state = _start(statement, parameters, context)
+        if profile is None or profile.finished:  # unprofiled: only timed, as unattributed SQL
+            state = _NO_PROFILE
+            if _remember_all:
+                _remember_context_engine(context)
+        else:
+            state = _start(profile, statement, parameters, context)
     except Exception as exc:
         internal_error("sqlalchemy.before_execute", exc)
         return False

@@ -2,16 +2,19 @@
 the loader criteria (``with_loader_criteria``) each statement carried.
 
 All of them only read: the class of an instance, the length of an identity map, the options of the
-statement being executed. The per-instance ``load`` listener is the hot one (it runs once per object
-built): it does two dict lookups and three increments.
+statement being executed. The per-object listener is the hot one (it runs once per object built): it
+does one dict lookup and three increments, and it exists only where it is needed, see
+:func:`on_begin`.
 """
 
 from __future__ import annotations
 
 import linecache
 import time
+import weakref
 from typing import Any, cast
 
+from sqlalchemy import event
 from sqlalchemy.orm.util import LoaderCriteriaOption
 
 from memprof.integrations.sqlalchemy._collectors import (
@@ -56,9 +59,9 @@ def _last_rss(profile: RequestProfile) -> int:
 
 
 def on_load(state: Any, context: Any) -> None:
-    """``Mapper.load`` (raw): one instance built from rows. The hot path: one contextvar read, one
-    dict lookup, an identity check of the class loaded last, three increments (typed loosely on
-    purpose: ``cast`` is a call)."""
+    """``Mapper.load`` (raw), or through :func:`on_loaded`: one object built from rows. The hot path:
+    one contextvar read, an identity check of the class loaded last, three increments (typed loosely
+    on purpose: ``cast`` is a call)."""
     profile = _current.get()
     if profile is None or not profile.full or profile.finished:
         return
@@ -76,6 +79,12 @@ def on_load(state: Any, context: Any) -> None:
         _load(profile, state)
     except Exception as exc:
         internal_error("sqlalchemy.load", exc)
+
+
+def on_loaded(session: Any, state: Any) -> None:
+    """``SessionEvents.loaded_as_persistent`` (raw), on one Session: one object built from rows."""
+    if not _everywhere:  # the Mapper listener counts it
+        on_load(state, None)
 
 
 def _load(profile: RequestProfile, state: Any) -> None:
@@ -148,14 +157,75 @@ def watch_session(session: Any, *_args: Any) -> None:
 
 
 def on_begin(session: Any, transaction: Any, connection: Any) -> None:
-    """``Session.after_begin``: note the Session (weakly) and the connection it runs its SQL on."""
-    profile = _full_profile()
-    if profile is None:
+    """``Session.after_begin``: in a full-detail request, note the Session (weakly) and the connection
+    it runs its SQL on, and count the objects it builds; elsewhere stop counting them."""
+    profile = _current.get()
+    if profile is None or not profile.full or profile.finished:
+        if _SESSIONS and id(session) in _SESSIONS:
+            try:
+                _stop_counting(session)
+            except Exception as exc:
+                internal_error("sqlalchemy.after_begin", exc)
         return
     try:
+        if _counting and not _everywhere and id(session) not in _SESSIONS:
+            _start_counting(session)
         models_of(profile).watch_session(session, connection)
     except Exception as exc:
         internal_error("sqlalchemy.after_begin", exc)
+
+
+# -- objects built ----------------------------------------------------------------------------------
+# A Mapper ``load`` listener runs for every object built, in every request, profiled or not (about 1 µs
+# each). It is added only where (nearly) every request is profiled in full: a runtime configured in
+# aggressive mode at sample rate 1 (``count_everywhere``, at start-up). Elsewhere objects are counted by
+# a ``loaded_as_persistent`` listener on each Session whose transaction begins in a full-detail request:
+# SQLAlchemy asks once per query whether a Session has such listeners
+# (``bool(session.dispatch.loaded_as_persistent)`` in orm/loading.py), so the Sessions of light and
+# unprofiled requests pay nothing per object; adding one costs about 25 µs, once per Session. A
+# Session's listener is added and removed only at its ``after_begin``, in the thread that uses it and
+# before it loads anything, and the Mapper listener is never removed while serving: SQLAlchemy's
+# listener lists must not change while their event runs ("deque mutated during iteration").
+_counting = True  # instrument_sqlalchemy(count_instances=...)
+_everywhere = False  # the Mapper ``load`` listener is in place
+_SESSIONS: dict[int, weakref.ref[Any]] = {}  # id -> the Sessions with our listener, weakly
+
+
+def counting_instances() -> bool:
+    """Whether ORM objects are counted (``instrument_sqlalchemy(count_instances=...)``)."""
+    return _counting
+
+
+def count_instances(on: bool) -> None:
+    """Count ORM objects or not; off removes the listener from every Session that has it (the Mapper
+    listener is the caller's to remove)."""
+    global _counting, _everywhere
+    _counting = on
+    if not on:
+        _everywhere = False
+        for ref in list(_SESSIONS.values()):
+            session = ref()
+            if session is not None:
+                _stop_counting(session)
+        _SESSIONS.clear()
+
+
+def set_everywhere(on: bool) -> None:
+    """The Mapper ``load`` listener was added (True) or removed (False) by the caller."""
+    global _everywhere
+    _everywhere = on
+
+
+def _start_counting(session: Any) -> None:
+    key = id(session)
+    event.listen(session, "loaded_as_persistent", on_loaded, raw=True)
+    _SESSIONS[key] = weakref.ref(session, lambda _ref: _SESSIONS.pop(key, None))
+
+
+def _stop_counting(session: Any) -> None:
+    ref = _SESSIONS.pop(id(session), None)
+    if ref is not None and ref() is session and event.contains(session, "loaded_as_persistent", on_loaded):
+        event.remove(session, "loaded_as_persistent", on_loaded)
 
 
 # -- loader criteria --------------------------------------------------------------------------------
