@@ -1,13 +1,15 @@
 """``MemprofMiddleware``: a pure ASGI middleware that profiles requests' memory.
 
-Use ``app = MemprofMiddleware(app)`` or ``app.add_middleware(MemprofMiddleware)``. Non-HTTP scopes pass
-straight through (lifespan is watched only to flush records at shutdown). The response, its streaming,
+Use ``app = MemprofMiddleware(app)`` or ``app.add_middleware(MemprofMiddleware)``. Building it starts
+nothing: memprof starts serving at the first call in the process that serves (:mod:`memprof.lifecycle`).
+Non-HTTP scopes pass straight through (lifespan is watched only to shut down cleanly). The response, its streaming,
 the app's exceptions and background tasks are exactly what they would be without memprof: every
 memprof step is guarded, and the app's exception is re-raised with a bare ``raise``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -16,12 +18,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from memprof import (
-    forksafe,  # noqa: F401  (registers the after-fork resets)
+    forksafe,  # noqa: F401  (registers the fork hooks)
     logs,
 )
+from memprof.background import timed_out
 from memprof.integrations import sessions
+from memprof.lifecycle import request_ended_while_stopping, serve
 from memprof.profile import RequestProfile, _current
-from memprof.runtime import RESPONSE_END_HOOKS, Runtime
+from memprof.runtime import RESPONSE_END_HOOKS, SHUTDOWN_TIMEOUT_S, Runtime
 from memprof.safety.isolation import internal_error
 from memprof.settings import MemprofConfigError, MemprofSettings, Mode, load_settings
 from memprof.watchdog.thread import WATCHDOG
@@ -74,6 +78,8 @@ class MemprofMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         runtime = self.runtime
+        if runtime is not None and not runtime.serving and runtime.enabled:
+            serve(runtime)  # the first call in this process: a request or the lifespan start-up
         if scope["type"] != "http" or runtime is None:
             if scope["type"] == "lifespan" and runtime is not None:
                 await self.app(scope, receive, self._lifespan_send(runtime, send))
@@ -112,6 +118,8 @@ class MemprofMiddleware:
             raise
         finally:
             runtime.inflight -= 1
+            if runtime.stopping:  # a stop signal came: the background thread shuts down once idle
+                request_ended_while_stopping()
 
     async def _profiled(
         self, runtime: Runtime, full: bool, scope: Scope, receive: Receive, send: Send
@@ -164,9 +172,9 @@ class MemprofMiddleware:
             except Exception as exc:
                 internal_error("end", exc)
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> None:
         """Stop profiling for good and release memprof's threads and files for this app: records written
-        out, the flight-recorder file removed, the writer thread stopped; requests pass straight through.
+        out, the flight-recorder file removed, the samples file closed; requests pass straight through.
 
         A server's lifespan shutdown already writes everything out: ``close`` is for apps built and
         dropped within one process (tests, scripts). Idempotent.
@@ -189,15 +197,32 @@ class MemprofMiddleware:
             if message.get("type") == "lifespan.startup.complete" and not self._serving:
                 self.serving_starts(runtime)
             if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                try:
-                    import anyio.to_thread
-
-                    await anyio.to_thread.run_sync(runtime.shutdown)
-                except Exception as exc:
-                    internal_error("lifespan_flush", exc)
+                await self._shutdown(runtime)
             await send(message)
 
         return lifespan_send
+
+    async def _shutdown(self, runtime: Runtime) -> None:
+        """The lifespan shutdown, off the event loop; if no worker thread finishes it in time, what
+        remains is done here without waiting (the flight file must go: a clean stop is not a crash)."""
+        try:
+            import anyio
+            import anyio.to_thread
+
+            run: Any = anyio.to_thread.run_sync
+            # anyio < 4.1 names it ``cancellable``: the thread is abandoned, not waited for.
+            abandon = (
+                "abandon_on_cancel"
+                if "abandon_on_cancel" in inspect.signature(run).parameters
+                else "cancellable"
+            )
+            with anyio.move_on_after(SHUTDOWN_TIMEOUT_S + 1.0) as waited:
+                await run(runtime.shutdown, **{abandon: True})
+            if waited.cancelled_caught:
+                timed_out("the lifespan shutdown")
+                runtime.shutdown(0.0)
+        except Exception as exc:
+            internal_error("lifespan_flush", exc)
 
 
 def instrument_sqlalchemy_if_used(settings: MemprofSettings) -> None:

@@ -1,9 +1,9 @@
 """The per-request profile, the context variable that carries it, and the checkpoint API.
 
 A :class:`RequestProfile` holds only plain data (numbers and strings), never the app's objects, so a
-profile handed to the writer thread keeps nothing of the request alive. Integrations (SQLAlchemy,
+profile handed to the background thread keeps nothing of the request alive. Integrations (SQLAlchemy,
 sessions) attach a collector to ``profile.sections``; each collector turns its data into one section
-of the ``sample`` record in the writer thread.
+of the ``sample`` record on the background thread.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class SectionCollector(Protocol):
     """Something an integration attaches to a profile; it becomes one section of the sample record."""
 
     def to_record(self) -> Any:
-        """Return the section's JSON-ready data (called once, in the writer thread)."""
+        """Return the section's JSON-ready data (called once, on the background thread)."""
         ...
 
 

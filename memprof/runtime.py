@@ -1,8 +1,8 @@
 """The runtime behind the middleware: settings, sampling, in-flight requests, record building.
 
-One :class:`Runtime` per middleware instance. The request path calls :meth:`Runtime.begin` and
-:meth:`Runtime.end`; everything slow (record building, JSON, files, logging) happens in the writer
-thread. Integrations register hooks that run when a profiled request starts or ends.
+One :class:`Runtime` per middleware instance, inert until it serves (:mod:`memprof.lifecycle`). The request
+path calls :meth:`Runtime.begin` and :meth:`Runtime.end`; everything slow (records, JSON, files, logging)
+happens on the background thread. Integrations register hooks run when a profiled request starts or ends.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ COMPLETE_HOOKS: list[EndHook] = []
 
 _MB = 1024 * 1024
 OFF_MODE = "off"
+SHUTDOWN_TIMEOUT_S = 5.0
 # Enum members as module constants: ``Mode.TARGETED`` is an attribute lookup on the enum class that costs
 # ~0.1 µs on Python 3.11, more than the rest of an unsampled request's decision.
 _TARGETED = Mode.TARGETED
@@ -82,16 +83,13 @@ class Background(Protocol):
     def on_memory_error(self, runtime: Runtime, scope: Scope) -> None:
         """A ``MemoryError`` passed through the middleware for the request of ``scope``."""
 
-    def shutdown(self, runtime: Runtime) -> None:
-        """A clean shutdown of ``runtime``."""
+    def shutdown(self, runtime: Runtime, timeout: float) -> None:
+        """A clean shutdown of ``runtime``, waiting for nothing longer than ``timeout`` seconds."""
 
 
 class Runtime:
-    """State shared by every request a middleware instance sees.
-
-    ``background`` (the watchdog) is given by the composition root, :class:`memprof.middleware.MemprofMiddleware`;
-    the runtime imports nothing above it.
-    """
+    """State shared by every request a middleware instance sees. ``background`` (the watchdog) is given
+    by the composition root, :class:`memprof.middleware.MemprofMiddleware`: nothing above is imported."""
 
     def __init__(self, settings: MemprofSettings, background: Background | None = None) -> None:
         self.background = background
@@ -100,6 +98,8 @@ class Runtime:
         self.mode: Mode = settings.mode
         self.sample_rate = settings.effective_sample_rate
         self.enabled = settings.enabled
+        # Started in this process and not shut down (read per request); stopping: a stop signal came.
+        self.serving = self.stopping = False
         self.writer = RecordWriter(
             settings.data_dir,
             max_file_bytes=int(settings.max_file_mb * _MB),
@@ -141,6 +141,10 @@ class Runtime:
         self.control.read_local()  # a kill-switch file present at start-up counts from the first request
         self.refresh()
         _RUNTIMES.append(weakref.ref(self))
+
+    def start(self) -> None:
+        """Serve in this process (:func:`memprof.lifecycle.serve`): control and status, the watchdog."""
+        self.serving, self.stopping = True, False
         POLLER.add(self.control)
         self._tell_background("attach", lambda b: b.attach(self))
 
@@ -209,10 +213,11 @@ class Runtime:
         }
 
     def reinit_after_fork(self) -> None:
-        """Fresh locks in a forked child (see :mod:`memprof.forksafe`); the parent's unprofiled requests in
-        flight are not the child's."""
+        """Fresh locks in a forked child (see :mod:`memprof.forksafe`), which serves only once it starts;
+        the parent's requests in flight are not the child's."""
         self._refresh_lock = threading.Lock()
-        self.unprofiled = {}
+        self.serving = self.stopping = False
+        self.inflight, self.active, self.scopes, self.unprofiled = 0, {}, {}, {}
         self.breaker.reinit_after_fork()
         self.guard.reinit_after_fork()
         if self.verifier is not None:
@@ -220,13 +225,11 @@ class Runtime:
 
     def _tell_background(self, place: str, call: Callable[[Background], None]) -> None:
         """Hand an event to the background side, guarded: its failure never reaches the request."""
-        background = self.background
-        if background is None:
-            return
-        try:
-            call(background)
-        except Exception as exc:
-            internal_error(f"watchdog_{place}", exc)
+        if self.background is not None:
+            try:
+                call(self.background)
+            except Exception as exc:
+                internal_error(f"watchdog_{place}", exc)
 
     # -- a profiled request -----------------------------------------------------------------------
     def begin(self, scope: Scope, full: bool) -> RequestProfile:
@@ -276,7 +279,7 @@ class Runtime:
         profile.overhead_ns += time.perf_counter_ns() - t0
 
     def end(self, profile: RequestProfile, scope: Scope) -> None:
-        """Finish a profile on the request path (cheap) and hand it to the writer thread."""
+        """Finish a profile on the request path (cheap) and hand it to the background thread."""
         t0 = time.perf_counter_ns()
         self.active.pop(profile.request_id, None)
         self.scopes.pop(profile.request_id, None)
@@ -320,26 +323,38 @@ class Runtime:
         """A ``MemoryError`` passed through the middleware: the watchdog writes a dump naming the request."""
         self._tell_background("on_memory_error", lambda b: b.on_memory_error(self, scope))
 
-    def shutdown(self) -> None:
-        """Clean shutdown (lifespan): write out records, final cache state, remove the flight file, and
-        publish the final status (its counts exact: every record written or counted as dropped)."""
-        self.writer.flush()
-        self._tell_background("shutdown", lambda b: b.shutdown(self))
-        self.stopped = (time.time(), self.profiled)
-        self.control.publish_final()
+    def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """Clean shutdown (lifespan, stop signal, exit), waiting at most ``timeout`` s for each step:
+        records written out, the final status published (its counts exact: every record written or
+        counted as dropped), the final cache state, and last, whatever failed (a full disk), the flight
+        file removed. A request arriving later starts serving again."""
+        self.serving = False
+        try:
+            self.writer.flush(timeout)
+        except Exception as exc:
+            internal_error("shutdown_flush", exc)
+        finally:
+            try:
+                self.stopped = (time.time(), self.profiled)
+                self.control.publish_final(timeout)
+            except Exception as exc:
+                internal_error("shutdown_status", exc)
+            finally:
+                self._tell_background("shutdown", lambda b: b.shutdown(self, timeout))
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Finish for good: a clean shutdown, then the writer thread stopped and its file closed, and the
-        control thread no longer visiting this runtime. Requests that still arrive pass straight through.
-        For apps built and dropped in one process (tests, the reproduction harness); idempotent."""
+    def close(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """Finish for good (apps built and dropped in one process: tests, the reproduction harness): a
+        clean shutdown, the writer's file closed, no more control polls; later requests pass through."""
         self.enabled = False
-        self.shutdown()
-        self.writer.close(timeout)
         POLLER.remove(self.control)
+        try:
+            self.shutdown(timeout)
+        finally:
+            self.writer.close(timeout)
 
-    # -- the record (writer thread) ---------------------------------------------------------------
+    # -- the record (background thread) -----------------------------------------------------------
     def build_record(self, profile: RequestProfile) -> dict[str, Any]:
-        """The ``sample`` record of a finished profile (writer thread; see :mod:`memprof.sample`)."""
+        """The ``sample`` record of a finished profile (background thread; see :mod:`memprof.sample`)."""
         return build_sample(profile, self.host, self.limit)
 
 

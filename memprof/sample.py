@@ -1,4 +1,4 @@
-"""The ``sample`` record of a finished profile: built in the writer thread, never on the request path.
+"""The ``sample`` record of a finished profile: built on the background thread, never on the request path.
 
 Its path and route are redacted here (a raw path may carry a token); see
 :class:`memprof.records.models.Sample` for the shape.

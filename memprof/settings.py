@@ -89,7 +89,7 @@ class MemprofSettings(BaseSettings):
     watchdog_interval_ms: int = Field(
         250,
         ge=0,
-        description="How often the watchdog thread checks memory and updates the flight recorder; "
+        description="How often the watchdog checks memory and updates the flight recorder; "
         "0 turns the watchdog, threshold dumps, flight recorder and cache-state observations off.",
     )
     state_interval_s: float = Field(
@@ -131,7 +131,7 @@ class MemprofSettings(BaseSettings):
         "memprof:", min_length=1, description="Prefix of the Redis control keys (`<prefix>disable`, ...)."
     )
     control_poll_interval_s: float = Field(
-        1.0, ge=0.05, le=60, description="How often the control thread reads the kill switch and overrides."
+        1.0, ge=0.05, le=60, description="How often the control poller reads the kill switch and overrides."
     )
     sqlalchemy: Literal["auto", "off"] = Field(
         "auto",
@@ -159,7 +159,7 @@ class MemprofSettings(BaseSettings):
         "removes only its own closed files and those of workers that are gone).",
     )
     queue_size: int = Field(
-        10_000, ge=1, description="Records waiting for the writer thread; past it records are dropped."
+        10_000, ge=1, description="Records waiting to be written; past it records are dropped."
     )
     log_events: bool = Field(
         True,

@@ -1,25 +1,22 @@
-"""The record writer: a bounded queue drained by a background thread into rotated JSON Lines files.
+"""The record writer: a bounded queue drained on memprof's background thread into rotated JSON Lines files.
 
-The request path only calls :meth:`RecordWriter.submit`, which never blocks: when the queue is full the
-record is dropped and counted. Submitting is a deque append and nothing else (no lock, no system call):
-the thread is not woken per record (a wake-up per record cost the request path 3-8 µs in futex calls and
-GIL hand-offs, see docs/performance.md); it drains the queue every ``WAKE_INTERVAL_S``, at once when the
-queue is a quarter full, and on :meth:`RecordWriter.flush`, which waits until the queue is empty and the
-thread idle. A forked child gets a fresh writer from :mod:`memprof.forksafe`. The thread turns each item
-into a record and appends it to ``samples-<start>-<host>-<pid>-<seq>.jsonl`` in the data dir (see
-:mod:`memprof.sample_files`): lines are gathered into a batch written with one ``write`` when the queue is
-empty (or the batch is large), and a record counts as written only once its whole line is in the file. A
-failed write (a full disk) is cut back off the file, so no torn line is left, and its records are counted
-as dropped. The file is rotated by size, the total size of samples files is capped (the writer removes
-only its own closed files and those of workers that are gone), and each record written is emitted as a
-log event and handed to the sinks.
+The request path only calls :meth:`RecordWriter.submit`, which never blocks: a deque append and nothing
+else (no lock, no system call; a full queue drops the record and counts it). The thread is not woken per
+record (that cost the request path 3-8 µs, see docs/performance.md): each writer is a job of
+:mod:`memprof.background` that drains its queue every ``WAKE_INTERVAL_S``, at once when it is a quarter
+full, and on :meth:`RecordWriter.flush` (which waits at most its timeout). A forked child gets a fresh
+writer from :mod:`memprof.forksafe`. Records go to ``samples-<start>-<host>-<pid>-<seq>.jsonl`` (see
+:mod:`memprof.sample_files`) in batches, one ``write`` each when the queue is empty or the batch is
+large; a record counts as written only once its whole line is in the file. A failed write (a full disk)
+is cut back off the file, so no torn line is left, and its records are counted as dropped. Files rotate
+by size, their total size is capped (the writer removes only its own closed files and those of workers
+that are gone), and each record written is emitted as a log event and handed to the sinks.
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
-import json
 import os
 import socket
 import threading
@@ -29,55 +26,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from memprof import logs as log
+from memprof.background import BACKGROUND, acquire, timed_out
 from memprof.files import open_private_append
 from memprof.safety.isolation import internal_error
 from memprof.safety.redaction import redact_text
-from memprof.sample_files import SAMPLES_GLOB, STAMP, enforce_total, sample_file_name
+from memprof.sample_files import SAMPLES_GLOB, STAMP, encode_line, enforce_total, sample_file_name
+from memprof.sinks import SINKS, register_sink, unregister_sink
 
 __all__ = ["SAMPLES_GLOB", "RecordWriter", "encode_line", "flush", "register_sink", "unregister_sink"]
 
 WAKE_INTERVAL_S = 0.05
+# A round of draining stops after this long (its records written, their events and sinks waiting) and lets
+# the background thread's other jobs (the watchdog) have their turn: a slow log handler must not hold them.
+DRAIN_ROUND_S = 0.05
 BATCH_BYTES = 64 * 1024  # lines gathered before one write, when the queue does not empty sooner
-_STOP = object()
 
 RecordBuilder = Callable[[Any], dict[str, Any] | None]
-RecordSink = Callable[[dict[str, Any]], None]
-
-# Called in the writer thread with every record written (after its line and its log event):
-# exporters (OpenTelemetry metrics) whose cost must stay off the request path.
-SINKS: list[RecordSink] = []
-
-
-def register_sink(sink: RecordSink) -> None:
-    """Have ``sink(record)`` called in the writer thread for every record written (idempotent, guarded)."""
-    if sink not in SINKS:
-        SINKS.append(sink)
-
-
-def unregister_sink(sink: RecordSink) -> None:
-    """Stop calling ``sink``."""
-    if sink in SINKS:
-        SINKS.remove(sink)
-
-
-_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
-
-
-def encode_line(record: dict[str, Any]) -> bytes:
-    """One JSON Lines line (UTF-8, compact, newline-terminated). orjson takes ~1 µs where the standard
-    library's encoder takes ~13 µs for a sample record; what orjson refuses (an integer beyond 64 bits in
-    a recorded parameter, say) goes through the standard library. Anything else becomes its ``str``."""
-    try:
-        return orjson.dumps(record, default=str, option=_OPTIONS)
-    except (orjson.JSONEncodeError, TypeError):
-        return (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
 
 
 class RecordWriter:
-    """Writes records from a bounded queue on a daemon thread. One per runtime (per data dir)."""
+    """Writes records from a bounded queue on the background thread. One per runtime (per data dir)."""
 
     def __init__(
         self,
@@ -102,9 +71,11 @@ class RecordWriter:
 
     def _reset(self) -> None:
         self._queue: collections.deque[Any] = collections.deque()
-        self._wake = threading.Event()
         self._wake_at = max(1, self.queue_size // 4)
-        self._thread: threading.Thread | None = None
+        self._scheduled = False  # a job of the background thread
+        self._closed = False
+        self._asap = False  # drain at the thread's next look, not at the next interval
+        self._next = 0.0
         # The counts (a forked child starts its own: the parent's records are the parent's).
         self.written = 0  # records whose whole line is in a file
         self.dropped = 0  # the queue was full (counted on the request path)
@@ -118,6 +89,7 @@ class RecordWriter:
         self._records: dict[Path, int] = {}  # this writer's files still on disk -> records in each
         self._batch: list[tuple[bytes, dict[str, Any]]] = []
         self._batch_bytes = 0
+        self._unemitted: collections.deque[dict[str, Any]] = collections.deque()  # written, events not yet
         self._seq = 0
         self._pid = os.getpid()
         self._started = time.strftime(STAMP, time.gmtime())
@@ -127,7 +99,7 @@ class RecordWriter:
         self._idle = threading.Condition(threading.Lock())
 
     def reinit_after_fork(self) -> None:
-        """In a forked child (see :mod:`memprof.forksafe`): a fresh lock, queue and thread, and its own
+        """In a forked child (see :mod:`memprof.forksafe`): a fresh lock and queue, no job, and its own
         samples file under the child's pid. Lines the parent had gathered but not written stay the
         parent's (the child's batch starts empty); the inherited descriptor of the parent's file is
         closed."""
@@ -140,9 +112,9 @@ class RecordWriter:
         self._reset()
 
     def submit(self, item: Any, build: RecordBuilder) -> bool:
-        """Queue ``item``; the writer thread calls ``build(item)`` to get the record. Never blocks."""
-        if self._thread is None:
-            self._start()
+        """Queue ``item``; the background thread calls ``build(item)`` to get the record. Never blocks."""
+        if not self._scheduled:
+            self._schedule()
         queued = self._queue
         n = len(queued)
         if n >= self.queue_size:
@@ -150,7 +122,8 @@ class RecordWriter:
             return False
         queued.append((item, build))
         if n + 1 == self._wake_at:
-            self._wake.set()
+            self._asap = True
+            BACKGROUND.wake()
         return True
 
     @property
@@ -158,40 +131,55 @@ class RecordWriter:
         """Records queued or being written."""
         return len(self._queue) + self._busy
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                thread = threading.Thread(target=self._run, name="memprof-writer", daemon=True)
-                thread.start()
-                self._thread = thread
+    def _schedule(self) -> None:
+        self._closed = False
+        self._scheduled = True
+        BACKGROUND.add(self)
+
+    # -- the background thread's job --------------------------------------------------------------
+    def due(self) -> float | None:
+        """When the queue is drained next (see :class:`memprof.background.Job`)."""
+        if self._closed:
+            return None
+        return 0.0 if self._asap else self._next
+
+    def run(self) -> None:
+        """Drain the queue (one round of the job, at most about DRAIN_ROUND_S)."""
+        self._asap = False
+        self._next = time.monotonic() + WAKE_INTERVAL_S
+        self._drain(time.monotonic() + DRAIN_ROUND_S)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued record is written (or ``timeout`` seconds). True when drained."""
+        if BACKGROUND.in_thread():  # a job flushing: drain here, never wait for this very thread
+            self._drain()
+            return not self._queue
         deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._queue or self._busy:
+        if not acquire(self._idle, timeout, "records to be written"):
+            return False
+        try:
+            while self._queue or self._busy or self._unemitted:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self._thread is None and self._queue):
+                if remaining <= 0 or (not self._scheduled and self._queue):
+                    if remaining <= 0:
+                        timed_out("records to be written")
                     return False
-                self._wake.set()
+                self._asap = True
+                BACKGROUND.wake()
                 # Notified when the thread goes idle; the slice bounds a wait on a submit racing it.
                 self._idle.wait(min(remaining, WAKE_INTERVAL_S))
+        finally:
+            self._idle.release()
         return True
 
-    def _run(self) -> None:
-        queued, wake = self._queue, self._wake
-        while True:
-            if not queued:
-                wake.wait(WAKE_INTERVAL_S)
-                wake.clear()
-                continue
+    def _drain(self, deadline: float | None = None) -> None:
+        queued = self._queue
+        if not queued and not self._unemitted:
+            return
+        # Within a round's deadline, and never past records whose events wait (that queue stays bounded).
+        while queued and not self._closed and not self._over(deadline):
             self._busy = True  # before the pop: flush() never sees an empty queue and an idle thread early
-            entry = queued.popleft()
-            if entry is _STOP:
-                self._flush_pending()
-                self._idle_now()
-                return
-            item, build = entry
+            item, build = queued.popleft()
             try:
                 try:
                     record = build(item)
@@ -204,27 +192,30 @@ class RecordWriter:
                 try:
                     internal_error("writer", exc)
                 except Exception:
-                    pass  # the test switch re-raises; the thread must live on to drain the queue
+                    pass  # the test switch re-raises; the queue must still be drained
             finally:
-                # Drop this item before waiting for the next: its profile (and the runtime behind
-                # ``build``) must not stay alive as long as the queue is idle.
-                entry = item = build = record = None
-                if not queued:
-                    self._flush_pending()
-                    self._idle_now()
-
-    def _idle_now(self) -> None:
+                # Drop this item before the next: its profile (and the runtime behind ``build``) must
+                # not stay alive as long as the queue is idle.
+                item = build = record = None
+        self._flush_pending()
+        self._emit_due(deadline)
+        if queued or self._unemitted:
+            self._asap = True  # the rest right after the other jobs' turn
         with self._idle:
             self._busy = False
             self._idle.notify_all()
 
     def _write(self, record: dict[str, Any]) -> None:
         """Gather the record's line; write the batch when it is large or the file must rotate (the
-        thread writes it too whenever the queue is empty, see :meth:`_flush_pending`)."""
+        job writes it too whenever the queue is empty, see :meth:`_flush_pending`)."""
         line = encode_line(record)
         written: list[dict[str, Any]] = []
         error: OSError | None = None
         with self._lock:
+            if self._closed:  # closed meanwhile (close() gave up waiting): the file is not reopened
+                self.write_failed += 1
+                self.last_error = "the writer was closed (shutdown) before the record was written"
+                return
             if self._file_bytes + self._batch_bytes + len(line) > self.max_file_bytes:
                 if self._batch:
                     written, error = self._write_batch()
@@ -282,9 +273,17 @@ class RecordWriter:
         except OSError:
             self._close_file()
 
+    def _over(self, deadline: float | None) -> bool:
+        return deadline is not None and (bool(self._unemitted) or time.monotonic() > deadline)
+
     def _emit(self, records: list[dict[str, Any]]) -> None:
-        """The log event and the sinks of records written (guarded, never raising)."""
-        for record in records:
+        """Records written: their log events and sinks follow (:meth:`_emit_due`)."""
+        self._unemitted.extend(records)
+
+    def _emit_due(self, deadline: float | None) -> None:
+        """The log event and the sinks of records written, until ``deadline`` (guarded, never raising)."""
+        while self._unemitted and (deadline is None or time.monotonic() <= deadline):
+            record = self._unemitted.popleft()
             if self.log_events:
                 log.info(self.event_name, **record)
             for sink in SINKS:
@@ -343,21 +342,24 @@ class RecordWriter:
         return self._file_path
 
     def close(self, timeout: float = 5.0) -> None:
-        """Drain the queue, stop the thread and close the file."""
+        """Drain the queue (at most ``timeout`` seconds), leave the background thread, close the file."""
+        deadline = time.monotonic() + timeout
         self.flush(timeout)
-        thread = self._thread
-        if thread is not None and thread.is_alive() and self._pid == os.getpid():
-            self._queue.append(_STOP)
-            self._wake.set()
-            thread.join(timeout)
-        self._thread = None
-        with self._lock:
-            written, _error = self._write_batch()  # (empty unless the thread never wrote it)
+        self._closed = True
+        self._scheduled = False
+        BACKGROUND.remove(self)
+        if not acquire(self._lock, max(0.0, deadline - time.monotonic()), "the samples file"):
+            return
+        try:
+            written, _error = self._write_batch()  # (empty unless the job never wrote it)
             if self._fd is not None and self._file_bytes == 0 and self._file_path is not None:
                 self._file_path.unlink(missing_ok=True)  # a file whose every write failed
                 self._records.pop(self._file_path, None)
             self._close_file()
+        finally:
+            self._lock.release()
         self._emit(written)
+        self._emit_due(None)
 
 
 def _write_failed(error: OSError) -> None:

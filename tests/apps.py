@@ -13,7 +13,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from memprof import checkpoint
+from memprof import MemprofMiddleware, checkpoint
+from memprof.lifecycle import serve
 
 BACKGROUND_DONE: list[str] = []
 
@@ -101,4 +102,11 @@ def fastapi_app() -> FastAPI:
     async def boom() -> None:
         raise AppError("fastapi failed")
 
+    return app
+
+
+def serving(app: MemprofMiddleware) -> MemprofMiddleware:
+    """What a server's first call does (a lifespan start-up or a request): memprof starts serving in this
+    process. Building the middleware alone starts nothing (memprof.lifecycle)."""
+    serve(app.runtime)
     return app

@@ -18,6 +18,7 @@ import pytest
 import memprof
 import memprof.integrations.sqlalchemy
 import memprof.testing.client
+from memprof.background import _timeouts_logged
 from memprof.safety.isolation import errors as internal_errors
 from memprof.settings import MemprofSettings
 
@@ -28,6 +29,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 def _no_swallowed_internal_errors(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test when memprof swallowed one of its own errors (like sentry-python's suite does)."""
     internal_errors.reset()
+    _timeouts_logged.clear()  # each bounded wait given up is logged once per process: once per test here
     yield
     if request.node.get_closest_marker("internal_errors_expected"):
         return

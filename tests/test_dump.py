@@ -24,6 +24,7 @@ from memprof import MemprofMiddleware
 from memprof.memory import MemoryLimit, rss_bytes
 from memprof.records.models import Dump
 from tests._memprof_server import wait_for
+from tests.apps import serving
 
 NAME_RE = re.compile(
     r"^dump-\d{8}T\d{12}-(\d+)-(threshold|custom|manual|memory_error|signal)(-[\w.-]+)?\.json$"
@@ -166,7 +167,9 @@ def test_memory_guard_drops_to_checkpoints_and_resumes(
 ) -> None:
     # A limit the process is already past 90% of: the watchdog dumps once and raises the guard.
     limit_mb = rss_bytes() / 0.95 / 2**20
-    app = _app(make_settings(memory_limit_mb=limit_mb, watchdog_interval_ms=20, dump_cooldown_s=3600))
+    app = serving(
+        _app(make_settings(memory_limit_mb=limit_mb, watchdog_interval_ms=20, dump_cooldown_s=3600))
+    )
     runtime = app.runtime
     wait_for(lambda: runtime.memory_guard)
     (path,) = wait_for(lambda: _dumps(data_dir))
@@ -199,7 +202,7 @@ def test_dumps_and_memory_guard_trips_are_counted_in_opentelemetry(
     otel.instrument_opentelemetry(meter_provider=provider)
     try:
         limit_mb = rss_bytes() / 0.95 / 2**20
-        app = _app(make_settings(memory_limit_mb=limit_mb, watchdog_interval_ms=20))
+        app = serving(_app(make_settings(memory_limit_mb=limit_mb, watchdog_interval_ms=20)))
         wait_for(lambda: _dumps(data_dir))
         memprof.dump("counted")
 

@@ -123,33 +123,6 @@ def test_postmortem_on_a_missing_data_dir_is_one_clear_error(tmp_path: Path) -> 
     assert "does not exist" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_forked_worker_keeps_its_own_flight_file(tmp_path: Path) -> None:
-    """A worker forked after the app was built (gunicorn --preload) gets its own watchdog and file."""
-    import os
-    import socket
-
-    from memprof import MemprofMiddleware, load_settings
-
-    data_dir = tmp_path / "data"
-    settings = load_settings(data_dir=data_dir, log_events=False, watchdog_interval_ms=20)
-    app = MemprofMiddleware(lambda scope, receive, send: None, settings=settings)  # type: ignore[arg-type,return-value]
-    host = socket.gethostname()
-    wait_for(lambda: (data_dir / "workers" / f"{host}-{os.getpid()}.json").exists())
-    pid = os.fork()
-    if pid == 0:  # the child: its own watchdog thread must write its own file
-        code = 1
-        try:
-            wait_for(lambda: (data_dir / "workers" / f"{host}-{os.getpid()}.json").exists(), timeout=10)
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    child = json.loads((data_dir / "workers" / f"{host}-{pid}.json").read_text())
-    assert child["pid"] == pid and child["started"] > 0
-    assert app.runtime.enabled
-
-
 def test_light_mode_names_unsampled_requests_in_flight(make_settings: Any, data_dir: Path) -> None:
     """Cheap enough for light mode: unsampled requests are named (not measured) in the live file."""
     import socket

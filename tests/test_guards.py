@@ -22,7 +22,7 @@ from memprof.safety.guards import (
 )
 from memprof.safety.isolation import errors
 from memprof.settings import Mode
-from tests.apps import starlette_app
+from tests.apps import serving, starlette_app
 
 FAILING = {"on": True}
 
@@ -168,7 +168,7 @@ def test_trips_are_counted_in_opentelemetry(make_settings: Callable[..., Any], d
         guard = OverheadGuard(limit_ms=1.0)
         for _ in range(OVERHEAD_TRIP_COUNT):
             guard.observe(5_000_000)
-        mw = MemprofMiddleware(starlette_app(), settings=make_settings(control_poll_interval_s=0.05))
+        mw = serving(MemprofMiddleware(starlette_app(), settings=make_settings(control_poll_interval_s=0.05)))
         data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / "DISABLED").touch()
         deadline = time.monotonic() + 3

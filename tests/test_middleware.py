@@ -199,6 +199,7 @@ def test_endpoint_reaches_its_profile(make_settings: Callable[..., Any], samples
 def test_close_writes_out_stops_threads_and_passes_through(
     make_settings: Callable[..., Any], samples: Any, data_dir: Any
 ) -> None:
+    from memprof.background import BACKGROUND
     from memprof.safety.control import POLLER
     from tests._memprof_server import wait_for
 
@@ -206,11 +207,11 @@ def test_close_writes_out_stops_threads_and_passes_through(
     client = TestClient(app)  # no lifespan: nothing else shuts it down
     assert client.get("/").text == "hello"
     writer = app.runtime.writer
-    assert writer._thread is not None and app.runtime.control in POLLER.controllers
+    assert writer in BACKGROUND.jobs and app.runtime.control in POLLER.controllers
     assert wait_for(lambda: list((data_dir / "workers").glob("*.json")))  # the flight file is live
     app.close()
     assert len(samples()) == 1, "the queued record was written out"
-    assert writer._thread is None and app.runtime.control not in POLLER.controllers
+    assert writer not in BACKGROUND.jobs and app.runtime.control not in POLLER.controllers
     assert not list((data_dir / "workers").glob("*.json")), "the flight file is removed at a clean close"
     assert client.get("/").text == "hello"  # passes straight through
     assert len(samples()) == 1

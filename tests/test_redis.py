@@ -22,7 +22,7 @@ from memprof.safety.control import poll_now, redis_client
 from memprof.safety.control_plane import MAX_OVERRIDE_S
 from tests._memprof_server import Server
 from tests._memprof_server import wait_for as server_wait_for
-from tests.apps import starlette_app
+from tests.apps import serving, starlette_app
 from tests.cli import run_cli
 from tests.conftest import IN_CI
 
@@ -96,7 +96,7 @@ def test_redis_cannot_widen_local_settings(make_settings: Callable[..., Any], re
     settings = make_settings(
         mode="light", redis_url=REDIS_URL, redis_prefix=redis_prefix, control_poll_interval_s=0.05
     )
-    rt = MemprofMiddleware(starlette_app(), settings=settings).runtime
+    rt = serving(MemprofMiddleware(starlette_app(), settings=settings)).runtime
     redis_client(REDIS_URL).set(redis_prefix + "mode", "aggressive", ex=60)
     assert wait_for(lambda: rt.control.refused is not None)
     assert rt.mode.value == "light" and rt.sample_rate == 0.01
@@ -108,7 +108,7 @@ def test_redis_cannot_widen_local_settings(make_settings: Callable[..., Any], re
         redis_prefix=redis_prefix,
         control_poll_interval_s=0.05,
     )
-    rt_wide = MemprofMiddleware(starlette_app(), settings=wide).runtime
+    rt_wide = serving(MemprofMiddleware(starlette_app(), settings=wide)).runtime
     assert wait_for(lambda: rt_wide.mode.value == "aggressive")
     until = rt_wide.control.redis_override.until  # type: ignore[union-attr]
     assert until is not None and 29 * 60 < until - time.time() <= 30 * 60
@@ -130,7 +130,7 @@ def test_cli_goes_through_redis_when_configured(
     monkeypatch.setenv("MEMPROF_REDIS_URL", REDIS_URL)
     monkeypatch.setenv("MEMPROF_REDIS_PREFIX", redis_prefix)
     settings = make_settings(redis_url=REDIS_URL, redis_prefix=redis_prefix, control_poll_interval_s=0.05)
-    rt = MemprofMiddleware(starlette_app(), settings=settings).runtime
+    rt = serving(MemprofMiddleware(starlette_app(), settings=settings)).runtime
     out = run_cli("disable", "--data-dir", str(data_dir))
     assert out.code == 0 and "via redis" in out.stdout, out
     assert not (data_dir / "DISABLED").exists()

@@ -70,7 +70,9 @@ def _structures(mw: MemprofMiddleware, since: float) -> dict[str, int]:
         "error_places": len(errors.counts),
         "start_hooks": len(runtime_mod.START_HOOKS),
         "finish_hooks": len(runtime_mod.FINISH_HOOKS),
-        "runtimes": len(runtime_mod._RUNTIMES),
+        # Live runtimes: the weak list is pruned whenever it is read, and memprof's stop watch reads it in
+        # the background, so its raw length would count an earlier test's runtime collected meanwhile.
+        "runtimes": len(runtime_mod.runtimes()),
         "breakers": len(BREAKERS),
         "controllers": len(control_mod.POLLER.controllers),
         "nonces": rt.verifier.cached_nonces if rt.verifier is not None else 0,

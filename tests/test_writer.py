@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import stat
@@ -130,3 +131,38 @@ def test_a_write_cut_short_by_a_full_disk_leaves_no_torn_line(tmpfs: Path) -> No
     assert w.flush(5) and w.written == 2  # written again once there is room
     assert [json.loads(x)["i"] for x in path.read_bytes().splitlines()] == [-1, 99]
     w.close()
+
+
+def test_a_slow_sink_never_holds_the_watchdog_up(make_settings: Any, monkeypatch: Any) -> None:
+    """Records are written on memprof's one background thread, the watchdog's too: a slow consumer of
+    records (an app's logging handler, an exporter) gets one round at a time, and the watchdog ticks
+    between its records."""
+    import time
+
+    from starlette.testclient import TestClient
+
+    from memprof import MemprofMiddleware
+    from memprof import writer as writer_mod
+    from memprof.watchdog.thread import WATCHDOG
+    from tests.apps import starlette_app
+
+    ticks_seen: list[int] = []
+
+    def slow_sink(record: dict[str, Any]) -> None:
+        ticks_seen.append(WATCHDOG.ticks)
+        time.sleep(0.05)  # longer than the watchdog's interval and a drain round
+
+    monkeypatch.setattr(writer_mod, "DRAIN_ROUND_S", 0.01)
+    writer_mod.register_sink(slow_sink)
+    try:
+        app = MemprofMiddleware(starlette_app(), settings=make_settings(watchdog_interval_ms=20))
+        assert app.runtime is not None
+        with TestClient(app) as client:
+            for i in range(5):
+                client.get(f"/users/{i}")
+            assert app.runtime.writer.flush(10)
+        app.close()
+    finally:
+        writer_mod.unregister_sink(slow_sink)
+    assert len(ticks_seen) == 5
+    assert all(b > a for a, b in itertools.pairwise(ticks_seen)), ticks_seen

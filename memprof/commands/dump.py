@@ -1,6 +1,6 @@
 """``memprof dump [DATA_DIR]``: ask the running workers of a data dir for a dump now (trigger ``manual``).
 
-Writes ``DATA_DIR/dump-request.json``; each worker's watchdog thread sees it within one tick and writes a
+Writes ``DATA_DIR/dump-request.json``; each worker's watchdog sees it within one tick and writes a
 dump, whose paths are printed as they appear.
 """
 

@@ -9,7 +9,7 @@
 Once instrumented, every profiled request (light, aggressive or targeted; checkpoints-only included)
 sets ``memprof.*`` attributes on the current span (the server span of OpenTelemetry's ASGI/FastAPI
 instrumentation when that middleware is *outside* memprof's): RSS and the Python heap (start, peak,
-end; see :mod:`memprof.heap`) and, from the writer thread once its record is written, records its heap
+end; see :mod:`memprof.heap`) and, from the background thread once its record is written, records its heap
 growth (peak - start) and its RSS growth in two histograms.
 That middleware ends its span right after the response's last body message, so the span gets the
 figures of that moment; when the span is still open once the profile is final (the app raised, or the
@@ -44,7 +44,7 @@ from memprof.runtime import (
 )
 from memprof.safety.isolation import internal_error
 from memprof.safety.redaction import redact_path
-from memprof.writer import register_sink, unregister_sink
+from memprof.sinks import register_sink, unregister_sink
 
 METER_NAME = "memprof"
 # RSS growth of one request, in bytes: 64 KiB .. 1 GiB (the SDK's default buckets are for milliseconds).

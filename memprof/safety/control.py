@@ -1,7 +1,7 @@
 """Runtime control: the kill switch, mode overrides, and the status each worker publishes.
 
-One daemon thread per process (the poller) visits every live runtime's :class:`Controller` about once
-a second. A tick reads the kill-switch file (``MEMPROF_KILL_SWITCH_FILE``, default ``DATA_DIR/DISABLED``),
+The poller, a job of memprof's background thread (:mod:`memprof.background`), visits every serving
+runtime's :class:`Controller` about once a second. A tick reads the kill-switch file (``MEMPROF_KILL_SWITCH_FILE``, default ``DATA_DIR/DISABLED``),
 the control file ``DATA_DIR/control.json`` written by ``memprof enable``, and, with ``MEMPROF_REDIS_URL``,
 the Redis keys ``memprof:disable`` and ``memprof:mode`` (one round trip, short socket timeouts). It
 caches the result on the controller, lets the guards' cooldowns run out, asks the runtime to recompute
@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from memprof import events
 from memprof import logs as log
+from memprof.background import BACKGROUND, acquire
 from memprof.safety.control_plane import (
     OFF,
     STATUS_TTL_S,
@@ -161,13 +162,18 @@ class Controller:
                 self._published = state
                 self.publish(runtime.status())
 
-    def publish_final(self) -> None:
-        """Publish the status now (a clean shutdown: its counts are final)."""
+    def publish_final(self, timeout: float = 5.0) -> None:
+        """Publish the status now (a clean shutdown: its counts are final). The lock (held by a tick, at
+        most its short Redis timeouts) is waited for at most ``timeout`` seconds, then nothing is done."""
         runtime = self._runtime()
         if runtime is not None:
-            with self._lock:
+            if not acquire(self._lock, timeout, "the controller's lock at shutdown"):
+                return
+            try:
                 self._published = _state(runtime)
                 self.publish(runtime.status())
+            finally:
+                self._lock.release()
 
     def read_local(self) -> None:
         """Read the kill-switch and control files now (a stat and, when changed, a small read)."""
@@ -279,39 +285,34 @@ def _state(runtime: Controlled) -> tuple[Any, ...]:
 
 
 class _Poller:
-    """The process's one control thread; it visits every live controller when it is due."""
+    """The process's control poller: a job of the background thread that visits every live controller
+    when it is due."""
 
     def __init__(self) -> None:
         self.controllers: weakref.WeakSet[Controller] = weakref.WeakSet()
-        self.thread: threading.Thread | None = None
-        self.wakeup = threading.Event()
-        self.lock = threading.Lock()
 
     def add(self, controller: Controller) -> None:
+        """Visit ``controller`` from now on (its runtime serves)."""
         self.controllers.add(controller)
-        self.ensure_started()
+        BACKGROUND.add(self)
 
     def remove(self, controller: Controller) -> None:
         """Stop visiting ``controller`` (its runtime was closed)."""
         self.controllers.discard(controller)
 
-    def ensure_started(self) -> None:
-        with self.lock:
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._run, name="memprof-control", daemon=True)
-                self.thread.start()
+    def due(self) -> float | None:
+        """When the next controller is due (see :class:`memprof.background.Job`); None: none left."""
+        dues = [c._next_due for c in list(self.controllers)]
+        return min(dues) if dues else None
 
-    def _run(self) -> None:
-        while True:
-            self.wakeup.wait(self._visit_due())
-            self.wakeup.clear()
+    def run(self) -> None:
+        """Tick every controller that is due."""
+        self._visit_due()
 
-    def _visit_due(self) -> float:
-        """Tick every controller that is due; return how long to sleep. Its own frame, so that no
-        controller stays referenced by a loop variable while the thread sleeps (a dead runtime's
-        controller must be collectable)."""
+    def _visit_due(self) -> None:
+        """Its own frame, so that no controller stays referenced by a loop variable while the thread
+        sleeps (a dead runtime's controller must be collectable)."""
         now = time.monotonic()
-        wait = 1.0
         # Weak references, resolved one at a time: a list of the controllers themselves would keep every
         # one alive while the slowest ticks (a dead runtime's controller outliving a gc.collect()).
         for ref in [weakref.ref(c) for c in self.controllers]:
@@ -321,25 +322,22 @@ class _Poller:
             if now >= controller._next_due:
                 controller._next_due = now + controller.interval
                 background_step("control_poll", controller.tick, backoff=False)
-            wait = min(wait, max(0.01, controller._next_due - time.monotonic()))
             controller = None
-        return wait
 
     def reinit_after_fork(self) -> None:
-        self.thread = None
-        self.lock = threading.Lock()
-        self.wakeup = threading.Event()
+        """A forked child: fresh controllers' locks and clients; a runtime that serves there adds its
+        controller again (memprof.runtime.Runtime.start)."""
         for controller in list(self.controllers):
             controller.reinit_after_fork()
-        if len(self.controllers):
-            self.ensure_started()
+        self.controllers = weakref.WeakSet()
 
 
 POLLER = _Poller()
 
 
 def poll_now() -> None:
-    """Make the poller visit every controller at once (tests, and right after a CLI change)."""
+    """Make the poller visit every controller, and publish its status, at once (tests, and right after
+    a CLI change)."""
     for controller in list(POLLER.controllers):
-        controller._next_due = 0.0
-    POLLER.wakeup.set()
+        controller._next_due = controller._next_status = 0.0
+    BACKGROUND.wake()

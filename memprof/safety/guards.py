@@ -175,7 +175,7 @@ class CircuitBreaker:
         self.state = state
         self.trial_taken = False
         if state == self.HALF_OPEN:
-            # Until the trial is claimed no record counts: the writer thread builds records in batches,
+            # Until the trial is claimed no record counts: the background thread builds records in batches,
             # so one built now may belong to a request from before the cooldown.
             self.trial_ns = 1 << 62
         self.open = state == self.OPEN

@@ -7,7 +7,7 @@ listeners (the circuit breaker in :mod:`memprof.safety.guards`). With ``MEMPROF_
 test suite) the error is re-raised instead, so a bug hidden in production still fails the tests.
 
 Failures of background work (the watchdog's flight recorder, state log, dumps and crash records, the
-control thread, exporters) are counted by place too, but they are not the request path's: the listeners
+control poller, exporters) are counted by place too, but they are not the request path's: the listeners
 (the breaker) never hear of them, so they never pause profiling. Each background step runs through
 :func:`background_step`, which backs that step off on its own (1 s, doubling up to a minute) while it
 keeps failing; anything reported while a step runs counts as background.

@@ -99,7 +99,7 @@ def client_files() -> list[str]:
         str(fnmatch.__file__),
         str(tracemalloc.__file__),
         str(http.cookiejar.__file__),
-        # memprof itself: its writer and watchdog threads, its integrations' collectors. What the
+        # memprof itself: its background thread, its integrations' collectors. What the
         # profiler allocates is not the app's memory (and other runtimes' threads would add noise).
         os.path.join(os.path.dirname(os.path.dirname(__file__)), "*"),
     ]

@@ -251,7 +251,7 @@ class ProfiledClient(TestClient):
             self.close()
 
     def close(self) -> None:
-        """Close the client, stop memprof's writer thread and remove a temporary data dir."""
+        """Close the client, close memprof's files and remove a temporary data dir."""
         try:
             super().close()
         finally:

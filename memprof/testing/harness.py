@@ -162,7 +162,7 @@ def run_variant(
         if runtime is None:
             raise ReproduceError("memprof did not start in the reproduction (see the error logged above)")
         writer = runtime.writer
-        # Traced from before the priming request, so that what memprof's writer thread holds from the
+        # Traced from before the priming request, so that what memprof's background thread holds from the
         # last request is traced alike at every measurement.
         traced = Traced()
         traced.start()
@@ -203,7 +203,7 @@ def run_variant(
 
 
 def _settle(writer: Any) -> None:
-    """Let memprof's writer thread finish and collect garbage, so a measurement starts from rest."""
+    """Let memprof's background thread finish and collect garbage, so a measurement starts from rest."""
     writer.flush(5.0)
     gc.collect()
 

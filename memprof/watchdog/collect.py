@@ -2,7 +2,7 @@
 
 Every collector is bounded (top N, frames per stack) and returns plain JSON-ready data: names,
 numbers and ``file:line in func`` frames, never the objects themselves or local variables. They run
-in the watchdog thread (or in the caller of :func:`memprof.dump`), never on a per-request path.
+on the background thread (or in the caller of :func:`memprof.dump`), never on a per-request path.
 """
 
 from __future__ import annotations

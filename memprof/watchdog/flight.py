@@ -3,7 +3,7 @@ from it.
 
 Each worker keeps ``DATA_DIR/workers/<host>-<pid>.json`` (pid, start time, latest RSS and limit, its
 in-flight requests, profiled or not: method, route, start time, RSS at start when profiled), rewritten atomically by the
-watchdog thread when something changed (at most a few times a second, never on the request path). A
+watchdog (on memprof's background thread) when something changed (at most a few times a second, never on the request path). A
 clean shutdown removes it. A file whose worker is gone is evidence of a kill: the next memprof start in
 the same data dir, or ``memprof postmortem``, turns it into ``DATA_DIR/crashes/crash-<time>-<pid>.json``
 (a ``memprof.crash`` record).
@@ -44,6 +44,7 @@ class FlightRecorder:
         self._written = 0.0
         self._rss_written = 0
         self.writes = 0
+        self.closed = False  # removed by a clean shutdown: never written again
 
     def update(
         self,
@@ -62,6 +63,8 @@ class FlightRecorder:
         memory is written at once. A data dir removed after the first write is not recreated. ``inflight``:
         summaries of the requests in flight (at most :data:`MAX_INFLIGHT` are kept), ``total`` of them.
         """
+        if self.closed:
+            return False
         now = time.time()
         jumped = rss - self._rss_written >= RSS_JUMP * limit
         if not force and not jumped and now - self._written < REFRESH_S:
@@ -85,13 +88,18 @@ class FlightRecorder:
         }
         # not durable: a SIGKILL keeps the page cache, only a host crash loses it
         write_private(self.path, json.dumps(doc, separators=(",", ":")).encode(), durable=False)
+        if self.closed:  # a shutdown removed the file while this write ran: it stays removed
+            self.path.unlink(missing_ok=True)
+            return False
         self._written = now
         self._rss_written = rss
         self.writes += 1
         return True
 
     def remove(self) -> None:
-        """A clean shutdown: this worker leaves no evidence of a crash."""
+        """A clean shutdown: this worker leaves no evidence of a crash. Takes no lock and waits for
+        nothing: an update running meanwhile removes what it wrote itself (see :meth:`update`)."""
+        self.closed = True
         self.path.unlink(missing_ok=True)
 
 

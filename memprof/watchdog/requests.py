@@ -1,5 +1,5 @@
 """Manual dumps asked from outside the process: ``memprof dump DATA_DIR`` writes a request file that
-every worker's watchdog thread sees within one tick (one ``stat`` per tick), and answers with a dump
+every worker's watchdog sees within one tick (one ``stat`` per tick), and answers with a dump
 (trigger ``manual``). No signal, no port: only the data dir the workers already write to.
 """
 

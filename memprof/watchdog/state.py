@@ -4,7 +4,7 @@ Caches are discovered once by scanning loaded modules (module-level functions an
 module-level classes), and again for modules loaded since the last scan; they are held by weak
 reference. :func:`snapshot` reads each cache's size and max size, empty caches included (so growth from
 empty shows), and estimates the bytes each holds from a bounded sample of its entries
-(:mod:`memprof.watchdog.state_bytes`). The watchdog thread records a snapshot at start-up, 10, 30 and 60 s
+(:mod:`memprof.watchdog.state_bytes`). The watchdog records a snapshot at start-up, 10, 30 and 60 s
 later, then every ``MEMPROF_STATE_INTERVAL_S``, at every dump and at shutdown as ``memprof.state``
 lines in ``DATA_DIR/state-<start>-<pid>.jsonl``, so a cache that only grows is visible long before memory
 runs out.
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from memprof import events
+from memprof.background import acquire
 from memprof.files import append_whole
 from memprof.records.versions import STATE_SCHEMA, STATE_VERSION
 from memprof.safety.isolation import internal_error
@@ -39,6 +40,7 @@ def _is_memprof_internal(module_name: str) -> bool:
     return module_name.split(".", 1)[0] == "memprof" and not module_name.startswith("memprof.demo")
 
 
+LOCK_WAIT_S = 1.0  # the locks below guard a scan or a copy; past this the step is skipped (shutdown)
 MAX_CACHES = 300  # per observation; the unbounded and the largest ones are kept first
 KEEP_STATE_FILES = 100  # state files of past processes kept in a data dir, newest first
 
@@ -86,7 +88,9 @@ class CacheRegistry:
 
     def discover(self) -> int:
         """Scan modules loaded since the last call; return how many caches are known."""
-        with self._lock:
+        if not acquire(self._lock, LOCK_WAIT_S, "the cache registry"):
+            return len(self._found)
+        try:
             # Every name, not a count: a module removed and another loaded leave the count unchanged.
             for mod_name, module in list(sys.modules.items()):
                 if mod_name in self._scanned:
@@ -99,6 +103,14 @@ class CacheRegistry:
                 except Exception:  # a module with a hostile __dict__ is skipped, not an error
                     continue
             return len(self._found)
+        finally:
+            self._lock.release()
+
+    def reinit_after_fork(self) -> None:
+        """A forked child: a fresh lock, and the scan starts over (a fork may have cut one short)."""
+        self._lock = threading.Lock()
+        self._found = {}
+        self._scanned = set()
 
     def _is_stdlib(self, module: Any) -> bool:
         file = getattr(module, "__file__", None)
@@ -132,8 +144,12 @@ class CacheRegistry:
         """Size, max size and estimated bytes of every live cache found, empty ones included (a cache
         that grows from empty is seen from its first observation); the largest are sized first."""
         found = []
-        with self._lock:
+        if not acquire(self._lock, LOCK_WAIT_S, "the cache registry"):
+            return []
+        try:
             items = list(self._found.items())
+        finally:
+            self._lock.release()
         for name, ref in items:
             func = ref()
             if func is None:
@@ -177,8 +193,12 @@ def _entry(
 
 
 def _provider_entries(budget: Budget) -> list[dict[str, Any]]:
-    with _lock:
+    if not acquire(_lock, LOCK_WAIT_S, "the state providers"):
+        return []
+    try:
         providers = list(_providers.items())
+    finally:
+        _lock.release()
     out = []
     for name, fn in providers:
         try:
@@ -227,6 +247,13 @@ def _identity_maps() -> list[dict[str, Any]]:
 
 
 registry = CacheRegistry()
+
+
+def reinit_after_fork() -> None:
+    """In a forked child (see :mod:`memprof.forksafe`): fresh locks for the providers and the registry."""
+    global _lock
+    _lock = threading.Lock()
+    registry.reinit_after_fork()
 
 
 def snapshot(discover: bool = True) -> list[dict[str, Any]]:

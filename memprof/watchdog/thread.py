@@ -1,4 +1,4 @@
-"""The memory watchdog: one daemon thread per process that watches RSS against each runtime's limit.
+"""The memory watchdog: a job of memprof's background thread that watches RSS against each runtime's limit.
 
 Every ``MEMPROF_WATCHDOG_INTERVAL_MS`` it reads RSS (one ``pread``; when the limit is a cgroup's, the
 larger of RSS and the cgroup's anonymous memory, since a container's workers share its limit), and for
@@ -16,14 +16,13 @@ Checkpoints of profiled requests that read an RSS past the alarm level wake the 
 :func:`memprof.profile.set_rss_alarm`), so a request growing between two ticks is caught at its own
 checkpoint. A threshold dump names the profiled request in flight whose heap grew the most (see
 :func:`memprof.dump.costliest`), which on a warm heap is not always the one whose reading crossed the
-line. The thread starts with the first runtime, stops when none is left,
-and restarts in a forked child.
+line. The job starts when a runtime starts serving (its first request or lifespan start-up, never at
+import), leaves the thread when none is watched, and a forked child starts its own when it serves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import functools
 import os
 import sys
@@ -35,11 +34,12 @@ from typing import Any
 
 from memprof import events
 from memprof import profile as profile_module
+from memprof.background import BACKGROUND, acquire
 from memprof.memory import cgroup_memory, peak_rss_bytes, rss_bytes
 from memprof.profile import RequestProfile
 from memprof.routes import route_template
 from memprof.runtime import Runtime, Scope
-from memprof.safety.isolation import background_step, internal_error
+from memprof.safety.isolation import background_step
 from memprof.watchdog.dump import costliest, inflight_summaries, pick_request, write_dump
 from memprof.watchdog.flight import MAX_INFLIGHT, FlightRecorder, collect_crashes
 from memprof.watchdog.requests import RequestWatch
@@ -87,26 +87,27 @@ class _Group:
 
 
 class Watchdog:
-    """The process's watchdog thread and the runtimes it watches."""
+    """The process's watchdog (a job of :mod:`memprof.background`) and the runtimes it watches."""
 
     def __init__(self) -> None:
         self.guards: weakref.WeakKeyDictionary[Runtime, Guard] = weakref.WeakKeyDictionary()
+        self._reset()
+
+    def _reset(self) -> None:
         self.groups: dict[Path, _Group] = {}
         self.pending: list[tuple[weakref.ref[Runtime], str, dict[str, Any] | None]] = []
         self.poked: RequestProfile | None = None
         self.signalled = False
-        self.wake = threading.Event()
+        # Guards and groups: held only for a few dict operations, never across I/O. A shutdown never
+        # waits for a tick: a flight recorder closed by a shutdown is not rewritten (FlightRecorder.remove).
         self.lock = threading.Lock()
-        # Held for a whole tick and a whole shutdown: a tick must never rewrite a flight file that a
-        # shutdown just removed (that would look like a crash on the next start).
-        self.tick_lock = threading.RLock()
-        self.thread: threading.Thread | None = None
         self.pid = os.getpid()
         self.ticks = 0
+        self._last_tick = 0.0
 
     # -- attaching ---------------------------------------------------------------------------------
     def attach(self, runtime: Runtime) -> None:
-        """Watch ``runtime`` (called when it is created) and start the thread if needed."""
+        """Watch ``runtime`` (called when it starts serving) and run the job."""
         if not runtime.enabled or runtime.settings.watchdog_interval_ms <= 0:
             return
         with self.lock:
@@ -117,12 +118,8 @@ class Watchdog:
         self.start()
 
     def start(self) -> None:
-        """Start the thread unless it runs."""
-        with self.lock:
-            if self.thread is not None and self.thread.is_alive():
-                return
-            self.thread = threading.Thread(target=self._run, name="memprof-watchdog", daemon=True)
-            self.thread.start()
+        """Run the job on the background thread (idempotent)."""
+        BACKGROUND.add(self)
 
     def _on_signal(self) -> None:
         # Runs in a signal handler: no lock (the main thread may hold it), only a flag the thread reads.
@@ -135,35 +132,30 @@ class Watchdog:
     def _interval(self, watched: list[tuple[Runtime, Guard]]) -> float:
         return min(r.settings.watchdog_interval_ms for r, _ in watched) / 1000.0
 
-    def _run(self) -> None:
-        idle = 0
-        while True:
-            watched = self._open()
-            if not watched:
-                idle += 1
-                if idle > 20:
-                    with self.lock:
-                        if not any(not g.closed for g in self.guards.values()):
-                            self.thread = None
-                            return
-                self.wake.wait(0.5)
-                self.wake.clear()
-                continue
-            idle = 0
-            try:
-                self.tick(watched)
-            except Exception as exc:
-                internal_error("watchdog", exc, background=True)  # never the request path's breaker
-            self.wake.wait(self._interval(watched))
-            self.wake.clear()
+    # -- the job (see memprof.background.Job) ------------------------------------------------------
+    def due(self) -> float | None:
+        """At once when a dump was asked for or a checkpoint poked; else every interval; None when no
+        runtime is watched and no dump is pending."""
+        if self.pending or self.poked is not None or self.signalled:
+            return 0.0
+        watched = self._open()
+        if not watched:
+            return None
+        return self._last_tick + self._interval(watched)
+
+    def run(self) -> None:
+        """One tick: memory checks, dumps asked for, flight files and state lines."""
+        self._last_tick = time.monotonic()
+        watched = self._open()
+        if watched:
+            self.tick(watched)
+        else:
+            self._serve_pending()
 
     # -- one tick ----------------------------------------------------------------------------------
     def tick(self, watched: list[tuple[Runtime, Guard]]) -> None:
         """Check memory for every runtime, serve pending dumps, update flight files and state logs."""
-        with self.tick_lock:
-            self._tick([(r, g) for r, g in watched if not g.closed])
-
-    def _tick(self, watched: list[tuple[Runtime, Guard]]) -> None:
+        watched = [(r, g) for r, g in watched if not g.closed]
         self.ticks += 1
         poked, self.poked = self.poked, None
         anon: int | None = None
@@ -189,9 +181,9 @@ class Watchdog:
         for runtime, _guard in watched:
             by_dir.setdefault(runtime.settings.data_dir, []).append(runtime)
         for data_dir, group_runtimes in by_dir.items():
-            group = self.groups.get(data_dir)
+            group = self._group(data_dir, group_runtimes)
             if group is None:
-                group = self.groups[data_dir] = _Group(data_dir, group_runtimes[0].host)
+                continue  # shut down since the tick began
             # Each step on its own: a failing one (a full or read-only disk) is counted for its place and
             # backs off by itself, never stopping the others nor reaching the request path's breaker.
             if not group.started:
@@ -208,6 +200,16 @@ class Watchdog:
             if interval > 0 and group.state_due(time.monotonic(), interval):
                 background_step("state_log", group.state.record, "periodic")
         self._update_alarm()  # a cooldown may have ended
+
+    def _group(self, data_dir: Path, runtimes: list[Runtime]) -> _Group | None:
+        """The group of a data dir, made when missing, unless every runtime of it shut down meanwhile."""
+        with self.lock:
+            if all(g is None or g.closed for g in (self.guards.get(r) for r in runtimes)):
+                return None
+            group = self.groups.get(data_dir)
+            if group is None:
+                group = self.groups[data_dir] = _Group(data_dir, runtimes[0].host)
+            return group
 
     @staticmethod
     def _update_flight(
@@ -246,26 +248,30 @@ class Watchdog:
             guard.high_water = 0  # a new climb past the threshold is worth a new dump
             self._update_alarm()
 
-    def _update_alarm(self) -> None:
+    def _update_alarm(self, timeout: float = -1) -> None:
         """Set the checkpoint alarm to the lowest level at which some runtime would dump now.
 
         A runtime in its cooldown raises no alarm: checkpoints would wake the thread for nothing.
         """
         level = sys.maxsize
         now = time.monotonic()
-        with self.lock:
-            for runtime, guard in self.guards.items():
+        if not self.lock.acquire(timeout=timeout):
+            return  # (a shutdown that could not take the lock: the alarm stays as it is)
+        try:
+            for runtime, guard in list(self.guards.items()):
                 if guard.closed or now - guard.last_dump < runtime.settings.dump_cooldown_s:
                     continue
                 limit = runtime.limit.bytes
                 mark = max(limit * runtime.settings.dump_threshold, guard.high_water + DUMP_STEP * limit)
                 level = min(level, int(mark))
+        finally:
+            self.lock.release()
         profile_module.set_rss_alarm(level, self.poke if level < sys.maxsize else None)
 
     def poke(self, profile: RequestProfile, rss: int) -> None:
         """Called from a checkpoint whose RSS passed the alarm level: check now, about that request."""
         self.poked = profile
-        self.wake.set()
+        BACKGROUND.wake()
 
     # -- dumps asked for from the request path -----------------------------------------------------
     def request_dump(self, runtime: Runtime, trigger: str, request: dict[str, Any] | None) -> None:
@@ -274,7 +280,6 @@ class Watchdog:
             if len(self.pending) < 4:
                 self.pending.append((weakref.ref(runtime), trigger, request))
         self.start()
-        self.wake.set()
 
     def _serve_pending(self) -> None:
         with self.lock:
@@ -285,38 +290,31 @@ class Watchdog:
                 _dump(runtime, trigger, None, None, request=request)
 
     # -- shutdown and fork -------------------------------------------------------------------------
-    def shutdown(self, runtime: Runtime) -> None:
-        """A clean shutdown of ``runtime``: final state line, flight file removed when it was the last."""
-        with self.tick_lock:
-            self._shutdown(runtime)
-
-    def _shutdown(self, runtime: Runtime) -> None:
-        with self.lock:
+    def shutdown(self, runtime: Runtime, timeout: float = 5.0) -> None:
+        """A clean shutdown of ``runtime``: final state line, then (last, whatever failed before) the
+        flight file removed when it was the last runtime of its data dir. Never waits for a tick; the
+        lock (a few dict operations) is waited for at most ``timeout`` seconds, then done without."""
+        locked = acquire(self.lock, timeout, "the watchdog's lock at shutdown")
+        try:
             guard = self.guards.get(runtime)
             if guard is None or guard.closed:
                 return
             guard.closed = True
             others = [
                 r
-                for r, g in self.guards.items()
+                for r, g in list(self.guards.items())
                 if not g.closed and r.settings.data_dir == runtime.settings.data_dir
             ]
-        group = self.groups.get(runtime.settings.data_dir)
-        if group is not None and not others:
-            self.groups.pop(runtime.settings.data_dir, None)
+            group = None if others else self.groups.pop(runtime.settings.data_dir, None)
+        finally:
+            if locked:
+                self.lock.release()
+        if group is not None:
             if group.started:
                 background_step("state_log", group.state.record, "shutdown", backoff=False)
-            background_step("flight", group.flight.remove, backoff=False)
-        self._update_alarm()
-
-    def shutdown_all(self) -> None:
-        """Interpreter exit: every runtime shuts down cleanly."""
-        if self.pid != os.getpid():
-            return
-        with self.lock:
-            runtimes = list(self.guards.keys())
-        for runtime in runtimes:
-            self.shutdown(runtime)
+            background_step("flight", group.flight.remove, backoff=False)  # last, whatever failed before
+        if locked:
+            self._update_alarm(timeout)
 
     # -- events from the runtime (see memprof.runtime.Background) --------------------------------------
     def on_begin(self, runtime: Runtime) -> None:
@@ -342,27 +340,18 @@ class Watchdog:
         self.request_dump(runtime, "memory_error", request)
 
     def after_fork(self) -> None:
-        """In a forked child: new thread, new files for the new pid, the same runtimes watched."""
-        self.wake = threading.Event()
-        self.lock = threading.Lock()
-        self.tick_lock = threading.RLock()
-        self.thread = None
-        self.groups = {}
-        self.pending = []
-        self.poked = None
-        self.pid = os.getpid()
-        if self.guards:
-            self.start()
+        """In a forked child: fresh lock and state; a runtime that serves there is attached again."""
+        self.guards = weakref.WeakKeyDictionary()
+        self._reset()
 
 
 def _dump(
     runtime: Runtime, trigger: str, name: str | None, profile: RequestProfile | None, **kw: Any
 ) -> None:
-    """A dump from the watchdog thread: its failure is the ``dump`` step's (dumps have their cooldown)."""
+    """A dump from the watchdog (background thread): its failure is the ``dump`` step's (dumps have their cooldown)."""
     background_step(
         "dump", functools.partial(write_dump, runtime, trigger, name, profile, **kw), backoff=False
     )
 
 
 WATCHDOG = Watchdog()
-atexit.register(WATCHDOG.shutdown_all)

@@ -14,6 +14,7 @@ they learn goes into the current request's profile (``profile.sections``: ``quer
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -244,7 +245,7 @@ def _engine_name(engine: Any) -> str:
 
 def _engine_figures(engine: Engine) -> tuple[str, int | None, int | None, int | None, int | None]:
     """What ``EngineState`` holds, as read now (request end): plain values; the dict is built by
-    :func:`state_dict` in the writer thread."""
+    :func:`state_dict` on the background thread."""
     cache = engine._compiled_cache
     pool = engine.pool
     checked_out = getattr(pool, "checkedout", None)
@@ -318,3 +319,13 @@ def _compiled_caches() -> list[dict[str, Any]]:
 # What the watchdog records: the compiled caches and the SQL run outside requests.
 events.add_state_source("sqlalchemy", _compiled_caches)
 events.set_sql_outside_source(unattributed)
+
+
+def _reinit_after_fork() -> None:
+    """A forked child: fresh locks (an app thread may have held one at the fork; see memprof.forksafe)."""
+    global _lock
+    _lock = threading.RLock()
+    _sqla_events.UNATTRIBUTED.reinit_after_fork()
+
+
+os.register_at_fork(after_in_child=_reinit_after_fork)

@@ -1,7 +1,7 @@
 """What the SQLAlchemy listeners collect for one request, as plain data, and its record sections.
 
 Each collector is attached to ``profile.sections`` and turned into one section of the ``sample`` record
-by ``to_record()`` in the writer thread (shapes: :mod:`memprof.records.models` ``Queries``, ``Models``,
+by ``to_record()`` on the background thread (shapes: :mod:`memprof.records.models` ``Queries``, ``Models``,
 ``Scopes``, ``EngineState``). Nothing here references the app's objects except Sessions, and those only
 weakly; every collection is capped.
 """
@@ -31,7 +31,7 @@ def _ms(ns: int) -> float:
 
 
 def _cap(sql: str) -> str:
-    """SQL as recorded: string literals masked, length capped (in the writer thread)."""
+    """SQL as recorded: string literals masked, length capped (on the background thread)."""
     sql = mask_literals(sql)
     return sql if len(sql) <= MAX_SQL_CHARS else sql[:MAX_SQL_CHARS] + "..."
 
@@ -287,7 +287,7 @@ def state_dict(figures: tuple[str, int | None, int | None, int | None, int | Non
 
 class EngineCollector:
     """``profile.sections["engines"]``: the state of the engines a request used, read at its end
-    (plain figures; the dicts are built in the writer thread)."""
+    (plain figures; the dicts are built on the background thread)."""
 
     __slots__ = ("states",)
 
@@ -332,6 +332,9 @@ class Unattributed:
             "statements": [{"sql": _cap(sql), "count": c, "total_ms": _ms(ns)} for sql, (c, ns) in items],
             "dropped_statements": self.dropped,
         }
+
+    def reinit_after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def reset(self) -> None:
         with self._lock:

@@ -123,7 +123,7 @@ def function_name(code: CodeType) -> str:
 
 def application_site() -> tuple[str, int, str] | None:
     """(file name, line, function) of the code that led to the current SQL execution, or None: plain
-    values, formatted by :func:`describe_site` in the writer thread."""
+    values, formatted by :func:`describe_site` on the background thread."""
     frame = _from_stack(sys._getframe(1))
     if frame is None:
         frame = _from_parent_greenlets()
