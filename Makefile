@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types pytest demo bench bench-sql bench-compare clean test-py313 smoke-py312
+.PHONY: test lint types pytest demo bench bench-sql bench-compare clean test-py313 smoke-py312 test-oldest
 
 # The other Pythons memprof supports, each in a venv of its own (.venv-3.12, .venv-3.13): the newest pyenv
 # build of that version, else pythonX.Y on PATH. PYTHON312=/path/to/python overrides the search.
@@ -12,6 +12,7 @@ PYENV_ROOT ?= $(HOME)/.pyenv
 find_python = $(or $(shell ls -d $(PYENV_ROOT)/versions/$(1).*/bin/python$(1) 2>/dev/null | sort -V | tail -n 1),$(shell command -v python$(1) 2>/dev/null))
 PYTHON312 ?= $(call find_python,3.12)
 PYTHON313 ?= $(call find_python,3.13)
+PYTHON311 ?= $(or $(call find_python,3.11),$(PYTHON))
 # $(call with_python,VERSION,INTERPRETER,COMMAND): run COMMAND when the interpreter was found; else say
 # what was skipped and why (one line), and fail under CI=true.
 with_python = if [ -n "$(2)" ]; then $(3); else echo "SKIPPED $@: no Python $(1) (looked for $(PYENV_ROOT)/versions/$(1).*/bin/python$(1) and python$(1) on PATH)"; if [ "$$CI" = true ]; then echo "$@: CI needs Python $(1)"; exit 1; fi; fi
@@ -50,6 +51,22 @@ test-py313:
 smoke-py312:
 	@$(call with_python,3.12,$(PYTHON312),$(MAKE) --no-print-directory pytest VENV=.venv-3.12 PYTHON=$(PYTHON312) PYTEST_ARGS="$(SMOKE_TESTS)")
 
+# The lowest versions the pins allow (constraints-oldest.txt) in .venv-oldest, with the tests of what depends
+# on them: route templates, the middleware, the SQLAlchemy integration, the CLI and analyzer.
+OLDEST := .venv-oldest
+OLDEST_TESTS := tests/test_routes.py tests/test_middleware.py tests/test_sqlalchemy.py \
+	tests/test_sqlalchemy_async.py tests/test_sqlalchemy_listeners.py tests/test_sqlalchemy_sites.py \
+	tests/test_cli_analyze.py
+
+$(OLDEST)/.installed: pyproject.toml constraints-oldest.txt
+	$(PYTHON311) -m venv $(OLDEST)
+	$(OLDEST)/bin/pip install --quiet --upgrade pip
+	$(OLDEST)/bin/pip install --quiet -c constraints-oldest.txt -e '.[dev]'
+	touch $@
+
+test-oldest: $(OLDEST)/.installed
+	MEMPROF_RAISE_INTERNAL_ERRORS=1 $(OLDEST)/bin/pytest -q $(OLDEST_TESTS)
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_middleware $(BENCH_ARGS)
 
@@ -65,4 +82,4 @@ bench-compare: $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks.run_compare $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-3.12 .venv-3.13 memprof-data memprof-demo .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.12 .venv-3.13 $(OLDEST) memprof-data memprof-demo .mypy_cache .ruff_cache

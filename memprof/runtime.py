@@ -20,7 +20,7 @@ from memprof import heap_peak
 from memprof.heap import heap_at, heap_source
 from memprof.memory import MemoryLimit, detect_limit, peak_at, rss_at
 from memprof.profile import RequestProfile
-from memprof.routes import route_template
+from memprof.routes import find_route_template
 from memprof.safety.control import POLLER, Controller
 from memprof.safety.guards import CircuitBreaker, OverheadGuard
 from memprof.safety.isolation import errors, internal_error
@@ -284,7 +284,8 @@ class Runtime:
         self.active.pop(profile.request_id, None)
         self.scopes.pop(profile.request_id, None)
         try:
-            profile.route = route_template(scope)
+            if profile.route is None:  # (found at the response's end by the OpenTelemetry hook)
+                profile.route = find_route_template(scope)
             if profile.full:
                 for hook in FINISH_HOOKS:
                     try:

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy import Boolean, ForeignKey, Integer, String, event, select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncAttrs, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -25,6 +25,24 @@ from sqlalchemy.orm import (
     sessionmaker,
     with_loader_criteria,
 )
+
+try:
+    from sqlalchemy.ext.asyncio import AsyncAttrs
+except ImportError:  # SQLAlchemy < 2.0.13 (make test-oldest): the same in a few lines
+    from sqlalchemy.util import greenlet_spawn
+
+    class _Awaitable:
+        def __init__(self, obj: Any) -> None:
+            self._obj = obj
+
+        def __getattr__(self, name: str) -> Any:
+            return greenlet_spawn(getattr, self._obj, name)
+
+    class AsyncAttrs:  # type: ignore[no-redef]
+        @property
+        def awaitable_attrs(self) -> Any:
+            return _Awaitable(self)
+
 
 SECRET_PASSWORD = "hunter2-Sup3rSecret-pw"
 SECRET_TOKEN = "tok-9f8e7d6c5b4a-SECRET"

@@ -103,7 +103,7 @@ FAULTS = [
     Fault("token_check", _attr(TokenVerifier, "check"), TARGETED),
     Fault("begin", _attr(Runtime, "begin")),
     Fault("checkpoints", _attr(RequestProfile, "add_checkpoint")),
-    Fault("route_template", _attr(runtime_mod, "route_template")),
+    Fault("route_template", _attr(runtime_mod, "find_route_template")),
     Fault("end", _attr(Runtime, "end")),
     Fault("overhead_guard", _attr(OverheadGuard, "observe")),
     Fault("writer.submit", _attr(RecordWriter, "submit")),

@@ -309,12 +309,12 @@ def test_a_failing_listener_never_reaches_the_app(
     with Session(engine) as session:
         seed(session, schema, authors=2)
 
-    def broken() -> Any:
+    def broken(*args: Any) -> Any:
         raise RuntimeError("memprof bug")
 
     monkeypatch.setattr(errors, "raise_errors", False)
-    monkeypatch.setattr(_sqla_events, "application_site", broken)
-    monkeypatch.setattr(_sqla_frames, "application_frame", broken)
+    monkeypatch.setattr(_sqla_events, "observe_sites", broken)
+    monkeypatch.setattr(_sqla_frames, "capture", broken)
     instrument_sqlalchemy(engine)
     try:
         with TestClient(

@@ -33,7 +33,7 @@ from memprof.heap import heap_at
 from memprof.memory import MemoryLimit, detect_limit, peak_rss_bytes, rss_bytes
 from memprof.profile import RequestProfile
 from memprof.records.versions import SAMPLE_SCHEMA
-from memprof.routes import route_template
+from memprof.routes import find_route_template
 from memprof.runtime import (
     COMPLETE_HOOKS,
     RESPONSE_END_HOOKS,
@@ -275,9 +275,16 @@ def _on_response_end(profile: RequestProfile, runtime: Runtime, scope: Scope) ->
     peak = max(peak_rss_bytes(), rss, profile.peak_start)
     span.set_attributes(
         span_attributes(
-            profile, runtime, rss_end=rss, peak=peak, route=redact_path(route_template(scope)), heap_end=heap
+            profile, runtime, rss_end=rss, peak=peak, route=redact_path(_route(profile, scope)), heap_end=heap
         )
     )
+
+
+def _route(profile: RequestProfile, scope: Scope) -> str:
+    """The request's template, found once (the request's end uses it too)."""
+    if profile.route is None:
+        profile.route = find_route_template(scope)
+    return profile.route
 
 
 def _on_complete(profile: RequestProfile, runtime: Runtime, scope: Scope) -> None:

@@ -136,7 +136,22 @@ class Statement(_Model):
     frame: str | None = Field(
         None,
         description="First application frame that executed it (file:line in func): at its first "
-        "execution, and again when it reached the N+1 threshold.",
+        "execution, and again when it reached the N+1 threshold. Application frames exclude installed "
+        "packages, the standard library, the venv's scripts and what lies beyond memprof's middleware (the "
+        "server, a test driver); null when no application code stands between the server and the SQL.",
+    )
+    loop: str | None = Field(
+        None,
+        description="Where it repeats (file:line in func): the first line of the loop in the innermost "
+        "application frame that stayed the same frame across consecutive executions (at its second "
+        "execution and again at the N+1 threshold); a service's for loop over a shared repository helper "
+        "names the service's line. Null when it ran once.",
+    )
+    library: str | None = Field(
+        None,
+        description="The installed package's frame that issued it (package/module.py:line in func), when a "
+        "library (an admin, a repository layer) stands between the application and SQLAlchemy; `frame` is "
+        "then the application code that called into it.",
     )
     params: list[Any] | None = Field(
         None,

@@ -26,7 +26,7 @@ from memprof.heap import heap_bytes
 from memprof.memory import cgroup_memory, peak_rss_bytes, rss_bytes
 from memprof.profile import RequestProfile, current_profile
 from memprof.records.versions import DUMP_SCHEMA, DUMP_VERSION
-from memprof.routes import route_template
+from memprof.routes import find_route_template, route_template
 from memprof.runtime import Runtime, Scope, current_runtime
 from memprof.safety.isolation import internal_error
 from memprof.safety.redaction import redact_request
@@ -53,7 +53,7 @@ def request_summary(runtime: Runtime, profile: RequestProfile) -> dict[str, Any]
     summary["detail"] = "full" if profile.full else "checkpoints"
     scope = runtime.scopes.get(profile.request_id)
     if summary.get("route") is None and scope is not None:
-        summary["route"] = route_template(scope)
+        summary["route"] = find_route_template(scope)  # a profiled request: its table may be walked
     return redact_request(summary)
 
 

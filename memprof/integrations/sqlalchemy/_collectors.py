@@ -13,7 +13,8 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from memprof.integrations.sqlalchemy._frames import describe_site
+from memprof.integrations.sqlalchemy._frames import describe_library, describe_site
+from memprof.integrations.sqlalchemy._loops import loop_site
 from memprof.integrations.sqlalchemy._params import mask_literals
 
 MAX_STATEMENTS = 200  # distinct statements per request; more are counted in ``dropped_statements``
@@ -47,6 +48,8 @@ class StatementStat:
         "heap_delta_max",
         "instances",
         "lazy",
+        "library",
+        "loop",
         "max_ns",
         "params",
         "rows",
@@ -54,6 +57,7 @@ class StatementStat:
         "rss_before",
         "rss_delta_max",
         "sql",
+        "stack",
         "total_ns",
     )
 
@@ -72,6 +76,9 @@ class StatementStat:
         self.instances = 0
         self.lazy = 0
         self.frame: tuple[str, int, str] | None = None  # (file, line, function): see describe_site
+        self.library: tuple[str, int, str] | None = None  # the installed package's frame that issued it
+        self.loop: Any = None  # the loop's candidate frames (see _loops), resolved in the writer thread
+        self.stack: Any = None  # the capture of the execution before, while a loop is being looked for
         self.params: list[Any] | None = None
 
     def to_record(self, threshold: int) -> dict[str, Any]:
@@ -91,6 +98,8 @@ class StatementStat:
             "n_plus_one": self.count >= threshold,
             "lazy": self.lazy > 0,
             "frame": describe_site(self.frame),
+            "loop": describe_site(loop_site(self.loop)),
+            "library": describe_library(self.library),
         }
         if self.params is not None:
             out["params"] = self.params

@@ -28,7 +28,7 @@ from memprof.integrations.sqlalchemy._collectors import (
 )
 from memprof.integrations.sqlalchemy._fetch import count_rows as _count_rows
 from memprof.integrations.sqlalchemy._fetch import record_memory as _record_memory
-from memprof.integrations.sqlalchemy._frames import application_site
+from memprof.integrations.sqlalchemy._loops import observe_sites
 from memprof.integrations.sqlalchemy._params import redact_params
 from memprof.memory import rss_at
 from memprof.profile import RequestProfile, _current
@@ -128,7 +128,6 @@ def _start(
             queries.dropped += 1
         else:
             stat = queries.statements[statement] = StatementStat(statement, rss, heap)
-            stat.frame = application_site()
     if stat is not None:
         _observe(profile, queries, stat, statement, parameters, context)
     models: Any = profile.sections.get("models")  # Any: a cast() would be one more call
@@ -165,9 +164,9 @@ def _observe(
     parameters: Any,
     context: Any,
 ) -> None:
-    stat.count += 1
-    if stat.count == queries.threshold:
-        stat.frame = application_site()  # the frame of the repetition, usually the N+1 loop
+    n = stat.count = stat.count + 1
+    if n <= 2 or queries.threshold - 1 <= n <= queries.threshold:
+        observe_sites(stat, n, queries.threshold)  # its frames, library frame and loop (see _loops)
     load_options = context.execution_options.get("_sa_orm_load_options")
     if load_options is not None and getattr(load_options, "_lazy_loaded_from", None) is not None:
         stat.lazy += 1
