@@ -92,8 +92,8 @@ def test_n_plus_one(tmp_path: Path) -> None:
     f = _only(_findings(tmp_path, recs), "n_plus_one")
     assert f["severity"] == "warning"
     ev = f["evidence"]
-    assert (ev["max_per_request"], ev["requests"], ev["executions"]) == (48, 3, 144)
-    assert ev["frame"] == "app/views.py:42 in list_items" and ev["routes"] == ["/items"]
+    assert (ev["max_per_request"], ev["requests"], ev["median_per_request"]) == (48, 3, 48)
+    assert ev["site"] == "app/views.py:42 in list_items" and ev["routes"] == ["/items"] and ev["lazy"]
     assert "selectinload" in f["fix"] and "app/views.py:42" in f["fix"]
 
 
@@ -113,7 +113,7 @@ def test_large_result_set(tmp_path: Path) -> None:
     st = s.statement("SELECT events.* FROM events", 1, rows=200_000, instances=200_000, rss_delta=180 * MIB)
     f = _only(_findings(tmp_path, [s.sample("/export", growth=180 * MIB, queries=s.queries(st))]),
               "large_result_set")  # fmt: skip
-    assert f["evidence"]["instances"] == 200_000 and f["evidence"]["rss_delta"] == 180 * MIB
+    assert f["evidence"]["instances"] == 200_000 and f["evidence"]["peak_bytes"] == 180 * MIB
     assert "yield_per" in f["fix"]
 
 
@@ -148,7 +148,8 @@ def test_route_family_overhead(tmp_path: Path) -> None:
 
 
 def test_leak_names_what_grows(tmp_path: Path) -> None:
-    recs = [s.sample("/r", t=s.T0 + i, rss=100 * MIB + i * 512 * 1024, worker="w:1") for i in range(120)]
+    recs = [s.sample("/r", t=s.T0 + i, rss=100 * MIB + i * 512 * 1024, growth=512 * 1024, worker="w:1")
+            for i in range(120)]  # fmt: skip
     recs += [s.sample("/r", t=s.T0 + i, rss=100 * MIB, worker="w:2") for i in range(120)]
     states = {
         f"s{i}": s.state([s.cache("app.by_user", 100 * i)], t=s.T0 + 30 * i, worker="w:1") for i in range(4)
@@ -158,7 +159,7 @@ def test_leak_names_what_grows(tmp_path: Path) -> None:
     findings = _findings(tmp_path, recs, d1=d1, d2=d2, **states)
     f = _only(findings, "leak")
     ev = f["evidence"]
-    assert ev["worker"] == "w:1" and ev["growth_per_request"] == 512 * 1024
+    assert ev["workers"] == ["w:1"] and ev["growth_per_request"] == 512 * 1024 and ev["route"] == "/r"
     assert [g["name"] for g in ev["growing"][:2]] == ["Order objects", "cache app.by_user"]
     cache = _only(findings, "unbounded_cache")
     assert (cache["evidence"]["first"], cache["evidence"]["last"]) == (0, 300)
@@ -265,7 +266,7 @@ def test_n_plus_one_names_the_frame_and_route_where_it_repeats(tmp_path: Path) -
         loop = s.statement(sql, 60, n_plus_one=True, lazy=True, frame="app.py:87 in list_orders")
         recs.append(s.sample("/orders", t=s.T0 + 100 + i, queries=s.queries(loop)))
     f = _only(_findings(tmp_path, recs), "n_plus_one")
-    assert f["evidence"]["frame"] == "app.py:87 in list_orders"
+    assert f["evidence"]["site"] == "app.py:87 in list_orders"
     assert f["evidence"]["routes"] == ["/orders"]
 
 

@@ -36,18 +36,18 @@ Skipped 1 bad line or file (truncated line 1):
 Window: 2025-11-29 07:06:40Z .. 2025-11-29 07:06:48Z   memory limit: 1.00 GiB
 
 Findings (2: 1 critical, 1 warning)
-  [critical] worker_killed: Worker api-1:100 was killed at 98% of its limit with 1 request(s) in flight: /admin/export
+  [critical] worker_killed: Worker api-1:100 was killed at 98% of its limit with 1 request(s) in flight: /admin/export (at stake: 1000.0 MiB)
       evidence: worker=api-1:100 last_rss=1000.0 MiB limit=1.00 GiB uptime_s=600 last_seen=2025-11-29 07:06:49Z
       records: crash-1.json
       fix: The kernel's OOM killer or the supervisor killed it; the requests in flight are the suspects: run `memprof analyze --route '/admin/export'` and reproduce with `memprof reproduce`; give the container headroom and recycle workers (gunicorn `--max-requests`) while the cause is fixed.
-  [warning] n_plus_one: N+1 query: one statement ran up to 12 times in one request at app/views.py:42 in items
-      evidence: max_per_request=12 requests=1 executions=12 lazy=False frame=app/views.py:42 in items
+  [warning] n_plus_one: N+1 at app/views.py:42 in items: 1 statement repeated up to 12 times per request (median 12) in 1 request on 1 route
+      evidence: site=app/views.py:42 in items is_loop=False lazy=False max_per_request=12 median_per_request=12 requests=1 overlapping_requests=0
       routes: /admin/export
-      statement: SELECT tags.id FROM tags WHERE ? = tags.item_id
+      statement [fbc2cfe1]: SELECT tags.id FROM tags WHERE ? = tags.item_id
       records: samples-1.jsonl:9
-      fix: Load the relationship with the parent query instead of once per row at app/views.py:42 in items: `select(Parent).options(selectinload(Parent.children))` for collections, `joinedload` for many-to-one; set `lazy="raise"` on the relationship to catch every lazy load in tests.
+      fix: Batch the calls at app/views.py:42 in items: fetch every item with one query (`WHERE id IN (...)`, `select(Model).where(Model.id.in_(ids))`) and write with one bulk statement (`session.execute(update(Model), [...])`, `insert(Model).values([...])`) instead of one call per item.
 
-Memory per request (growth: peak RSS during the request minus RSS at its start)
+Memory per request (growth: the request's peak minus its start, from the heap where recorded, else from RSS at checkpoints and SQL statements; rss: peak RSS)
           count       mean        min        p50        p95        p99        max       std
   rss         9  111.3 MiB  100.0 MiB  102.0 MiB  190.0 MiB  190.0 MiB  190.0 MiB  27.8 MiB
   growth      9   11.3 MiB        0 B    2.0 MiB   90.0 MiB   90.0 MiB   90.0 MiB  27.8 MiB
@@ -123,13 +123,14 @@ def test_compare_text_exact() -> None:
             "findings": []}  # fmt: skip
     assert render_compare(compare(base, post)) == (
         "Verdict: BETTER  (baseline 40 samples, postfix 20)\n"
-        "  growth: mean 8.0 MiB -> 2.0 MiB (-6.0 MiB), p95 -6.0 MiB, max -6.0 MiB: better\n"
+        "  growth: mean 8.0 MiB -> 2.0 MiB (-6.0 MiB), p95 -6.0 MiB, max -6.0 MiB: better (p=0.000, effect -6.0)\n"
         "  rss: mean 100.0 MiB -> 100.0 MiB (0 B), p95 0 B, max 0 B: unchanged\n"
         "\n"
-        "Per route (memory growth per request)\n"
-        "  route  n before  n after  mean before    after     delta  delta p95  verdict\n"
-        "  /a           20       20      8.0 MiB  2.0 MiB  -6.0 MiB   -6.0 MiB   better\n"
-        "  /old         20        -      1.0 MiB        -         -          -     gone\n"
+        "Per route (memory per request: its peak minus its start, heap where recorded; a verdict needs 10 "
+        "requests on each side and p < 0.01)\n"
+        "  route  n before  n after  mean before    after     delta  delta p95                        verdict\n"
+        "  /a           20       20      8.0 MiB  2.0 MiB  -6.0 MiB   -6.0 MiB  better (p=0.000, effect -6.0)\n"
+        "  /old         20        -      1.0 MiB        -         -          -                           gone\n"
         "\n"
         "Findings resolved:\n"
         "  [warning] n_plus_one: N+1 query\n"

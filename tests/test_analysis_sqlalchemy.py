@@ -47,8 +47,9 @@ def test_sqlalchemy_findings_name_the_statement_and_the_frame(
 
     n1 = found["n_plus_one"]["evidence"]
     assert n1["max_per_request"] == 12 and n1["requests"] == 3 and n1["lazy"]
-    assert n1["frame"].startswith("tests/sqla_apps.py:") and n1["frame"].endswith(" in n_plus_one")
-    assert f"FROM {schema.prefix}_book" in n1["statement"] and n1["routes"] == ["/n1"]
+    assert n1["site"].startswith("tests/sqla_apps.py:") and n1["site"].endswith(" in n_plus_one")
+    assert f"FROM {schema.prefix}_book" in n1["statements"][0]["sql"] and n1["routes"] == ["/n1"]
+    assert "selectinload" in found["n_plus_one"]["fix"]
 
     cart = found["cartesian_join"]["evidence"]
     # 12 authors x 20 visible books (the criteria hide one in five) x 25 awards rows, for 12 + 240 + 300 objects

@@ -72,7 +72,7 @@ def test_analyze_json_is_the_documented_shape(problem_dir: Path) -> None:
     kinds = [f["kind"] for f in data["findings"]]
     assert kinds[0] == "worker_killed" and {"route_family_overhead", "n_plus_one"} <= set(kinds)
     for f in data["findings"]:
-        assert set(f) == {"kind", "severity", "title", "subject", "evidence", "fix"}
+        assert set(f) == {"kind", "severity", "title", "subject", "evidence", "fix", "impact_bytes"}
         assert f["severity"] in ("critical", "warning", "info") and isinstance(f["evidence"]["records"], list)
 
 

@@ -89,9 +89,10 @@ def route_rows(e: Engine, refs: Refs, threshold: int, dumps_by_route: dict[str, 
 
 
 # One row per interval of a sample: its previous checkpoint's name (null for a span: a checkpoint that
-# carries its own rss_before), its own name, its growth and position. Phase names are built after grouping.
+# carries its own rss_before), its own name, its growth (heap where both checkpoints have it) and position. Phase names are built after grouping.
 _INTERVALS = """SELECT file_id, line, growth, i, CASE WHEN cur.rss_before IS NULL THEN prev.name END AS a, cur.name AS b,
-        CASE WHEN cur.rss_before IS NOT NULL THEN cur.rss - cur.rss_before ELSE cur.rss - prev.rss END AS g
+        CASE WHEN cur.rss_before IS NOT NULL THEN cur.rss - cur.rss_before
+             ELSE coalesce(cur.heap - prev.heap, cur.rss - prev.rss) END AS g
     FROM (SELECT file_id, line, growth, unnest(checkpoints) AS cur,
                  unnest(list_prepend(NULL, list_slice(checkpoints, 1, len(checkpoints) - 1))) AS prev,
                  unnest(range(len(checkpoints))) AS i
@@ -171,31 +172,6 @@ def common_limit(workers: list[dict[str, Any]]) -> int | None:
     return max(weights, key=lambda k: (weights[k], k)) if weights else None
 
 
-def leak_series(e: Engine, refs: Refs, min_samples: int) -> list[dict[str, Any]]:
-    """For each worker with at least ``min_samples`` samples, in time order: the medians of the four
-    quarters of its resting RSS (at request start), the least-squares slope of the last three quarters per
-    request, the first and last resting RSS, time span, its latest limit, and its first and last record."""
-    return [
-        {**r, "first_ref": refs(r["first_at"]["f"], r["first_at"]["l"]),
-         "last_ref": refs(r["last_at"]["f"], r["last_at"]["l"])}
-        for r in e.dicts(
-            f"""WITH o AS (
-                SELECT worker, rss_start AS y, time, file_id, line, mem_limit,
-                       row_number() OVER (PARTITION BY worker ORDER BY time, {FIRST}) - 1 AS k,
-                       count(*) OVER (PARTITION BY worker) AS n
-                FROM s WHERE worker IN (SELECT worker FROM s GROUP BY worker HAVING count(*) >= {int(min_samples)})),
-            q AS (SELECT worker, (4 * (k + 1) + n - 1) // n - 1 AS quarter, list_sort(list(y)) AS ys FROM o GROUP BY ALL)
-            SELECT o.worker, any_value(n) AS samples,
-                   regr_slope(y, k) FILTER (k >= n // 4) AS per_request,
-                   arg_min(y, k) AS first, arg_max(y, k) AS last, min(time) AS t0, max(time) AS t1,
-                   arg_max(mem_limit, k) FILTER (mem_limit IS NOT NULL AND mem_limit <> 0) AS "limit",
-                   arg_min({{'f': file_id, 'l': line}}, k) AS first_at, arg_max({{'f': file_id, 'l': line}}, k) AS last_at,
-                   (SELECT list(ys[len(ys) // 2 + 1] ORDER BY quarter) FROM q WHERE q.worker = o.worker) AS quarters
-            FROM o GROUP BY o.worker ORDER BY o.worker"""
-        )
-    ]  # fmt: skip
-
-
 def families(e: Engine, threshold: int) -> list[dict[str, Any]]:
     """Per route family: requests, high-memory requests, growth p50/p95, objects loaded p50 (samples that
     counted them), its routes by p95 growth."""
@@ -220,30 +196,3 @@ def family_rest(e: Engine, family: str) -> dict[str, Any]:
         f"""SELECT route FROM s WHERE {FAMILY} = {fam} GROUP BY route
             ORDER BY quantile_disc(growth, 0.95) DESC, route LIMIT 5""")]  # fmt: skip
     return rest
-
-
-def route_variance(e: Engine, refs: Refs, min_samples: int) -> list[dict[str, Any]]:
-    """For routes with at least ``min_samples`` samples: the growth stat block, the Pearson correlation
-    of growth with each variable recorded above 0 on the route (0 when constant or fewer than 3), and the
-    record of the largest growth."""
-    variables = ("session_size", "instances", "query_count")
-    items = ", ".join(
-        f"coalesce(max({v}) > 0, false) AS has_{v}, corr(growth, {v}) FILTER ({v} >= 0) AS r_{v}, "
-        f"count({v}) FILTER ({v} >= 0) AS n_{v}"
-        for v in variables
-    )
-    rows = e.dicts(
-        f"""SELECT route, {stat_sql("growth", "growth")}, {items},
-            arg_max({{'f': file_id, 'l': line}}, (growth, -file_id, -line)) AS max_at
-        FROM s GROUP BY route HAVING count(*) >= {int(min_samples)} ORDER BY route"""
-    )
-    out = []
-    for r in rows:
-        scores = {}
-        for v in variables:
-            if r[f"has_{v}"]:
-                corr = r[f"r_{v}"]
-                scores[v] = 0.0 if corr is None or corr != corr or r[f"n_{v}"] < 3 else float(corr)
-        out.append({"route": r["route"], "growth": stat_block(r, "growth"), "scores": scores,
-                    "max_ref": refs(r["max_at"]["f"], r["max_at"]["l"])})  # fmt: skip
-    return out

@@ -15,6 +15,7 @@ from memprof.analysis import views
 from memprof.analysis.engine import Engine
 from memprof.analysis.filters import Filters
 from memprof.analysis.findings import detect
+from memprof.analysis.findings_memory import is_library_cache
 from memprof.analysis.flight_files import dead_worker_crashes
 from memprof.analysis.ingest import Reader
 from memprof.analysis.recent import recent_records
@@ -47,12 +48,13 @@ def analyze(
     progress: Progress | None = None,
     thresholds: Thresholds | None = None,
     threads: int | None = None,
+    show_all: bool = False,
 ) -> Analysis:
-    """Read ``inputs`` (data dirs, files, Parquet exports, ``-``) and analyse them. Raises InputError when
-    there is nothing to read."""
+    """Read ``inputs`` (data dirs, files, Parquet exports, ``-``) and analyse them (``show_all``: library
+    caches too). Raises InputError when there is nothing to read."""
     inputs = list(inputs)
     return analyze_sources(discover(inputs), inputs, filters, recent=recent, progress=progress,
-                           thresholds=thresholds, threads=threads)  # fmt: skip
+                           thresholds=thresholds, threads=threads, show_all=show_all)  # fmt: skip
 
 
 def read(e: Engine, sources: list[Source], inputs: list[str], progress: Progress | None = None) -> LoadReport:
@@ -79,7 +81,7 @@ def read(e: Engine, sources: list[Source], inputs: list[str], progress: Progress
 
 def summarize(
     e: Engine, report: LoadReport, paths: list[str], filters: Filters | None = None,
-    thresholds: Thresholds | None = None, progress: Progress | None = None,
+    thresholds: Thresholds | None = None, progress: Progress | None = None, show_all: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """The summary of what ``e``'s tables hold: statistics, breakdowns and findings."""
     filters = filters or Filters()
@@ -93,10 +95,13 @@ def summarize(
             return None
         return f"{paths[file_id]}:{line}" if line else paths[file_id]
 
-    sections, facts = build(e, refs, t.leak_min_samples, t.variance_min_samples)
+    sections, facts = build(e, refs, t.leak_min_samples, t.variance_min_samples, t.n_plus_one)
     if progress is not None:
         progress("computing", 1, 2)
-    findings = detect(facts, t)
+    findings = detect(facts, t, show_all=show_all)
+    if not show_all:  # the app's own caches and frames only
+        sections["caches"] = [c for c in sections["caches"] if not is_library_cache(c["name"], c["kind"])]
+        sections["dumps"]["frames"] = [f for f in sections["dumps"]["frames"] if not f["library"]]
     if progress is not None:
         progress("computing", 2, 2)
     return {
@@ -121,12 +126,13 @@ def analyze_sources(
     progress: Progress | None = None,
     thresholds: Thresholds | None = None,
     threads: int | None = None,
+    show_all: bool = False,
 ) -> Analysis:
     """Like :func:`analyze` for already discovered sources."""
     with Engine(threads=threads) as e:
         report = read(e, sources, inputs, progress)
         paths = [str(p) for (p,) in e.rows("SELECT path FROM files ORDER BY file_id")]
-        summary = summarize(e, report, paths, filters, thresholds, progress)
+        summary = summarize(e, report, paths, filters, thresholds, progress, show_all)
         latest = recent_records(e, paths, recent) if recent else []
     return Analysis(summary, report, latest)
 

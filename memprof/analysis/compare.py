@@ -1,15 +1,17 @@
 """Comparing two analyses (before and after a fix): per route and per finding, with a verdict.
 
-A difference counts only when it is larger than the noise: twice the standard error of the difference of
-the means (from each side's variance and count), 5% of the baseline, and 256 KiB, whichever is largest.
-It refuses to guess: a side without samples gives no verdict (``inconclusive``), filters that cannot apply
-to a saved summary are refused, and sides from another memprof version or other thresholds are named in
-``warnings``.
+A route gets a verdict only with ``MIN_SAMPLES`` requests or more on both sides (else ``not enough data``);
+a difference counts when a rank test on the per-request memory (Mann-Whitney U on each side's kept values;
+Welch's test on the stat blocks where a summary has none) gives p < ``ALPHA`` and the means differ by more
+than 5% of the baseline and 256 KiB; the effect size is shown. Findings are matched by a stable identity
+(kind and subject: route, statement or code site, never a PID); a new or resolved finding moves the verdict
+only with enough evidence on its side. It refuses to guess: a side without samples gives no verdict
+(``inconclusive``), filters that cannot apply to a saved summary are refused, and sides from another
+memprof version or other thresholds are named in ``warnings``.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,19 @@ import orjson
 from memprof.analysis.analyze import SUMMARY_FORMAT, analyze
 from memprof.analysis.filters import Filters
 from memprof.analysis.sources import InputError, Progress
+from memprof.analysis.spread import mann_whitney, welch_p
 from memprof.analysis.thresholds import Thresholds
 
 COMPARE_FORMAT = "memprof.compare"
 COMPARE_VERSION = "1.0"
 MIN_NOISE = 256 * 1024
+MIN_SAMPLES = 10
+"""Requests a route needs on each side for a verdict."""
+MIN_EVIDENCE = 3
+"""Requests (or samples) a new or resolved finding needs to move the verdict."""
+ALPHA = 0.01
 SEVERE = ("critical", "warning")
+NOT_ENOUGH = "not enough data"
 
 
 def load_summary(
@@ -60,18 +69,26 @@ def load_summary(
     return analyze([path], filters, thresholds=thresholds, progress=progress).summary
 
 
-def noise(base: dict[str, Any], post: dict[str, Any]) -> float:
-    """The smallest difference of means that is not noise, for two stat blocks."""
-    se = math.sqrt(base["variance"] / max(base["count"], 1) + post["variance"] / max(post["count"], 1))
-    return float(max(2 * se, 0.05 * abs(base["mean"]), MIN_NOISE))
+def noise(base: dict[str, Any]) -> float:
+    """The smallest difference of means that matters: 5% of the baseline mean, and 256 KiB."""
+    return float(max(0.05 * abs(base["mean"]), MIN_NOISE))
 
 
-def verdict(base: dict[str, Any], post: dict[str, Any]) -> tuple[str, float]:
-    """better / worse / unchanged (lower memory is better), and the delta of the means."""
+def verdict(
+    base: dict[str, Any], post: dict[str, Any], values: tuple[list[int], list[int]] | None = None
+) -> tuple[str, float, float, float]:
+    """better / worse / unchanged / not enough data (lower memory is better), the delta of the means, the
+    p-value and the effect size (Cliff's delta from the values, else the standardized difference)."""
     delta = post["mean"] - base["mean"]
-    if abs(delta) <= noise(base, post):
-        return "unchanged", delta
-    return ("better" if delta < 0 else "worse"), delta
+    if base["count"] < MIN_SAMPLES or post["count"] < MIN_SAMPLES:
+        return NOT_ENOUGH, delta, 1.0, 0.0
+    if values and len(values[0]) >= MIN_SAMPLES and len(values[1]) >= MIN_SAMPLES:
+        p, effect = mann_whitney(values[0], values[1])
+    else:
+        p, effect = welch_p(base, post)
+    if p >= ALPHA or abs(delta) <= noise(base):
+        return "unchanged", delta, p, effect
+    return ("better" if delta < 0 else "worse"), delta, p, effect
 
 
 def _side(s: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +136,11 @@ def compare(base: dict[str, Any], post: dict[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {"route": route, "baseline": _side(b["growth"]) if b else None,
                                "postfix": _side(p["growth"]) if p else None}  # fmt: skip
         if b and p and b["growth"]["count"] and p["growth"]["count"]:
-            row["verdict"], row["delta_mean"] = verdict(b["growth"], p["growth"])
+            vals = (b.get("growth_sample") or [], p.get("growth_sample") or [])
+            row["verdict"], row["delta_mean"], row["p_value"], row["effect"] = verdict(
+                b["growth"], p["growth"], vals
+            )
+            row["p_value"], row["effect"] = round(row["p_value"], 4), round(row["effect"], 3)
             row["delta_p95"] = p["growth"]["p95"] - b["growth"]["p95"]
             row["delta_rss_p95"] = p["rss"]["p95"] - b["rss"]["p95"]
         else:
@@ -130,8 +151,9 @@ def compare(base: dict[str, Any], post: dict[str, Any]) -> dict[str, Any]:
     for metric in ("growth", "rss"):
         b, p = base["memory"][metric], post["memory"][metric]
         if b["count"] and p["count"]:
-            v, d = verdict(b, p)
+            v, d, pv, eff = verdict(b, p)
             overall[metric] = {"baseline": _side(b), "postfix": _side(p), "delta_mean": d, "verdict": v,
+                               "p_value": round(pv, 4), "effect": round(eff, 3),
                                "delta_p95": p["p95"] - b["p95"], "delta_max": p["max"] - b["max"]}  # fmt: skip
     bf = {_finding_key(f): f for f in base["findings"]}
     pf = {_finding_key(f): f for f in post["findings"]}
@@ -143,11 +165,11 @@ def compare(base: dict[str, Any], post: dict[str, Any]) -> dict[str, Any]:
         ],
     }
     worse = any(r["verdict"] == "worse" for r in routes) or any(
-        f["severity"] in SEVERE for f in findings["new"]
+        f["severity"] in SEVERE and f["enough"] for f in findings["new"]
     )
     worse = worse or overall.get("growth", {}).get("verdict") == "worse"
     better = any(r["verdict"] == "better" for r in routes) or any(
-        f["severity"] in SEVERE for f in findings["resolved"]
+        f["severity"] in SEVERE and f["enough"] for f in findings["resolved"]
     )
     better = better or overall.get("growth", {}).get("verdict") == "better"
     empty = not base.get("samples") or not post.get("samples")
@@ -169,7 +191,20 @@ def _brief(f: dict[str, Any]) -> dict[str, Any]:
         "severity": f["severity"],
         "subject": f.get("subject", ""),
         "title": f["title"],
+        "enough": _evidence(f) >= MIN_EVIDENCE,
     }
+
+
+def _evidence(f: dict[str, Any]) -> int:
+    """How many requests (or samples, observations) a finding stands on; 'many' for a crash or a leak."""
+    if f["kind"] in ("worker_killed", "leak", "unbounded_cache"):
+        return MIN_EVIDENCE
+    ev = f.get("evidence") or {}
+    for key in ("requests", "samples", "count", "observations"):
+        if isinstance(ev.get(key), int):
+            return int(ev[key])
+    size = ev.get("size")
+    return int(size.get("count", 0)) if isinstance(size, dict) else MIN_EVIDENCE
 
 
 def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[float]]:

@@ -12,13 +12,15 @@ from memprof.analysis.stats import stat_block, stat_sql
 
 TOP = 10
 AT = "{'f': file_id, 'l': line}"
-_STMTS = """SELECT file_id, line, route, time, mp_text(x.sql) AS sql, x.count AS count, x.total_ms AS total_ms, x.max_ms AS max_ms,
-        x.rows AS rows, x.instances AS instances, coalesce(x.rss_delta_max, 0) AS delta, coalesce(x.lazy, false) AS lazy,
-        coalesce(x.n_plus_one, false) AS n1, mp_text(x.frame) AS frame, false AS flagged_only
-    FROM (SELECT file_id, line, route, time, unnest(statements) AS x FROM s WHERE statements IS NOT NULL)
+_STMTS = """SELECT file_id, line, route, time, shared, mp_text(x.sql) AS sql, x.count AS count, x.total_ms AS total_ms,
+        x.max_ms AS max_ms, x.rows AS rows, x.instances AS instances,
+        coalesce(x.heap_delta_max, x.rss_delta_max, 0) AS delta, coalesce(x.lazy, false) AS lazy,
+        coalesce(x.n_plus_one, false) AS n1, coalesce(mp_text(x.loop), mp_text(x.frame)) AS frame, false AS flagged_only
+    FROM (SELECT file_id, line, route, time, shared, unnest(statements) AS x FROM s WHERE statements IS NOT NULL)
     UNION ALL
-    SELECT file_id, line, route, time, mp_text(x.sql), x.count, 0, 0, 0, 0, 0, false, true, mp_text(x.frame), true
-    FROM (SELECT file_id, line, route, time, unnest(flagged) AS x FROM s WHERE flagged IS NOT NULL)"""
+    SELECT file_id, line, route, time, shared, mp_text(x.sql), x.count, 0, 0, 0, 0, 0, false, true,
+        coalesce(mp_text(x.loop), mp_text(x.frame)), true
+    FROM (SELECT file_id, line, route, time, shared, unnest(flagged) AS x FROM s WHERE flagged IS NOT NULL)"""
 
 
 def _top(counts: list[tuple[Any, ...]], n: int) -> dict[Any, list[Any]]:
@@ -41,11 +43,15 @@ def statements(e: Engine, refs: Refs) -> list[dict[str, Any]]:
             arg_max({AT}, (delta, -file_id, -line)) FILTER (NOT flagged_only) AS worst_at, bool_or(lazy) AS lazy,
             count(DISTINCT (file_id, line)) FILTER (n1 OR flagged_only) AS n_plus_one,
             list({AT} ORDER BY file_id, line) FILTER (n1 OR flagged_only) AS n1_at,
-            arg_max({{'rows': rows, 'instances': instances, 'f': file_id, 'l': line}},
+            bool_or(shared) FILTER (NOT flagged_only) AS shared,
+            count(*) FILTER (NOT flagged_only AND ((mi > 0 AND instances * 2 >= mi) OR (md > 0 AND delta * 2 >= md)))
+                AS heavy,
+            arg_max({{'rows': rows, 'instances': instances, 'delta': delta, 'f': file_id, 'l': line}},
                     (rows / instances, -file_id, -line)) FILTER (instances > 0 AND rows > instances) AS cartesian,
             arg_max({{'instances': instances, 'delta': delta, 'f': file_id, 'l': line}},
                     (coalesce(instances, 0), delta, -file_id, -line)) FILTER (NOT flagged_only) AS large
-        FROM q GROUP BY sql"""
+        FROM (SELECT *, max(instances) OVER (PARTITION BY sql) AS mi, max(delta) OVER (PARTITION BY sql) AS md
+              FROM q) GROUP BY sql"""
     )
     # every run counts on the routes and frames; an N+1 once per request (it may be listed twice in one)
     counts = {
@@ -72,6 +78,8 @@ def statements(e: Engine, refs: Refs) -> list[dict[str, Any]]:
                 "total_ms": round(float(r["total_ms"] or 0), 3), "max_ms": round(float(r["max_ms"] or 0), 3),
                 "max_count": int(r["max_count"] or 0), "rows": int(r["rows"] or 0), "instances": int(r["instances"] or 0),
                 "max_rss_delta": int(r["max_rss_delta"] or 0), "lazy": bool(r["lazy"]), "n_plus_one": r["n_plus_one"],
+                "shared": bool(r["shared"]), "heavy_requests": int(r["heavy"] or 0),
+                "peak": int(r["cartesian"]["delta"] or 0) if r["cartesian"] else 0,
                 "worst_ref": refs(r["worst_at"]["f"], r["worst_at"]["l"]) if r["worst_at"] else None,
                 "n_plus_one_refs": [refs(f, ln) for f, ln in seen[:5]],
                 "cartesian": (r["cartesian"]["rows"], r["cartesian"]["instances"], refs(r["cartesian"]["f"], r["cartesian"]["l"]))
@@ -232,6 +240,8 @@ def caches(e: Engine, refs: Refs) -> list[dict[str, Any]]:
             arg_min(x.maxsize, (time, {FIRST})) AS maxsize,
             arg_min(coalesce(x.unbounded, x.maxsize IS NULL), (time, {FIRST})) AS unbounded,
             arg_min(x.size, (time, {FIRST})) AS first, arg_max(x.size, (time, {FIRST})) AS last,
+            arg_min(x.bytes_estimate, (time, {FIRST})) AS bytes_first,
+            arg_max(x.bytes_estimate, (time, {FIRST})) AS bytes_last,
             min(x.size) AS min, max(x.size) AS max, count(*) AS observations, count(*) FILTER (shrank) AS decreases,
             min(time) AS t0, max(time) AS t1, arg_min({AT}, (time, {FIRST})) AS first_at,
             arg_max({AT}, (time, {FIRST})) AS last_at
@@ -239,6 +249,7 @@ def caches(e: Engine, refs: Refs) -> list[dict[str, Any]]:
     )
     out = [{"worker": r["worker"], "name": r["name"], "kind": r["kind"], "maxsize": r["maxsize"],
             "unbounded": bool(r["unbounded"]), "first": r["first"], "last": r["last"], "max": r["max"],
+            "bytes_first": r["bytes_first"], "bytes_last": r["bytes_last"],
             "observations": r["observations"], "decreases": r["decreases"], "span_s": round(r["t1"] - r["t0"], 3),
             "refs": [refs(r["first_at"]["f"], r["first_at"]["l"]), refs(r["last_at"]["f"], r["last_at"]["l"])]}
            for r in rows]  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from memprof.analysis.findings_memory import leak, unbounded_cache
 from memprof.analysis.findings_sql import (
     cartesian_join,
     finding,
@@ -19,6 +20,9 @@ from memprof.analysis.summary import Facts
 from memprof.analysis.thresholds import MIB, Thresholds
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+CRITICAL_SHARE = 0.5
+"""A warning becomes critical when what it holds at once reaches this share of the memory limit."""
+HELD = ("leak", "unbounded_cache")
 KINDS = ("session_bloat", "n_plus_one", "cartesian_join", "large_result_set", "loader_criteria_explosion",
          "route_family_overhead", "leak", "unbounded_cache", "state_dependent_variance", "worker_killed")  # fmt: skip
 
@@ -100,6 +104,8 @@ def route_family_overhead(
                     "rest_growth_p95": rest["p95"],
                     "dumps": dumps,
                     "routes": routes,
+                    "peak_bytes": int(mine["p95"]),
+                    "impact_bytes": int(mine["p50"]) * int(n),
                 },
                 refs,
                 f"Give {fam} a memory budget of its own: paginate its list views, load only the columns it "
@@ -111,115 +117,13 @@ def route_family_overhead(
     return out
 
 
-def leak(facts: Facts, *, min_growth: int = 8 * MIB, min_samples: int = 40) -> list[dict[str, Any]]:
-    """A worker (with ``min_samples`` samples or more) whose resting RSS (at request start) rises through
-    all four quarters of its requests, by ``min_growth`` bytes and 5% or more; critical past 80% of its limit.
-    Names what grows: caches that only grew, object types that grew between its first and last dump."""
-    out = []
-    for w in facts.leak:
-        q = w["quarters"]
-        if w["samples"] < min_samples or len(q) != 4:
-            continue
-        rise = q[3] - q[1]
-        if not (q[0] < q[1] < q[2] < q[3]) or rise < max(min_growth, 0.05 * q[1]):
-            continue
-        name = w["worker"]
-        per_request = float(w["per_request"] or 0.0)
-        hours = max((w["t1"] - w["t0"]) / 3600.0, 1e-9)
-        grows = _what_grows(facts, name)
-        near = bool(w["limit"] and q[3] >= 0.8 * w["limit"])
-        what = f"; growing: {', '.join(g['name'] for g in grows[:3])}" if grows else ""
-        out.append(
-            finding(
-                "leak",
-                "critical" if near else "warning",
-                f"Memory of worker {name} grows steadily: {q[0] / MIB:.0f} -> {q[3] / MIB:.0f} MiB (quarter medians) over "
-                f"{w['samples']} requests (+{per_request / 1024:.1f} KiB per request){what}",
-                name,
-                {
-                    "worker": name,
-                    "samples": w["samples"],
-                    "rss_first": int(w["first"]),
-                    "rss_last": int(w["last"]),
-                    "quarter_medians": [int(v) for v in q],
-                    "growth_per_request": round(per_request, 1),
-                    "growth_per_hour": round((w["last"] - w["first"]) / hours, 1),
-                    "limit": w["limit"],
-                    "growing": grows[:5],
-                },
-                [w["first_ref"], w["last_ref"], *[g["ref"] for g in grows[:3]]],
-                "Find what keeps references across requests: module-level lists and dicts, caches without a "
-                "bound (`lru_cache(maxsize=None)`, dicts used as caches), objects kept on app.state or class "
-                "attributes, Sessions never closed (use `with Session(engine) as session:`). Compare the object "
-                "counts of two dumps (`memprof analyze --pattern TYPE`); meanwhile recycle workers "
-                "(gunicorn `--max-requests`).",
-            )
-        )
-    return out
-
-
-def _what_grows(facts: Facts, worker: str) -> list[dict[str, Any]]:
-    grows = []
-    for agg in facts.caches:
-        if agg["worker"] == worker and agg["last"] > agg["first"] and not agg["decreases"]:
-            grows.append({"name": f"cache {agg['name']}", "first": agg["first"], "last": agg["last"],
-                          "ref": agg["refs"][1]})  # fmt: skip
-    dumps = sorted((d for d in facts.dumps if d["worker"] == worker), key=lambda d: d["time"] or 0)
-    if len(dumps) >= 2:
-        first, last = dumps[0]["objects"], dumps[-1]["objects"]
-        for typ, n in last.items():
-            if n - first.get(typ, 0) > 0:
-                grows.append(
-                    {"name": f"{typ} objects", "first": first.get(typ, 0), "last": n, "ref": dumps[-1]["ref"]}
-                )
-    grows.sort(key=lambda g: -(g["last"] - g["first"]))
-    return grows
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def unbounded_cache(caches: list[dict[str, Any]], *, min_growth: int = 100) -> list[dict[str, Any]]:
-    """A cache without a maxsize, seen three times or more, never shrinking, grown by ``min_growth``
-    entries or more."""
-    out = []
-    for agg in caches:
-        first, last = agg["first"], agg["last"]
-        if not agg["unbounded"] or agg["observations"] < 3 or agg["decreases"] or last - first < min_growth:
-            continue
-        span = agg["span_s"]
-        out.append(
-            finding(
-                "unbounded_cache",
-                "warning",
-                f"Cache {agg['name']} only grows: {first} -> {last} entries in {_duration(span)} on {agg['worker']}",
-                agg["name"],
-                {
-                    "name": agg["name"],
-                    "kind": agg["kind"],
-                    "worker": agg["worker"],
-                    "first": first,
-                    "last": last,
-                    "observations": agg["observations"],
-                    "span_s": round(span, 3),
-                    "per_hour": round((last - first) / max(span / 3600.0, 1e-9), 1),
-                },
-                agg["refs"],
-                "Bound it: `functools.lru_cache(maxsize=1024)` instead of `maxsize=None`/`functools.cache`, or a "
-                "cachetools LRUCache/TTLCache; never key a cache on unbounded values (user ids, raw paths, "
-                "query strings). For SQLAlchemy's compiled cache, stop building statements that differ per "
-                "call (literal values, growing IN lists: use bound parameters).",
-            )
-        )
-    return out
-
-
+MIN_OBJECTS = 1000
+"""ORM instances one request of a route must reach before their spread is worth a finding (RSS-only)."""
 _VARIABLES = {
+    "rows": "Memory follows the rows fetched: bound them (LIMIT, pagination, yield_per) so one large account "
+    "or tenant cannot fetch everything at once.",
+    "path": "Memory follows the path parameter (the account, tenant or object requested): some of them hold far "
+    "more data; paginate or stream what this route loads for them.",
     "session_size": "Memory follows the session size: keep the session small (see session_bloat).",
     "instances": "Memory follows the number of ORM objects loaded: bound it (pagination, LIMIT, yield_per) so "
     "one large account or tenant cannot load everything at once.",
@@ -231,38 +135,45 @@ _VARIABLES = {
 def state_dependent_variance(
     facts: Facts, *, min_std: int = 2 * MIB, min_cv: float = 0.3, min_r: float = 0.6
 ) -> list[dict[str, Any]]:
-    """A route whose growth varies widely (std ``min_std`` bytes or more, and ``min_cv`` times the mean or
-    more), explained (warning) by the recorded variable that correlates with it at ``min_r`` or more
-    (session size, ORM instances, query count), or not (info)."""
-    out = []
+    """A route whose per-request memory varies widely (std ``min_std`` bytes or more, and ``min_cv`` times
+    the mean or more), explained by the recorded variable that correlates with it at ``min_r`` or more
+    (session size, ORM instances, rows, query count). Without an explaining variable nothing is listed: the
+    variance is in the route's statistics."""
+    out: list[dict[str, Any]] = []
     for v in facts.variance:
         route, g, scores = v["route"], v["growth"], v["scores"]
-        if g["std"] < min_std or g["std"] < min_cv * g["mean"]:
+        objects = v.get("measure") == "instances"
+        if objects:  # RSS-only records: the objects loaded, which a warm heap does not hide
+            if g["max"] < MIN_OBJECTS or g["std"] < min_cv * g["mean"]:
+                continue
+        elif g["std"] < min_std or g["std"] < min_cv * g["mean"]:
+            continue
+        if any(o["subject"] == route for o in out):
             continue
         best = max(scores, key=lambda k: scores[k], default=None)
         r = scores.get(best, 0.0) if best else 0.0
         explained = best is not None and r >= min_r
-        evidence = {"route": route, "count": g["count"], "growth": {k: g[k] for k in ("p50", "p95", "max", "std")},
+        if not explained:
+            continue
+        evidence = {"route": route, "count": g["count"], "measure": "instances" if objects else "memory",
+                    "growth": {k: g[k] for k in ("p50", "p95", "max", "std")},
                     "variable": best if explained else None, "r": round(r, 3), "correlations":
-                    {k: round(v, 3) for k, v in sorted(scores.items())}}  # fmt: skip
-        title = f"{route}: memory varies widely (p50 {g['p50'] / MIB:.1f} MiB, max {g['max'] / MIB:.1f} MiB)"
+                    {k: round(v, 3) for k, v in sorted(scores.items())},
+                    "peak_bytes": 0 if objects else int(g["max"]),
+                    "impact_bytes": 0 if objects else int(max(g["p95"] - g["p50"], 0)) * int(g["count"])}  # fmt: skip
+        title = (f"{route}: ORM objects per request vary widely with the data (p50 {g['p50']:,}, max {g['max']:,}, "
+                 f"{g['count']} requests)" if objects else
+                 f"{route}: memory per request varies widely with the data (p50 {g['p50'] / MIB:.1f} MiB, max "
+                 f"{g['max'] / MIB:.1f} MiB, {g['count']} requests)")  # fmt: skip
         out.append(
             finding(
                 "state_dependent_variance",
-                "warning" if explained else "info",
-                title
-                + (
-                    f", explained by {best} (r={r:.2f})"
-                    if explained
-                    else ", no recorded variable explains it"
-                ),
+                "warning",
+                title + f", explained by {best} (r={r:.2f})",
                 route,
                 evidence,
                 [v["max_ref"] or ""],
-                _VARIABLES[best]
-                if explained and best
-                else "Add checkpoints around the suspect steps of this "
-                "route (`with checkpoint(...)`) and profile it in aggressive mode to see which phase varies.",
+                _VARIABLES.get(str(best), "Memory follows this variable: bound what it measures."),
             )
         )
     return out
@@ -289,6 +200,7 @@ def worker_killed(crashes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "uptime_s": crash["uptime_s"],
                     "last_seen": crash["last_seen"],
                     "inflight": crash["inflight"],
+                    "impact_bytes": int(rss or 0),
                 },
                 [crash["ref"]],
                 "The kernel's OOM killer or the supervisor killed it; the requests in flight are the suspects: "
@@ -300,24 +212,75 @@ def worker_killed(crashes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def detect(facts: Facts, t: Thresholds | None = None) -> list[dict[str, Any]]:
-    """Every finding, most severe first."""
+def detect(facts: Facts, t: Thresholds | None = None, *, show_all: bool = False) -> list[dict[str, Any]]:
+    """Every finding, most severe first, then by ``impact_bytes`` (critical when a finding's bytes reach
+    half the memory limit); library caches only with ``show_all``."""
     t = t or Thresholds()
+    cartesian = cartesian_join(facts.statements, min_rows=t.cartesian_rows, min_ratio=t.cartesian_ratio)
     found = [
         *worker_killed(facts.crashes),
-        *leak(facts, min_growth=t.leak_min_growth, min_samples=t.leak_min_samples),
+        *leak(facts.leak, facts.retained, facts.caches, facts.dumps, min_growth=t.leak_min_growth,
+              min_samples=t.leak_min_samples, show_all=show_all),
         *route_family_overhead(
             facts, min_growth=t.route_family_min_growth, min_objects=t.route_family_min_objects
         ),
         *session_bloat(facts.sessions, p95=t.session_p95, largest=t.session_max, growth=t.session_growth),
-        *n_plus_one(facts.statements, min_executions=t.n_plus_one),
-        *cartesian_join(facts.statements, min_rows=t.cartesian_rows, min_ratio=t.cartesian_ratio),
-        *large_result_set(facts.statements, min_instances=t.large_instances, min_rss=t.large_rss),
+        *n_plus_one(facts.sites),
+        *cartesian,
+        *large_result_set(facts.statements, min_instances=t.large_instances, min_rss=t.large_rss,
+                          cartesian=frozenset(f["subject"] for f in cartesian)),
         *loader_criteria_explosion(facts.scopes, per_request=t.criteria_per_request),
-        *unbounded_cache(facts.caches, min_growth=t.cache_min_growth),
+        *unbounded_cache(facts.caches, min_growth=t.cache_min_growth, show_all=show_all),
         *state_dependent_variance(
             facts, min_std=t.variance_min_std, min_cv=t.variance_min_cv, min_r=t.variance_min_r
         ),
-    ]
-    found.sort(key=lambda f: (SEVERITY_ORDER[f["severity"]], KINDS.index(f["kind"]), f["subject"]))
+    ]  # fmt: skip
+    _point_to_causes(found)
+    for f in found:
+        f["impact_bytes"] = int(f["evidence"].get("impact_bytes") or 0)
+        # severity by what one request (or the process) holds at once, against the limit; a sum over
+        # requests that did not overlap never held that much
+        held = f["evidence"].get("peak_bytes") or (f["impact_bytes"] if f["kind"] in HELD else 0)
+        if facts.limit and f["severity"] == "warning" and held >= CRITICAL_SHARE * facts.limit:
+            f["severity"] = "critical"
+    found.sort(
+        key=lambda f: (
+            SEVERITY_ORDER[f["severity"]],
+            -f["impact_bytes"],
+            KINDS.index(f["kind"]),
+            f["subject"],
+        )
+    )
     return found
+
+
+def _point_to_causes(found: list[dict[str, Any]]) -> None:
+    """One finding per cause. A route whose memory follows the data, and a large result set on that route
+    only, are one cause: the variance finding names the statement (the large result set is dropped). A
+    route family whose routes each have a statement finding restates them: it points to them."""
+    for v in [f for f in found if f["kind"] == "state_dependent_variance"]:
+        route = v["subject"]
+        for big in [
+            f for f in found if f["kind"] == "large_result_set" and f["evidence"].get("routes") == [route]
+        ]:
+            found.remove(big)
+            ev = big["evidence"]
+            v["evidence"].update(statement=ev["statement"], id=ev["id"], instances=ev["instances"])
+            v["evidence"]["impact_bytes"] = max(v["evidence"]["impact_bytes"], ev["impact_bytes"])
+            v["title"] += f"; up to {ev['instances']:,} objects from one statement"
+            v["fix"] += " " + big["fix"]
+    per_route: dict[str, list[str]] = {}
+    for f in found:
+        if f["kind"] in ("large_result_set", "cartesian_join"):
+            for r in f["evidence"].get("routes") or ():
+                per_route.setdefault(r, []).append(f"{f['kind']}:{f['subject'][:80]}")
+    for f in found:
+        if f["kind"] != "route_family_overhead":
+            continue
+        routes = f["evidence"].get("routes") or []
+        if routes and all(r in per_route for r in routes):
+            see = sorted({x for r in routes for x in per_route[r]})
+            f["title"] = f"{f['subject']}/*: its heavy routes are explained by {len(see)} finding(s) above"
+            f["evidence"] = {"family": f["subject"], "see": see, "routes": routes, "records": f["evidence"]["records"],
+                             "impact_bytes": 0}  # fmt: skip
+            f["severity"] = "info"

@@ -25,45 +25,62 @@ def finding(
     }
 
 
-def _short(sql: str, n: int = 80) -> str:
-    one = " ".join(sql.split())
-    return one if len(one) <= n else one[: n - 1] + "…"
+def short_id(text: str) -> str:
+    """A short stable id of a statement or code site, shared by the text output and JSON."""
+    import hashlib
+
+    return hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:8]
 
 
-def n_plus_one(statements: list[dict[str, Any]], *, min_executions: int = 10) -> list[dict[str, Any]]:
-    """A SELECT the SQLAlchemy integration flagged as an N+1, or one run ``min_executions`` times or more in
-    one request: named with the frame and routes where it repeats."""
+def n_plus_one(sites: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One finding per code site (the loop, else the frame) that repeats SELECTs in one request, listing
+    every statement it repeats, with the fix that fits: eager loading when every repeat is a lazy
+    relationship load, batching (one IN query, bulk insert/update) for explicit per-item calls."""
     out = []
-    for a in statements:
-        sql = a["sql"]
-        # a SELECT repeated per row; an INSERT/UPDATE repeated in a loop is another pattern (executemany)
-        is_select = sql.lstrip()[:6].upper().startswith(("SELECT", "WITH"))
-        if not is_select or not (a["n_plus_one"] > 0 or a["max_count"] >= min_executions):
+    for x in sites:
+        site, stmts = x["site"], x["statements"]
+        if not stmts:
             continue
-        # the frame and routes where it ran as an N+1, not where it also ran once
-        frames = a["n1_frames"] or a["frames"]
-        frame = frames[0] if frames else None
-        routes = a["n1_routes"] or a["routes"]
-        at = f" at {frame}" if frame else ""
+        lazy = all(st["lazy"] for st in stmts)
+        where = "loop at" if x["is_loop"] else "calls at"
+        lib = f" (through {x['library']})" if x.get("library") else ""
+        shared = x["shared_requests"]
+        title = (
+            f"N+1 at {site}: {len(stmts)} statement{'s' if len(stmts) > 1 else ''} repeated up to "
+            f"{x['max_per_request']} times per request (median {x['median_per_request']}) in {x['requests']} "
+            f"request{'s' if x['requests'] > 1 else ''} on {len(x['routes'])} route{'s' if len(x['routes']) > 1 else ''}"
+            + (f"; the query is built by {x['library']}" if x.get("library") and x["library"] != site else "")
+        )
+        fix = (
+            f"Load the relationship with the parent query instead of once per row in the {where} {site}: "
+            "`select(Parent).options(selectinload(Parent.children))` for collections, `joinedload` for "
+            'many-to-one; set `lazy="raise"` on the relationship to catch every lazy load in tests.'
+            if lazy
+            else f"Batch the {where} {site}{lib}: fetch every item with one query (`WHERE id IN (...)`, "
+            "`select(Model).where(Model.id.in_(ids))`) and write with one bulk statement "
+            "(`session.execute(update(Model), [...])`, `insert(Model).values([...])`) instead of one call per item."
+        )
         out.append(
             finding(
                 "n_plus_one",
                 "warning",
-                f"N+1 query: one statement ran up to {a['max_count']} times in one request{at}",
-                sql,
+                title,
+                site,
                 {
-                    "statement": sql,
-                    "max_per_request": a["max_count"],
-                    "requests": a["n_plus_one"] or a["requests"],
-                    "executions": a["executions"],
-                    "lazy": a["lazy"],
-                    "frame": frame,
-                    "routes": routes[:3],
+                    "site": site,
+                    "is_loop": x["is_loop"],
+                    "library": x.get("library"),
+                    "lazy": lazy,
+                    "statements": [{**st, "id": short_id(st["sql"])} for st in stmts],
+                    "max_per_request": x["max_per_request"],
+                    "median_per_request": x["median_per_request"],
+                    "requests": x["requests"],
+                    "overlapping_requests": shared,
+                    "routes": x["routes"],
+                    "impact_bytes": int(x["delta"]),
                 },
-                [*a["n_plus_one_refs"], a["worst_ref"] or ""],
-                f"Load the relationship with the parent query instead of once per row{at}: "
-                "`select(Parent).options(selectinload(Parent.children))` for collections, `joinedload` for "
-                'many-to-one; set `lazy="raise"` on the relationship to catch every lazy load in tests.',
+                x["refs"],
+                fix,
             )
         )
     return out
@@ -86,14 +103,19 @@ def cartesian_join(
             finding(
                 "cartesian_join",
                 "warning",
-                f"Cartesian join: {rows} rows fetched for {instances} objects ({rows // max(instances, 1)}x)",
+                f"Cartesian join: {rows} rows fetched for {instances} objects ({rows / max(instances, 1):.1f}x) in one "
+                f"request of {a['routes'][0] if a['routes'] else '?'} ({a['requests']} requests ran it)",
                 sql,
                 {
-                    "statement": _short(sql, 400),
+                    "statement": sql,
+                    "id": short_id(sql),
                     "rows": rows,
                     "instances": instances,
                     "ratio": round(rows / max(instances, 1), 1),
-                    "routes": a["routes"][:3],
+                    "requests": a["requests"],
+                    "peak_bytes": a["peak"],
+                    "routes": a["routes"],
+                    "impact_bytes": int(a["peak"]) * max(a["heavy_requests"], 1),
                 },
                 [ref],
                 "Several joinedload() collections on one query multiply their rows: load collections with "
@@ -104,14 +126,19 @@ def cartesian_join(
 
 
 def large_result_set(
-    statements: list[dict[str, Any]], *, min_instances: int = 5000, min_rss: int = 64 * MIB
+    statements: list[dict[str, Any]],
+    *,
+    min_instances: int = 5000,
+    min_rss: int = 64 * MIB,
+    cartesian: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """A statement that built ``min_instances`` ORM objects or more, or grew RSS by ``min_rss`` bytes or
-    more, in one request."""
+    """A statement that built ``min_instances`` ORM objects or more, or grew memory (heap where recorded,
+    else RSS) by ``min_rss`` bytes or more, in one request; not one that is a cartesian join (``cartesian``:
+    the statements with that finding, the cause)."""
     out = []
     for a in statements:
         sql = a["sql"]
-        if a["large"] is None:
+        if a["large"] is None or sql in cartesian:
             continue
         instances, delta, ref = a["large"]
         if instances < min_instances and delta < min_rss:
@@ -120,15 +147,21 @@ def large_result_set(
             finding(
                 "large_result_set",
                 "warning",
-                f"Large result set: {instances} objects and +{delta / MIB:.1f} MiB on one statement",
+                f"Large result set: up to {instances} objects and +{delta / MIB:.1f} MiB in one request on one "
+                f"statement of {a['routes'][0] if a['routes'] else '?'} ({a['requests']} requests ran it"
+                + (", some overlapping others: their memory is shared" if a["shared"] else "")
+                + ")",
                 sql,
                 {
-                    "statement": _short(sql, 400),
+                    "statement": sql,
+                    "id": short_id(sql),
                     "instances": instances,
-                    "rss_delta": delta,
-                    "rows": a["rows"],
+                    "peak_bytes": delta,
+                    "rows_per_request": a["rows"] // max(a["requests"], 1),
                     "requests": a["requests"],
-                    "routes": a["routes"][:3],
+                    "overlapping": bool(a["shared"]),
+                    "routes": a["routes"],
+                    "impact_bytes": int(delta) * max(a["heavy_requests"], 1),
                 },
                 [ref],
                 "Do not materialise the whole result: stream with `stmt.execution_options(yield_per=1000)` "
@@ -164,6 +197,7 @@ def loader_criteria_explosion(scopes: list[dict[str, Any]], *, per_request: int 
                     "duplicates": a["duplicates"],
                     "requests": a["requests"],
                     "routes": a["routes"][:3],
+                    "impact_bytes": 0,
                 },
                 [a["ref"]],
                 "Add the criteria once per top-level SELECT in a `do_orm_execute` hook (skip "
@@ -217,6 +251,7 @@ def session_bloat(
                 "largest_keys": keys,
                 "growing_sessions": growing[:3],
                 "grown_on": sessions.get("grown_on") or [],
+                "impact_bytes": int(size["p95"]) * int(size["count"]),
             },
             [sessions["max_ref"], *[g["ref"] for g in growing[:2]], *[k["ref"] for k in keys[:2]]],
             "Keep identifiers in the session, not objects or growing lists: store the id and reload it per "

@@ -11,6 +11,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from memprof.analysis.render_sql import cuts, one_line
+
 KIB = 1024
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -77,7 +79,7 @@ def _evidence_line(evidence: dict[str, Any]) -> str:
             "growing_sessions",
         ):
             continue
-        if isinstance(value, dict | list):
+        if isinstance(value, dict | list) or key == "impact_bytes":
             continue
         if key in ("last_seen", "time", "started") and isinstance(value, int | float):
             parts.append(f"{key}={fmt_time(value)}")
@@ -91,12 +93,14 @@ def _evidence_line(evidence: dict[str, Any]) -> str:
 
 
 def _is_bytes(key: str) -> bool:
-    return any(w in key for w in ("rss", "growth", "size", "limit", "delta")) and not key.endswith(
-        ("_share", "_r")
-    )
+    return any(
+        w in key for w in ("rss", "growth", "size", "limit", "delta", "bytes", "retained_per")
+    ) and not key.endswith(("_share", "_r"))
 
 
-def render_findings(findings: list[dict[str, Any]]) -> list[str]:
+def render_findings(findings: list[dict[str, Any]], *, details: bool = False) -> list[str]:
+    """The findings as text; statements cut where they differ (whole with ``details``), with the short id
+    the JSON shares, routes counted (the whole list with ``details`` and in JSON)."""
     if not findings:
         return ["Findings: none (no pattern of a memory problem in these records)"]
     counts: dict[str, int] = {}
@@ -105,15 +109,26 @@ def render_findings(findings: list[dict[str, Any]]) -> list[str]:
     head = ", ".join(f"{n} {sev}" for sev, n in counts.items())
     lines = [f"Findings ({len(findings)}: {head})"]
     for f in findings:
-        lines.append(f"  [{f['severity']}] {f['kind']}: {f['title']}")
+        impact = f" (at stake: {fmt_bytes(f['impact_bytes'])})" if f.get("impact_bytes") else ""
+        lines.append(f"  [{f['severity']}] {f['kind']}: {one_line(f['title'])}{impact}")
         ev = f["evidence"]
         line = _evidence_line(ev)
         if line:
             lines.append(f"      evidence: {line}")
-        if ev.get("routes"):
-            lines.append(f"      routes: {', '.join(str(r) for r in ev['routes'])}")
-        if ev.get("statement"):
-            lines.append(f"      statement: {' '.join(str(ev['statement']).split())[:200]}")
+        routes = [str(r) for r in ev.get("routes") or ()]
+        if routes:
+            shown = (
+                routes if details or len(routes) <= 3 else [*routes[:3], f"... ({len(routes)} routes in all)"]
+            )
+            lines.append(f"      routes: {', '.join(shown)}")
+        if ev.get("see"):
+            lines.append(f"      see: {'; '.join(ev['see'])}")
+        stmts = ev.get("statements") or (
+            [{"sql": ev["statement"], "id": ev.get("id")}] if ev.get("statement") else []
+        )
+        texts = [one_line(x["sql"]) for x in stmts] if details else cuts([x["sql"] for x in stmts])
+        for x, text in zip(stmts, texts, strict=True):
+            lines.append(f"      statement [{x.get('id') or '-'}]: {text}")
         if ev.get("records"):
             lines.append(f"      records: {', '.join(short_ref(r) for r in ev['records'])}")
         lines.append(f"      fix: {f['fix']}")
@@ -124,8 +139,9 @@ def _stat_row(label: str, s: dict[str, Any]) -> list[Any]:
     return [label, s["count"], *(fmt_bytes(s[k]) for k in ("mean", "min", "p50", "p95", "p99", "max", "std"))]
 
 
-def render_summary(summary: dict[str, Any]) -> str:
-    """The whole summary as text, sections in the order a reader needs them."""
+def render_summary(summary: dict[str, Any], *, details: bool = False) -> str:
+    """The whole summary as text, sections in the order a reader needs them (``details``: statements
+    whole, every route of a finding)."""
     inp = summary["input"]
     rec = inp["records"]
     kinds = ", ".join(plural(n, k) for k, n in rec.items())
@@ -148,10 +164,14 @@ def render_summary(summary: dict[str, Any]) -> str:
         f"Window: {fmt_time(w['start'])} .. {fmt_time(w['end'])}   memory limit: {fmt_bytes(summary['limit'])}"
     )
     lines.append("")
-    lines += render_findings(summary["findings"])
+    lines += render_findings(summary["findings"], details=details)
     lines += ["", f"SQL: {hint}."] if (hint := (summary.get("sql_status") or {}).get("hint")) else []
     if summary["samples"]:
-        lines += ["", "Memory per request (growth: peak RSS during the request minus RSS at its start)"]
+        lines += [
+            "",
+            "Memory per request (growth: the request's peak minus its start, from the heap where "
+            "recorded, else from RSS at checkpoints and SQL statements; rss: peak RSS)",
+        ]
         lines += table(["", "count", "mean", "min", "p50", "p95", "p99", "max", "std"],
                        [_stat_row("rss", summary["memory"]["rss"]),
                         _stat_row("growth", summary["memory"]["growth"])])  # fmt: skip
@@ -190,7 +210,7 @@ def _sql_outside(s: dict[str, Any] | None) -> list[str]:
         return []
     head = (f"SQL outside profiled requests (start-up, jobs, unsampled requests): {plural(s['count'], 'statement')}, "
             f"{s['total_ms']:.0f} ms over {plural(s['workers'], 'worker')}")  # fmt: skip
-    rows = [[x["count"], f"{x['total_ms']:.1f}", x["sql"][:90]] for x in s["statements"][:5]]
+    rows = [[x["count"], f"{x['total_ms']:.1f}", one_line(x["sql"])[:90]] for x in s["statements"][:5]]
     return ["", head, *table(["count", "ms", "statement"], rows)]
 
 
@@ -210,7 +230,7 @@ def _sql(q: dict[str, Any] | None) -> list[str]:
     if not q:
         return []
     lines = ["", f"SQL hot spots ({plural(q['distinct_statements'], 'distinct statement')})"]
-    rows = [[" ".join(st["sql"].split())[:60], st["executions"], st["requests"], f"{st['total_ms']:.1f}",
+    rows = [[one_line(st["sql"])[:60], st["executions"], st["requests"], f"{st['total_ms']:.1f}",
              st["max_per_request"], st["instances"], fmt_bytes(st["max_rss_delta"])] for st in q["by_time"][:8]]  # fmt: skip
     lines += table(["statement (by time)", "runs", "requests", "ms", "max/req", "objects", "max rss"], rows)
     if q["models"]:

@@ -80,15 +80,19 @@ def render_compare(result: dict[str, Any]) -> str:
     for metric, o in result["overall"].items():
         lines.append(f"  {metric}: mean {fmt_bytes(o['baseline']['mean'])} -> {fmt_bytes(o['postfix']['mean'])} "
                      f"({_signed(o['delta_mean'])}), p95 {_signed(o['delta_p95'])}, max {_signed(o['delta_max'])}: "
-                     f"{o['verdict']}")  # fmt: skip
+                     f"{o['verdict']}{_test(o)}")  # fmt: skip
     rows = []
     for r in result["routes"]:
         b, p = r["baseline"], r["postfix"]
         rows.append([r["route"], b["count"] if b else "-", p["count"] if p else "-",
                      fmt_bytes(b["mean"]) if b else "-", fmt_bytes(p["mean"]) if p else "-",
-                     _signed(r["delta_mean"]), _signed(r["delta_p95"]), r["verdict"]])  # fmt: skip
+                     _signed(r["delta_mean"]), _signed(r["delta_p95"]), r["verdict"] + _test(r)])  # fmt: skip
     if rows:
-        lines += ["", "Per route (memory growth per request)"]
+        lines += [
+            "",
+            "Per route (memory per request: its peak minus its start, heap where recorded; a verdict "
+            "needs 10 requests on each side and p < 0.01)",
+        ]
         lines += table(
             ["route", "n before", "n after", "mean before", "after", "delta", "delta p95", "verdict"], rows
         )
@@ -97,7 +101,8 @@ def render_compare(result: dict[str, Any]) -> str:
         if f[label]:
             lines += ["", f"Findings {label}:"]
             for x in f[label]:
-                lines.append(f"  [{x['severity']}] {x['kind']}: {x['title']}")
+                thin = "" if x.get("enough", True) else " (not enough data to judge)"
+                lines.append(f"  [{x['severity']}] {x['kind']}: {x['title']}{thin}")
                 changes = x.get("changes") or {}
                 if changes:
                     lines.append(
@@ -107,8 +112,16 @@ def render_compare(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _test(row: dict[str, Any]) -> str:
+    if row.get("p_value") is None or row.get("verdict") not in ("better", "worse"):
+        return ""
+    return f" (p={row['p_value']:.3f}, effect {row['effect']:+.1f})"
+
+
 def _num(key: str, v: float) -> str:
-    if any(w in key for w in ("rss", "growth", "size", "limit", "delta")) and not key.endswith("share"):
+    if any(
+        w in key for w in ("rss", "growth", "size", "limit", "delta", "bytes", "retained_per")
+    ) and not key.endswith("share"):
         return fmt_bytes(v)
     return f"{v:g}"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memprof.analysis import aggregates as agg
-from memprof.analysis import details
+from memprof.analysis import details, sites, spread, trend, variance
 from memprof.analysis.aggregates import Refs
 from memprof.analysis.engine import Engine
 from memprof.analysis.sql_status import sql_status
@@ -18,8 +18,11 @@ _LIBRARY_MARKERS = ("/lib/python3", "site-packages/", "dist-packages/", "<frozen
 
 
 def is_library_frame(frame: str) -> bool:
-    """Whether a ``file:line in func`` frame is in the standard library or an installed package."""
-    return any(marker in frame for marker in _LIBRARY_MARKERS)
+    """Whether a ``file:line in func`` frame is in the standard library, an installed package or memprof
+    itself (its bundled demo app aside)."""
+    path = frame.replace("\\", "/")
+    own = ("/memprof/" in path or path.startswith("memprof/")) and "memprof/demo/" not in path
+    return own or any(marker in frame for marker in _LIBRARY_MARKERS)
 
 
 @dataclass
@@ -39,6 +42,9 @@ class Facts:
     families: list[dict[str, Any]] = field(default_factory=list)
     leak: list[dict[str, Any]] = field(default_factory=list)
     variance: list[dict[str, Any]] = field(default_factory=list)
+    retained: list[dict[str, Any]] = field(default_factory=list)
+    sites: list[dict[str, Any]] = field(default_factory=list)
+    limit: int | None = None
 
 
 def _dump_routes(dumps: list[dict[str, Any]]) -> Counter[str]:
@@ -90,7 +96,7 @@ def sql_section(statements: list[dict[str, Any]], models: list[dict[str, Any]], 
 
 
 def build(
-    e: Engine, refs: Refs, leak_min_samples: int, variance_min_samples: int
+    e: Engine, refs: Refs, leak_min_samples: int, variance_min_samples: int, n_plus_one: int = 10
 ) -> tuple[dict[str, Any], Facts]:
     """The summary sections (without input, filters and findings) and the facts for the findings."""
     base = agg.overall(e)
@@ -98,6 +104,9 @@ def build(
     dumps = details.dumps(e, refs)
     workers = agg.worker_rows(e)
     routes = agg.route_rows(e, refs, threshold, _dump_routes(dumps))
+    values = spread.route_values(e)
+    for r in routes:
+        r["growth_sample"] = values.get(r["route"], [])
     statements = details.statements(e, refs)
     scopes = details.scopes(e, refs)
     sessions = details.sessions(e, refs)
@@ -130,9 +139,12 @@ def build(
         "caches": caches,
         "sql_outside_requests": details.sql_outside(e, refs),
     }
+    trends = trend.worker_trends(e, refs, leak_min_samples)
     facts = Facts(
         samples=total, threshold=threshold, routes=routes, sessions=sessions, statements=statements, scopes=scopes,
         caches=caches, dumps=dumps, crashes=crashes, high=high, families=families,
-        leak=agg.leak_series(e, refs, leak_min_samples), variance=agg.route_variance(e, refs, variance_min_samples),
+        leak=trends, variance=variance.route_variance(e, refs, variance_min_samples),
+        retained=trend.retained_by_route(e, refs, [w["worker"] for w in trends]),
+        sites=sites.n_plus_one_sites(e, refs, n_plus_one), limit=agg.common_limit(workers),
     )  # fmt: skip
     return summary, facts

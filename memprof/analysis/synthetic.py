@@ -25,9 +25,11 @@ def sample(
     status: int = 200,
     limit: int | None = 1024 * MIB,
     phases: list[tuple[str, int]] | None = None,
+    heap: tuple[int, int, int] | None = None,
     **sections: Any,
 ) -> dict[str, Any]:
-    """A ``sample`` record: memory grows by ``growth`` bytes, in ``phases`` ((checkpoint, growth) pairs)."""
+    """A ``sample`` record: memory grows by ``growth`` bytes, in ``phases`` ((checkpoint, growth) pairs).
+    ``heap`` = ``(start, peak, end)`` in bytes makes it a 1.1 record with ``memory.heap``."""
     host, _, pid = worker.partition(":")
     phases = (
         phases if phases is not None else [("app_start", 0), ("response_start", growth), ("response_end", 0)]
@@ -40,7 +42,7 @@ def sample(
     checkpoints.append({"name": "request_end", "ms": float(len(phases) + 1), "rss": current})
     record: dict[str, Any] = {
         "schema": "memprof.sample",
-        "version": "1.0",
+        "version": "1.1" if heap else "1.0",
         "time": t,
         "pid": int(pid or 0),
         "host": host,
@@ -71,6 +73,11 @@ def sample(
         "dropped_checkpoints": 0,
         "overhead_ms": 0.01,
     }
+    if heap:
+        start, peak, end = heap
+        record["memory"]["heap"] = {"start": start, "peak": peak, "end": end, "source": "tracemalloc"}
+        for cp in checkpoints:
+            cp["heap"] = start if cp["name"] == "request_start" else end
     record.update(sections)
     return record
 
@@ -155,9 +162,18 @@ def state(
             "host": host, "phase": phase, "caches": caches}  # fmt: skip
 
 
-def cache(name: str, size: int, maxsize: int | None = None, kind: str = "lru_cache") -> dict[str, Any]:
-    """One cache observation."""
-    return {"name": name, "kind": kind, "size": size, "maxsize": maxsize, "unbounded": maxsize is None}
+def cache(
+    name: str,
+    size: int,
+    maxsize: int | None = None,
+    kind: str = "lru_cache",
+    bytes_estimate: int | None = None,
+) -> dict[str, Any]:
+    """One cache observation (``bytes_estimate``: the runtime's estimate of its memory, 1.1)."""
+    out = {"name": name, "kind": kind, "size": size, "maxsize": maxsize, "unbounded": maxsize is None}
+    if bytes_estimate is not None:
+        out["bytes_estimate"] = bytes_estimate
+    return out
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> Path:

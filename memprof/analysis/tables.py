@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 
-CHECKPOINT = "STRUCT(name VARCHAR, ms DOUBLE, rss BIGINT, rss_before BIGINT)"
+CHECKPOINT = "STRUCT(name VARCHAR, ms DOUBLE, rss BIGINT, rss_before BIGINT, heap BIGINT)"
 STATEMENT = (
     "STRUCT(sql VARCHAR, count BIGINT, total_ms DOUBLE, max_ms DOUBLE, rows BIGINT, instances BIGINT, "
-    "rss_delta_max BIGINT, lazy BOOLEAN, n_plus_one BOOLEAN, frame VARCHAR)"
+    "rss_delta_max BIGINT, lazy BOOLEAN, n_plus_one BOOLEAN, frame VARCHAR, loop VARCHAR, library VARCHAR, "
+    "heap_before BIGINT, heap_after BIGINT, heap_delta_max BIGINT)"
 )
 MODEL = "MAP(VARCHAR, STRUCT(loaded BIGINT, created BIGINT, updated BIGINT, deleted BIGINT))"
 SCOPE = 'MAP(VARCHAR, STRUCT(criteria VARCHAR, kind VARCHAR, "where" VARCHAR, applied BIGINT, duplicates BIGINT)[])'
 SESSION_KEY = "STRUCT(key VARCHAR, size BIGINT)"
 ENGINE = "STRUCT(name VARCHAR, compiled_cache BIGINT, compiled_cache_max BIGINT)"
-CACHE = "STRUCT(name VARCHAR, kind VARCHAR, size BIGINT, maxsize BIGINT, unbounded BOOLEAN)"
+CACHE = "STRUCT(name VARCHAR, kind VARCHAR, size BIGINT, maxsize BIGINT, unbounded BOOLEAN, bytes_estimate BIGINT)"
 OUTSIDE = (
     "STRUCT(count BIGINT, total_ms DOUBLE, statements STRUCT(sql VARCHAR, count BIGINT, total_ms DOUBLE)[])"
 )
@@ -33,7 +34,9 @@ SCHEMA: dict[str, dict[str, str]] = {
         "pid": "BIGINT", "mode": "VARCHAR", "detail": "VARCHAR", "method": "VARCHAR", "path": "VARCHAR",
         "route": "VARCHAR", "status": "INTEGER", "duration_ms": "DOUBLE", "error": "VARCHAR",
         "mem_limit": "BIGINT", "rss_start": "BIGINT", "rss_end": "BIGINT", "rss_peak": "BIGINT",
-        "growth": "BIGINT", "shared": "BOOLEAN", "query_count": "BIGINT", "instances": "BIGINT",
+        "growth": "BIGINT", "rss_growth": "BIGINT", "heap_start": "BIGINT", "heap_peak": "BIGINT",
+        "heap_end": "BIGINT", "heap_source": "VARCHAR", "shared": "BOOLEAN", "query_count": "BIGINT",
+        "instances": "BIGINT",
         "session_size": "BIGINT", "session_id": "VARCHAR", "checkpoints": f"{CHECKPOINT}[]",
         "statements": f"{STATEMENT}[]", "flagged": f"{STATEMENT}[]", "models": MODEL,
         "scopes": SCOPE, "session_keys": f"{SESSION_KEY}[]", "engines": f"{ENGINE}[]",
@@ -64,7 +67,11 @@ COLUMN_DOCS = {
     "samples.time": "Unix time the request started", "samples.worker": "host:pid",
     "samples.route": "route template, cut to 300 characters", "samples.path": "raw path, cut to 2000",
     "samples.duration_ms": "0 when not recorded", "samples.mem_limit": "the record's `memory.limit`",
-    "samples.rss_peak": "highest RSS seen: checkpoints and the end", "samples.growth": "rss_peak - rss_start",
+    "samples.rss_peak": "highest RSS seen: checkpoints and the end",
+    "samples.rss_growth": "the RSS rise: rss_peak - rss_start, or the largest rise over one SQL statement if larger",
+    "samples.growth": "per-request memory: heap_peak - heap_start where recorded (1.1), else rss_growth",
+    "samples.heap_start": "`memory.heap.start` (bytes; null before 1.1)", "samples.heap_source":
+    "`memory.heap.source`: `tracemalloc` (exact) or `allocated_blocks_x96` (an estimate)",
     "samples.query_count": "`queries.count` (0 when absent)",
     "samples.instances": "ORM objects built (statements' instances or models loaded, the larger); null "
     "unless `detail` is full", "samples.session_size": "`session.size`; null without a session",
@@ -93,7 +100,8 @@ def create_tables() -> str:
 _N = "VARCHAR"  # a scalar field: its text, checked strictly
 _D = "DOUBLE"  # a number inside a list: a value of another type reads as null
 _STMT = {"sql": "VARCHAR", "count": _D, "total_ms": _D, "max_ms": _D, "rows": _D, "instances": _D,
-         "rss_delta_max": _D, "lazy": "BOOLEAN", "n_plus_one": "BOOLEAN", "frame": "VARCHAR"}  # fmt: skip
+         "rss_delta_max": _D, "lazy": "BOOLEAN", "n_plus_one": "BOOLEAN", "frame": "VARCHAR", "loop": "VARCHAR",
+         "library": "VARCHAR", "heap_before": _D, "heap_after": _D, "heap_delta_max": _D}  # fmt: skip
 # Every sample line is parsed for its core; the details (SQL, models, criteria, session keys, engines) only
 # when the line has some (DETAIL_GATE): most samples have none, and parsing absent lists is not free.
 SAMPLE_JSON = json.dumps(
@@ -102,8 +110,9 @@ SAMPLE_JSON = json.dumps(
         "worker": "VARCHAR", "mode": "VARCHAR", "detail": "VARCHAR",
         "request": {"method": "VARCHAR", "path": "VARCHAR", "route": "VARCHAR", "status": _D,
                     "duration_ms": _N, "error": "VARCHAR"},
-        "memory": {"limit": _D, "rss_start": _D, "rss_end": _D, "shared": "BOOLEAN"},
-        "checkpoints": [{"name": "VARCHAR", "ms": _D, "rss": _D, "rss_before": _D}],
+        "memory": {"limit": _D, "rss_start": _D, "rss_end": _D, "shared": "BOOLEAN",
+                   "heap": {"start": _D, "peak": _D, "end": _D, "source": "VARCHAR"}},
+        "checkpoints": [{"name": "VARCHAR", "ms": _D, "rss": _D, "rss_before": _D, "heap": _D}],
         "queries": {"count": _D},
     }
 )  # fmt: skip
@@ -121,7 +130,8 @@ STATE_JSON = json.dumps(
     {
         "schema": "VARCHAR", "version": "VARCHAR", "time": _D, "pid": _D, "host": "VARCHAR",
         "worker": "VARCHAR", "phase": "VARCHAR",
-        "caches": [{"name": "VARCHAR", "kind": "VARCHAR", "size": _D, "maxsize": _D, "unbounded": "BOOLEAN"}],
+        "caches": [{"name": "VARCHAR", "kind": "VARCHAR", "size": _D, "maxsize": _D, "unbounded": "BOOLEAN",
+                    "bytes_estimate": _D}],
         "sql_outside_requests": {"count": _D, "total_ms": _D,
                                  "statements": [{"sql": "VARCHAR", "count": _D, "total_ms": _D}]},
     }
@@ -150,13 +160,16 @@ STATE_COLUMNS = {k: _duck(v) for k, v in json.loads(STATE_JSON).items()}
 
 _STMT_BAD = (
     "s.sql IS NULL OR mp_bad_i(s.count) OR mp_bad_d(s.total_ms) OR mp_bad_d(s.max_ms) "
-    "OR mp_bad_i(s.rows) OR mp_bad_i(s.instances) OR mp_bad_i(s.rss_delta_max)"
+    "OR mp_bad_i(s.rows) OR mp_bad_i(s.instances) OR mp_bad_i(s.rss_delta_max) OR mp_bad_i(s.heap_before) "
+    "OR mp_bad_i(s.heap_after) OR mp_bad_i(s.heap_delta_max)"
 )
 _STMT_ROW = (
     "{'sql': mp_text(s.sql), 'count': coalesce(mp_i(s.count), 0), 'total_ms': coalesce(s.total_ms, 0), "
     "'max_ms': coalesce(s.max_ms, 0), 'rows': coalesce(mp_i(s.rows), 0), "
     "'instances': coalesce(mp_i(s.instances), 0), 'rss_delta_max': coalesce(mp_i(s.rss_delta_max), 0), "
-    "'lazy': coalesce(s.lazy, false), 'n_plus_one': coalesce(s.n_plus_one, false), 'frame': mp_text(s.frame)}"
+    "'lazy': coalesce(s.lazy, false), 'n_plus_one': coalesce(s.n_plus_one, false), 'frame': mp_text(s.frame), "
+    "'loop': mp_text(s.loop), 'library': mp_text(s.library), 'heap_before': mp_i(s.heap_before), "
+    "'heap_after': mp_i(s.heap_after), 'heap_delta_max': mp_i(s.heap_delta_max)}"
 )
 
 # The first malformed field of a parsed sample ``j`` (details: ``d``; NULL: none); a record with one is skipped whole.
@@ -166,11 +179,13 @@ SAMPLE_BAD = f"""CASE
     WHEN j.memory.rss_start IS NULL OR mp_bad_i(j.memory.rss_start) THEN 'memory.rss_start'
     WHEN j.memory.rss_end IS NULL OR mp_bad_i(j.memory.rss_end) THEN 'memory.rss_end'
     WHEN mp_bad_i(j.memory.limit) THEN 'memory.limit'
+    WHEN mp_bad_i(j.memory.heap.start) OR mp_bad_i(j.memory.heap.peak) OR mp_bad_i(j.memory.heap."end")
+        THEN 'memory.heap'
     WHEN mp_bad_i(j.pid) THEN 'pid'
     WHEN mp_bad_i(j.request.status) THEN 'request.status'
     WHEN mp_bad_num(j.request.duration_ms) THEN 'request.duration_ms'
     WHEN list_bool_or(list_transform(j.checkpoints, lambda c: c.name IS NULL OR c.rss IS NULL
-         OR mp_bad_i(c.rss) OR mp_bad_i(c.rss_before) OR mp_bad_d(c.ms))) THEN 'checkpoints'
+         OR mp_bad_i(c.rss) OR mp_bad_i(c.rss_before) OR mp_bad_i(c.heap) OR mp_bad_d(c.ms))) THEN 'checkpoints'
     WHEN mp_bad_i(j.queries.count) THEN 'queries.count'
     WHEN list_bool_or(list_transform(d.queries.statements, lambda s: {_STMT_BAD})) THEN 'queries.statements'
     WHEN list_bool_or(list_transform(d.queries.n_plus_one, lambda s: {_STMT_BAD})) THEN 'queries.n_plus_one'
@@ -195,7 +210,12 @@ SAMPLE_ROW = f"""
     mp_i(j.memory.rss_start) AS rss_start, mp_i(j.memory.rss_end) AS rss_end,
     greatest(mp_i(j.memory.rss_end), TRY_CAST(list_max(list_transform(j.checkpoints, lambda c: c.rss)) AS BIGINT))
         AS rss_peak,
-    rss_peak - rss_start AS growth, coalesce(j.memory.shared, false) AS shared,
+    greatest(rss_peak - rss_start, TRY_CAST(list_max(list_transform(d.queries.statements,
+        lambda s: s.rss_delta_max)) AS BIGINT)) AS rss_growth,
+    mp_i(j.memory.heap.start) AS heap_start, mp_i(j.memory.heap.peak) AS heap_peak,
+    mp_i(j.memory.heap."end") AS heap_end, mp_name(j.memory.heap.source) AS heap_source,
+    coalesce(greatest(heap_peak, heap_end, heap_start) - heap_start, rss_growth) AS growth,
+    coalesce(j.memory.shared, false) AS shared,
     coalesce(mp_i(j.queries.count), 0) AS query_count,
     CASE WHEN j.detail = 'full' THEN greatest(
         coalesce(TRY_CAST(list_sum(list_transform(d.queries.statements, lambda s: s.instances)) AS BIGINT), 0),
@@ -214,7 +234,8 @@ SAMPLE_ROW = f"""
 STATE_BAD = """CASE
     WHEN j.time IS NULL OR mp_bad_d(j.time) THEN 'time'
     WHEN mp_bad_i(j.pid) THEN 'pid'
-    WHEN list_bool_or(list_transform(j.caches, lambda c: mp_bad_i(c.size) OR mp_bad_i(c.maxsize)))
+    WHEN list_bool_or(list_transform(j.caches, lambda c: mp_bad_i(c.size) OR mp_bad_i(c.maxsize)
+        OR mp_bad_i(c.bytes_estimate)))
         THEN 'caches'
     WHEN mp_bad_i(j.sql_outside_requests.count) OR mp_bad_d(j.sql_outside_requests.total_ms)
         OR list_bool_or(list_transform(j.sql_outside_requests.statements, lambda s: mp_bad_i(s.count)

@@ -37,7 +37,10 @@ class Thresholds:
     route_family_min_objects: int = _t(
         1000, "ORM instances per request (p50) of a route family, 10x the rest"
     )
-    leak_min_growth: int = _t(8 * MIB, "rise of one worker's resting RSS across its requests (leak)")
+    leak_min_growth: int = _t(
+        2 * MIB,
+        "rise of one worker's resting heap (else RSS) over the last three quarters of its requests (leak)",
+    )
     leak_min_samples: int = _t(40, "samples of one worker needed to judge a leak")
     cache_min_growth: int = _t(100, "entries a cache must have grown by (unbounded cache)")
     variance_min_std: int = _t(2 * MIB, "standard deviation of one route's growth (state-dependent variance)")

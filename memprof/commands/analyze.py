@@ -42,7 +42,11 @@ def run(
     ] = None,
     recent: Annotated[int, typer.Option(help="Show the N most recent samples.", min=0)] = 0,
     details: Annotated[
-        bool, typer.Option(help="With --recent: checkpoints, SQL, models, session of each.")
+        bool,
+        typer.Option(
+            help="With --recent: checkpoints, SQL, models, session of each; in the summary: whole "
+            "statements and every route of a finding."
+        ),
     ] = False,
     pattern: Annotated[
         str | None,
@@ -59,6 +63,10 @@ def run(
     progress: ShowProgress = None,
     jobs: Jobs = None,
     threshold: Threshold = None,
+    show_all: Annotated[
+        bool,
+        typer.Option("--all", help="Also caches and frames of installed libraries, the stdlib and memprof."),
+    ] = False,
 ) -> None:
     """Diagnose memory: statistics per route and phase, SQL/model/session hot spots, dumps, crashes, findings."""
     from memprof.analysis.analyze import analyze_sources
@@ -74,7 +82,14 @@ def run(
         sources = discover(inputs)
         with progress_line(progress) as advance:
             result = analyze_sources(
-                sources, inputs, filters, recent=recent, progress=advance, thresholds=limits, threads=jobs
+                sources,
+                inputs,
+                filters,
+                recent=recent,
+                progress=advance,
+                thresholds=limits,
+                threads=jobs,
+                show_all=show_all,
             )
     show_summary = summary if summary is not None else not recent
     recent_records = result.recent_records()
@@ -87,7 +102,7 @@ def run(
         emit(render_json(data))
     else:
         if show_summary:
-            emit(render_summary(result.summary))
+            emit(render_summary(result.summary, details=details))
         if recent:
             if show_summary:
                 emit("\n")

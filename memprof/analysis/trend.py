@@ -1,0 +1,83 @@
+"""The aggregates the leak finding is judged on, in SQL over the filtered samples (view ``s``): per worker,
+the trend of its resting memory (heap where every sample of it records one, else RSS, at request start)
+over its requests, and what its requests retain (end - start), per route.
+
+A leak keeps rising at a steady rate: the slope over the second half of a worker's requests is as steep as
+over the first, and the rise fits a line. Warm-up rises, then levels off: the second half is flat.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memprof.analysis.aggregates import FIRST, Refs
+from memprof.analysis.engine import Engine
+
+# rest: the resting figure; kept: what the request retained (end - start), both heap when recorded
+_ORDERED = f"""SELECT worker, route, time, file_id, line, mem_limit,
+        CASE WHEN heap_all THEN heap_start ELSE rss_start END AS rest,
+        CASE WHEN heap_all THEN heap_end - heap_start ELSE rss_end - rss_start END AS kept, rss_start,
+        heap_all, row_number() OVER (PARTITION BY worker ORDER BY time, {FIRST}) - 1 AS k,
+        count(*) OVER (PARTITION BY worker) AS n
+    FROM (SELECT *, bool_and(heap_start IS NOT NULL AND heap_end IS NOT NULL) OVER (PARTITION BY worker) AS heap_all
+          FROM s)
+    WHERE worker IN (SELECT worker FROM s GROUP BY worker HAVING count(*) >= {{min_samples}})"""
+
+
+def worker_trends(e: Engine, refs: Refs, min_samples: int) -> list[dict[str, Any]]:
+    """For each worker with ``min_samples`` samples or more: ``source`` (heap or rss), quarter medians of
+    the resting figure, slopes per request over the first and second half and the last two quarters, the
+    fit (R²) of the second half, what its requests retained in total, RSS first/last, time span, limit, first and last record,
+    and the share of its samples on routes with five requests or more (a steady load, not a test session)."""
+    rows = e.dicts(
+        f"""WITH o AS ({_ORDERED.format(min_samples=int(min_samples))}),
+        q AS (SELECT worker, (4 * (k + 1) + n - 1) // n - 1 AS quarter, list_sort(list(rest)) AS ys
+              FROM o GROUP BY ALL),
+        r AS (SELECT worker, route, count(*) AS c FROM o GROUP BY ALL)
+        SELECT o.worker, any_value(n) AS samples, bool_and(heap_all) AS heap,
+            regr_slope(rest, k) FILTER (k < n // 2) AS slope_first,
+            regr_slope(rest, k) FILTER (k >= n // 2) AS slope_second,
+            regr_r2(rest, k) FILTER (k >= n // 2) AS fit_second,
+            regr_slope(rest, k) FILTER (k >= n // 2 AND k < 3 * n // 4) AS slope_third,
+            regr_slope(rest, k) FILTER (k >= 3 * n // 4) AS slope_last,
+            sum(kept::HUGEINT) AS retained, arg_min(rest, k) AS first, arg_max(rest, k) AS last,
+            arg_min(rss_start, k) AS rss_first, arg_max(rss_start, k) AS rss_last,
+            min(time) AS t0, max(time) AS t1,
+            arg_max(mem_limit, k) FILTER (mem_limit IS NOT NULL AND mem_limit <> 0) AS "limit",
+            arg_min({{'f': file_id, 'l': line}}, k) AS first_at, arg_max({{'f': file_id, 'l': line}}, k) AS last_at,
+            (SELECT list(ys[len(ys) // 2 + 1] ORDER BY quarter) FROM q WHERE q.worker = o.worker) AS quarters,
+            (SELECT coalesce(sum(c) FILTER (c >= 5), 0) FROM r WHERE r.worker = o.worker) AS steady
+        FROM o GROUP BY o.worker ORDER BY o.worker"""
+    )
+    out = []
+    for r in rows:
+        out.append(
+            {
+                **{k: v for k, v in r.items() if k not in ("first_at", "last_at", "retained", "steady")},
+                "source": "heap" if r["heap"] else "rss",
+                "retained": int(r["retained"] or 0),
+                "steady_share": float(r["steady"] or 0) / max(r["samples"], 1),
+                "first_ref": refs(r["first_at"]["f"], r["first_at"]["l"]),
+                "last_ref": refs(r["last_at"]["f"], r["last_at"]["l"]),
+            }
+        )
+    return out
+
+
+def retained_by_route(e: Engine, refs: Refs, workers: list[str]) -> list[dict[str, Any]]:
+    """Per worker of ``workers`` and route: requests, median and total retained memory (end - start, heap
+    where recorded), the share of its requests that retained something, and its largest one."""
+    if not workers:
+        return []
+    names = ", ".join("'" + w.replace("'", "''") + "'" for w in workers)
+    return [
+        {**r, "total": int(r["total"] or 0), "ref": refs(r["at"]["f"], r["at"]["l"])}
+        for r in e.dicts(
+            f"""SELECT worker, route, count(*) AS requests, quantile_disc(kept, 0.5) AS median,
+                sum(kept::HUGEINT) AS total, avg((kept > 0)::INTEGER) AS positive,
+                arg_max({{'f': file_id, 'l': line}}, (kept, -file_id, -line)) AS at
+            FROM (SELECT worker, route, file_id, line,
+                         coalesce(heap_end - heap_start, rss_end - rss_start) AS kept FROM s)
+            WHERE worker IN ({names}) GROUP BY ALL ORDER BY worker, total DESC, route"""
+        )
+    ]
