@@ -1,4 +1,4 @@
-"""Generated parts of the docs: the settings and commands references of docs/IMPLEMENTATION_GUIDE.md and the
+"""Generated parts of the docs: the settings and commands references of docs/guide.md and the
 analyzer's thresholds in docs/analyzer.md.
 
 ``python -m memprof._docs_reference`` rewrites the blocks between ``<!-- NAME:start -->`` and
@@ -17,7 +17,7 @@ import typer
 from memprof.settings import ENV_PREFIX, MemprofSettings
 
 DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
-GUIDE = DOCS_DIR / "IMPLEMENTATION_GUIDE.md"
+GUIDE = DOCS_DIR / "guide.md"
 
 
 def settings_table() -> str:

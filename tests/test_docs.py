@@ -98,9 +98,15 @@ def test_documented_variables_are_settings_and_back() -> None:
     for path in DOCS:
         for var in set(re.findall(r"MEMPROF_[A-Z0-9_]+[A-Z0-9]", path.read_text())):
             assert var in settings | EXTRA_VARS, f"{path.name} names {var}, which is not a setting"
-    readme = (ROOT / "README.md").read_text()
+    guide = (ROOT / "docs" / "guide.md").read_text()
     for var in settings:
-        assert f"| {var} |" in readme, f"{var} is missing from the README's configuration table"
+        assert f"| {var} |" in guide, f"{var} is missing from the generated settings table of docs/guide.md"
+
+
+def test_the_readme_is_short_and_starts_a_newcomer_on_pip_install() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    assert readme.index("pip install memprof") < readme.index("MemprofMiddleware")
 
 
 def test_generated_references_in_the_docs_are_current() -> None:
