@@ -12,6 +12,9 @@ from memprof.analysis.thresholds import KIB, MIB
 
 CAUSE_SHARE = 0.1
 """A cache is named as a leak's cause when its growth holds at least this share of the rise."""
+RETAINED_SHARE = 0.6
+"""A route is charged with a leak when its median request retains memory and this share of its requests
+retain some (readings shared between short requests make some retain nothing visible: see analysis.trend)."""
 LARGE_CACHE_GROWTH = 10
 """Two observations suffice when a cache grew by this many times ``cache_min_growth`` entries, or by 1 MiB."""
 
@@ -60,7 +63,7 @@ def leak(
         if w["retained"] < 0.5 * (w["last"] - w["first"]) or w["steady_share"] < 0.5:
             continue
         mine = [r for r in retained if r["worker"] == w["worker"] and r["requests"] >= 5]
-        charged = [r for r in mine if (r["median"] or 0) > 0 and r["positive"] >= 0.8]
+        charged = [r for r in mine if (r["median"] or 0) > 0 and r["positive"] >= RETAINED_SHARE]
         route = charged[0] if charged else None
         key = route["route"] if route else "(no route retains it consistently)"
         cause = by_cause.setdefault(key, {"route": route, "workers": [], "refs": []})

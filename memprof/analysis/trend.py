@@ -65,8 +65,11 @@ def worker_trends(e: Engine, refs: Refs, min_samples: int) -> list[dict[str, Any
 
 
 def retained_by_route(e: Engine, refs: Refs, workers: list[str]) -> list[dict[str, Any]]:
-    """Per worker of ``workers`` and route: requests, median and total retained memory (end - start, heap
-    where recorded), the share of its requests that retained something, and its largest one."""
+    """Per worker of ``workers`` and route: requests, median and total retained memory, the share of its
+    requests that retained something, and its largest one. What a request retained is end - start (heap
+    where recorded), or, when neither it nor the next request of its worker overlapped another, the rise
+    of the resting figure up to the next request, if larger: readings shared between short requests (see
+    memprof.heap) can give a request's start and end one reading."""
     if not workers:
         return []
     names = ", ".join("'" + w.replace("'", "''") + "'" for w in workers)
@@ -77,7 +80,13 @@ def retained_by_route(e: Engine, refs: Refs, workers: list[str]) -> list[dict[st
                 sum(kept::HUGEINT) AS total, avg((kept > 0)::INTEGER) AS positive,
                 arg_max({{'f': file_id, 'l': line}}, (kept, -file_id, -line)) AS at
             FROM (SELECT worker, route, file_id, line,
-                         coalesce(heap_end - heap_start, rss_end - rss_start) AS kept FROM s)
+                         CASE WHEN NOT coalesce(shared, false) AND NOT coalesce(next_shared, true)
+                              THEN greatest(kept, next_rest - rest) ELSE kept END AS kept
+                  FROM (SELECT *, lead(rest) OVER w AS next_rest, lead(shared) OVER w AS next_shared
+                        FROM (SELECT worker, route, file_id, line, time, shared,
+                                     coalesce(heap_end - heap_start, rss_end - rss_start) AS kept,
+                                     coalesce(heap_start, rss_start) AS rest FROM s)
+                        WINDOW w AS (PARTITION BY worker ORDER BY time, file_id, line)))
             WHERE worker IN ({names}) GROUP BY ALL ORDER BY worker, total DESC, route"""
         )
     ]
