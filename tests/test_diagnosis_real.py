@@ -154,3 +154,21 @@ def test_a_healthy_crud_app_gets_no_warning(
         uninstrument_sqlalchemy()
     summary = analyze(data_dir)
     assert warnings(summary) == [], [f["title"] for f in summary["findings"]]
+
+
+@pytest.mark.slow
+def test_an_lru_cache_growing_from_empty_is_named_with_the_memory_it_holds(
+    make_settings: Callable[..., Any], data_dir: Path
+) -> None:
+    from tests import diag_cache
+
+    diag_cache.render.cache_clear()
+    app = Starlette(routes=[Route("/render/{n}", diag_cache.page)])
+    settings = make_settings(watchdog_interval_ms=20, state_interval_s=3600)
+    with TestClient(MemprofMiddleware(app, settings=settings)) as client:
+        for n in range(300):
+            assert client.get(f"/render/{n}").status_code == 200
+    summary = analyze(data_dir)
+    caches = [f for f in warnings(summary) if f["kind"] == "unbounded_cache"]
+    assert caches, [f["title"] for f in summary["findings"]]
+    assert "tests.diag_cache.render" in caches[0]["title"] and "MiB" in caches[0]["title"], caches[0]["title"]
