@@ -65,12 +65,13 @@ def _fresh(now_ns: int) -> int:
     return value
 
 
-def heap_at(now_ns: int) -> int:
+def heap_at(now_ns: int, after_ns: int | None = None) -> int:
     """The heap at ``now_ns`` (``time.perf_counter_ns()``): the last reading, by any request or thread,
     while it is younger than ``SHARE_FACTOR`` times its own cost (at least ``READING_RESOLUTION_NS``),
-    else a fresh one."""
+    else a fresh one. With ``after_ns`` (a span's start), a reading made at or before it is never reused:
+    a span's end must not read its own start."""
     then, value, window, _source = _last
-    if 0 <= now_ns - then < window:
+    if 0 <= now_ns - then < window and (after_ns is None or then > after_ns):
         return value
     return _fresh(now_ns)
 

@@ -98,9 +98,15 @@ class RequestProfile:
         self.sections: dict[str, SectionCollector] = {}
 
     def add_checkpoint(
-        self, name: str, rss: int | None = None, extra: dict[str, Any] | None = None, now: int | None = None
+        self,
+        name: str,
+        rss: int | None = None,
+        extra: dict[str, Any] | None = None,
+        now: int | None = None,
+        since: int | None = None,
     ) -> None:
-        """Record a named point: time since start, RSS (read now unless given) and heap."""
+        """Record a named point: time since start, RSS (read now unless given) and heap (a fresh reading
+        when the last one was made at or before ``since``, a span's start)."""
         if self.finished:
             return
         if len(self.checkpoints) >= MAX_CHECKPOINTS:
@@ -109,7 +115,7 @@ class RequestProfile:
         t0 = time.perf_counter_ns()
         if rss is None:
             rss = rss_at(t0)
-        heap = heap_at(t0)
+        heap = heap_at(t0, since)
         if heap > self.heap_peak:
             self.heap_peak = heap
         self.checkpoints.append((name, (now or t0) - self.start_ns, rss, heap, extra))
@@ -207,7 +213,7 @@ class _CheckpointScope:
                 "duration_ms": round((now - self._t0) / 1e6, 3),
                 "error": exc_info[0] is not None,
             }
-            profile.add_checkpoint(self._name, rss=rss, extra=extra, now=now)
+            profile.add_checkpoint(self._name, rss=rss, extra=extra, now=now, since=self._t0)
         except Exception as exc:
             internal_error("checkpoint", exc)
 

@@ -266,3 +266,29 @@ def test_records_of_1_0_without_heap_figures_still_load(
     parsed = parse_record(old)
     assert isinstance(parsed, Sample) and parsed.memory.heap is None
     assert all(cp.heap is None for cp in parsed.checkpoints)
+
+
+def test_a_span_never_reads_its_own_start_even_when_readings_are_shared_long(
+    make_settings: Callable[..., Any],
+    samples: Callable[[], list[dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a busy host a reading can cost a millisecond, and readings are shared over 50 times their cost:
+    a span's end must still read the heap afresh (here every reading would otherwise be shared for ages)."""
+    import memprof.heap as heap_mod
+
+    monkeypatch.setattr(heap_mod, "SHARE_FACTOR", 10**9)
+
+    async def build(request: Request) -> PlainTextResponse:
+        with checkpoint("build"):
+            rows = [{"n": i, "text": f"row {i}"} for i in range(50_000)]
+        return PlainTextResponse(str(len(rows)))
+
+    app = MemprofMiddleware(
+        Starlette(routes=[Route("/build", build)]), settings=make_settings(mode="light", sample_rate=1.0)
+    )
+    with TestClient(app) as client:
+        assert client.get("/build").text == "50000"
+    (record,) = samples()
+    span = {cp["name"]: cp for cp in record["checkpoints"]}["build"]
+    assert span["heap"] - span["heap_before"] > 4 * MiB
