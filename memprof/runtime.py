@@ -294,7 +294,7 @@ class Runtime:
                         internal_error(f"finish_hook:{getattr(hook, '__name__', hook)}", exc)
             now = time.perf_counter_ns()
             rss = rss_at(now)
-            profile.heap_end = heap = heap_at(now)
+            profile.heap_end = heap = heap_at(now, profile.start_ns)  # never the reading of its start
             profile.note_heap(heap)
             if heap_source() != profile.heap_source:
                 profile.heap_source = None  # tracing started or stopped meanwhile: figures not comparable
