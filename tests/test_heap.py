@@ -157,9 +157,11 @@ def test_warm_heap_growth_is_within_2x_of_tracemalloc_and_a_small_request_stays_
     assert warm["checkpoints"][0]["heap"] == heap["start"] and warm["checkpoints"][-1]["heap"] == heap["end"]
 
 
-def test_light_samples_have_heap_figures_and_spans_their_heap_before(
+def _sample_of_a_span_building_50k_dicts(
     make_settings: Callable[..., Any], samples: Callable[[], list[dict[str, Any]]]
-) -> None:
+) -> dict[str, Any]:
+    """The light-mode sample of one request whose checkpoint span builds 50,000 dicts."""
+
     async def build(request: Request) -> PlainTextResponse:
         with checkpoint("build"):
             rows = [{"n": i, "text": f"row {i}"} for i in range(50_000)]
@@ -171,6 +173,13 @@ def test_light_samples_have_heap_figures_and_spans_their_heap_before(
     with TestClient(app) as client:
         assert client.get("/build").text == "50000"
     (record,) = samples()
+    return record
+
+
+def test_light_samples_have_heap_figures_and_spans_their_heap_before(
+    make_settings: Callable[..., Any], samples: Callable[[], list[dict[str, Any]]]
+) -> None:
+    record = _sample_of_a_span_building_50k_dicts(make_settings, samples)
     Sample.model_validate(record)
     assert record["detail"] == "checkpoints"
     span = {cp["name"]: cp for cp in record["checkpoints"]}["build"]
@@ -278,17 +287,6 @@ def test_a_span_never_reads_its_own_start_even_when_readings_are_shared_long(
     import memprof.heap as heap_mod
 
     monkeypatch.setattr(heap_mod, "SHARE_FACTOR", 10**9)
-
-    async def build(request: Request) -> PlainTextResponse:
-        with checkpoint("build"):
-            rows = [{"n": i, "text": f"row {i}"} for i in range(50_000)]
-        return PlainTextResponse(str(len(rows)))
-
-    app = MemprofMiddleware(
-        Starlette(routes=[Route("/build", build)]), settings=make_settings(mode="light", sample_rate=1.0)
-    )
-    with TestClient(app) as client:
-        assert client.get("/build").text == "50000"
-    (record,) = samples()
+    record = _sample_of_a_span_building_50k_dicts(make_settings, samples)
     span = {cp["name"]: cp for cp in record["checkpoints"]}["build"]
     assert span["heap"] - span["heap_before"] > 4 * MiB
