@@ -84,6 +84,8 @@ class RequestProfile:
     concurrency_max = 0
     overhead_ns = 0
     finished = False
+    errors_at_start = 0  # the process's request-path failures when it began (the circuit breaker's)
+    clean = False  # no request-path failure in the process between its start and its end
 
     def __init__(self, method: str, path: str, mode: str, full: bool) -> None:
         self.start_ns = time.perf_counter_ns()

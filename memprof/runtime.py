@@ -245,6 +245,7 @@ class Runtime:
         profile.heap_start = profile.heap_peak = heap = heap_at(profile.start_ns)
         profile.heap_source = heap_source()
         profile.concurrency_start = profile.concurrency_max = self.inflight
+        profile.errors_at_start = errors.request_total
         profile.checkpoints.append(("request_start", 0, rss, heap, None))
         self.active[profile.request_id] = profile
         self.scopes[profile.request_id] = scope
@@ -309,15 +310,17 @@ class Runtime:
                     internal_error(f"complete_hook:{getattr(done, '__name__', done)}", exc)
         finally:
             profile.finished = True
+            # no request-path failure in the process while it ran (what the breaker credits, see check)
+            profile.clean = errors.request_total == profile.errors_at_start
             heap_peak.ended()
             profile.overhead_ns += time.perf_counter_ns() - t0
         self.guard.observe(profile.overhead_ns)
         self.writer.submit(profile, self._build_checked)
 
     def _build_checked(self, profile: RequestProfile) -> dict[str, Any]:
-        # A record built with no internal failure since the last one is a success for the breaker.
+        # A record built for a request during which nothing failed is a success for the breaker.
         record = self.build_record(profile)
-        self.breaker.check(errors.request_total, profile.start_ns)
+        self.breaker.check(profile.clean, profile.start_ns)
         return record
 
     def memory_error(self, scope: Scope) -> None:

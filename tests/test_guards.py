@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 
 from memprof import MemprofMiddleware
 from memprof import runtime as runtime_mod
+from memprof.background import BACKGROUND
 from memprof.safety.guards import (
     COOLDOWN_S,
     MAX_COOLDOWN_S,
@@ -90,11 +91,29 @@ def test_failed_trial_doubles_the_cooldown_up_to_an_hour(
     assert MAX_COOLDOWN_S == 3600
 
 
+@pytest.mark.internal_errors_expected
+def test_records_built_late_never_credit_a_failed_request_as_a_success(
+    make_settings: Callable[..., Any], failing_hook: dict[str, bool]
+) -> None:
+    """Records are built on the background thread, in their own time: two failed requests whose records
+    are built one after the other (nothing failing in between) are still two failures."""
+    mw = MemprofMiddleware(starlette_app(), settings=make_settings(circuit_breaker_failures=3))
+    rt = mw.runtime
+    with TestClient(mw) as client:
+        with BACKGROUND.gate:  # no record is built while the two requests fail
+            assert [profiled(client) for _ in range(2)] == [True, True]
+        rt.writer.flush(10)  # both records built, no failure in between
+        assert rt.breaker.failures == 2 and rt.breaker.state == "closed"
+        assert profiled(client) is True  # the third consecutive failure
+        assert rt.breaker.state == "open"
+    mw.close()
+
+
 def test_breaker_counts_consecutive_failures_only() -> None:
     b = CircuitBreaker(3)
     b.failure(), b.failure()
-    b.check(errors.total)  # a clean record in between
-    b.check(errors.total)
+    b.check(True)  # a record of a request during which nothing failed
+    b.check(False)  # one during which something failed: no success, no failure (counted when it happened)
     assert b.failures == 0
     b.failure(), b.failure()
     assert b.state == "closed"

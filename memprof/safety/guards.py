@@ -96,7 +96,6 @@ class CircuitBreaker:
         self.half_open = False  # read on the request path
         self.trial_taken = False
         self.trial_ns = 0
-        self.baseline = 0  # the process's request-path failures when success was last checked
         self.backoff = _Backoff()
         self._on_change = _weak(on_change)
         self._lock = threading.Lock()
@@ -135,15 +134,14 @@ class CircuitBreaker:
         log.info("memprof.circuit_breaker.closed")
         self._changed()
 
-    def check(self, error_total: int, started_ns: int = 0) -> None:
-        """Called after each record is built with the request-path failure count: no failure since the
-        last check is a success.
+    def check(self, clean: bool, started_ns: int = 0) -> None:
+        """Called after each record is built: ``clean`` says no request-path failure happened anywhere in
+        the process between the request's start and its end (:meth:`memprof.runtime.Runtime.end`), so a
+        failure is never credited to another request whose record happened to be built later.
 
         While half-open only the trial counts: a record of a request that began before the trial was
         claimed (``started_ns``, ``perf_counter_ns``) says nothing about the trial.
         """
-        clean = error_total == self.baseline
-        self.baseline = error_total
         if self.half_open and started_ns < self.trial_ns:
             return
         if clean:
@@ -156,7 +154,6 @@ class CircuitBreaker:
                 return False
             self.trial_taken = True
             self.trial_ns = time.perf_counter_ns()
-            self.baseline = errors.request_total
             return True
 
     def tick(self, now: float | None = None) -> None:
