@@ -47,6 +47,9 @@ from memprof.analysis.statements import (
 
 CHUNK_BYTES = 32 * 1024 * 1024
 CHUNK_FILES = 256
+# Input read between two compressions of the tables: each CHECKPOINT costs more as the tables grow, so
+# fewer is faster; uncompressed rows wait in memory (spilled past the engine's limit) until then.
+CHECKPOINT_BYTES = 128 * 1024 * 1024
 Tick = Callable[[int], None]
 
 
@@ -103,9 +106,14 @@ class Reader:
         work = [(table, part) for table, files in chunks.items() for part in _chunks(files)]
         workers = max(1, int(self.e.value("SELECT current_setting('threads')")))
         with ThreadPoolExecutor(workers) as pool:
-            for i in range(0, len(work), workers):  # in waves: the checkpoint compresses each wave's rows
-                list(pool.map(self._lines, work[i : i + workers]))
-                self.e.checkpoint()
+            pending = 0  # bytes read since the last checkpoint
+            for i in range(0, len(work), workers):  # in waves: a checkpoint compresses the waves' rows
+                wave = work[i : i + workers]
+                list(pool.map(self._lines, wave))
+                pending += sum(src.size for _table, part in wave for _fid, src in part)
+                if pending >= CHECKPOINT_BYTES or i + workers >= len(work):
+                    self.e.checkpoint()
+                    pending = 0
         self._insert_documents()
         self._finish()
 

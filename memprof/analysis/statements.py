@@ -5,6 +5,7 @@ the small helpers around them (line counts, running one statement alone)."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,19 +88,23 @@ def insert_json(table: str, files: list[tuple[int, str, int]]) -> str:
     count (a blank line, skipped unnumbered, shows there)."""
     columns = _COLUMNS[table]
     spec = "{" + ", ".join(f"{quote(k)}: {quote(v)}" for k, v in columns.items()) + "}"
-    packed = "{" + ", ".join(f"'{k}': \"{k}\"" for k in columns) + "}"
     paths = "[" + ", ".join(quote(path) for _fid, path, _n in files) + "]"
     offsets, before = [], 0
     for fid, path, n in files:
         offsets.append(f"({quote(path)}, {fid}, {before})")
         before += n
-    row = _PARSE[table][3]
+    # The scan itself is ``j`` (and the details ``d`` are in it): fields are read in place, never copied
+    # into a struct first (which cost a third of the statement).
+    row = _DETAILS_IN_J.sub("j.", _PARSE[table][3])
+    problem = _DETAILS_IN_J.sub("j.", _problem(table, ""))
     return f"""INSERT INTO {table} BY NAME
-    SELECT file_id, line, {row}, {_problem(table, "")} AS problem FROM (
-        SELECT o.file_id, (r.ordinality - o.before)::INTEGER AS line, r.j, r.j AS d
-        FROM (SELECT ordinality, filename, {packed} AS j FROM read_json({paths}, format='newline_delimited',
-              columns={spec}, maximum_object_size={MAX_SQL_LINE}, filename=true) WITH ORDINALITY) r
-        JOIN (VALUES {", ".join(offsets)}) o(path, file_id, before) ON r.filename = o.path)"""
+    SELECT o.file_id, (j.ordinality - o.before)::INTEGER AS line, {row}, {problem} AS problem
+    FROM read_json({paths}, format='newline_delimited', columns={spec}, maximum_object_size={MAX_SQL_LINE},
+                   filename=true) WITH ORDINALITY AS j
+    JOIN (VALUES {", ".join(offsets)}) o(path, file_id, before) ON j.filename = o.path"""
+
+
+_DETAILS_IN_J = re.compile(r"(?<![\w.])d\.")
 
 
 class Gate:
