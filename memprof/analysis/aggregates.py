@@ -183,16 +183,27 @@ def families(e: Engine, threshold: int) -> list[dict[str, Any]]:
     )
 
 
-def family_rest(e: Engine, family: str) -> dict[str, Any]:
-    """Growth p50/p95 and objects p50 of every sample outside ``family``, and its routes by p95 growth."""
-    fam = quote(family)
-    rest = e.one(
-        f"""SELECT coalesce(quantile_disc(growth, 0.5), 0) AS growth_p50,
-                   coalesce(quantile_disc(growth, 0.95), 0) AS growth_p95,
-                   coalesce(quantile_disc(instances, 0.5), 0) AS objects_p50
-            FROM s WHERE {FAMILY} <> {fam}"""
+def family_rests(e: Engine, families: list[str]) -> dict[str, dict[str, Any]]:
+    """For each of ``families``: growth p50/p95 and objects p50 of every sample outside it, and its routes
+    by p95 growth (at most 5). One scan for them all, the family of each sample computed once."""
+    if not families:
+        return {}
+    names = [quote(f) for f in families]
+    rest = ", ".join(
+        f"quantile_disc(growth, [0.5, 0.95]) FILTER (fam <> {n}) AS g{i}, "
+        f"quantile_disc(instances, 0.5) FILTER (fam <> {n}) AS o{i}"
+        for i, n in enumerate(names)
     )
-    rest["routes"] = [r for (r,) in e.rows(
-        f"""SELECT route FROM s WHERE {FAMILY} = {fam} GROUP BY route
-            ORDER BY quantile_disc(growth, 0.95) DESC, route LIMIT 5""")]  # fmt: skip
-    return rest
+    row = e.one(f"SELECT {rest} FROM (SELECT {FAMILY} AS fam, growth, instances FROM s)")
+    out: dict[str, dict[str, Any]] = {}
+    for i, family in enumerate(families):
+        growth = row[f"g{i}"] or [0, 0]
+        out[family] = {"growth_p50": growth[0] or 0, "growth_p95": growth[1] or 0,
+                       "objects_p50": row[f"o{i}"] or 0, "routes": []}  # fmt: skip
+    for fam, route in e.rows(
+        f"""SELECT fam, route FROM (SELECT {FAMILY} AS fam, route, growth FROM s WHERE {FAMILY} IN ({", ".join(names)}))
+            GROUP BY fam, route ORDER BY fam, quantile_disc(growth, 0.95) DESC, route"""
+    ):
+        if len(out[fam]["routes"]) < 5:
+            out[fam]["routes"].append(route)
+    return out

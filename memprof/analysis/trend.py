@@ -13,15 +13,16 @@ from typing import Any
 from memprof.analysis.aggregates import FIRST, Refs
 from memprof.analysis.engine import Engine
 
-# rest: the resting figure; kept: what the request retained (end - start), both heap when recorded
-_ORDERED = f"""SELECT worker, route, time, file_id, line, mem_limit,
+# rest: the resting figure; kept: what the request retained (end - start), both heap when recorded; k: the
+# request's place in its worker's order, n: the worker's samples
+_ORDERED = f"""WITH w AS (
+        SELECT worker, count(*) AS n, bool_and(heap_start IS NOT NULL AND heap_end IS NOT NULL) AS heap_all
+        FROM s GROUP BY worker HAVING count(*) >= {{min_samples}})
+    SELECT worker, route, time, file_id, line, mem_limit,
         CASE WHEN heap_all THEN heap_start ELSE rss_start END AS rest,
         CASE WHEN heap_all THEN heap_end - heap_start ELSE rss_end - rss_start END AS kept, rss_start,
-        heap_all, row_number() OVER (PARTITION BY worker ORDER BY time, {FIRST}) - 1 AS k,
-        count(*) OVER (PARTITION BY worker) AS n
-    FROM (SELECT *, bool_and(heap_start IS NOT NULL AND heap_end IS NOT NULL) OVER (PARTITION BY worker) AS heap_all
-          FROM s)
-    WHERE worker IN (SELECT worker FROM s GROUP BY worker HAVING count(*) >= {{min_samples}})"""
+        heap_all, row_number() OVER (PARTITION BY worker ORDER BY time, {FIRST}) - 1 AS k, n
+    FROM s JOIN w USING (worker)"""
 
 
 def worker_trends(e: Engine, refs: Refs, min_samples: int) -> list[dict[str, Any]]:
@@ -31,10 +32,12 @@ def worker_trends(e: Engine, refs: Refs, min_samples: int) -> list[dict[str, Any
     and the share of its samples on routes with five requests or more (a steady load, not a test session)."""
     rows = e.dicts(
         f"""WITH o AS ({_ORDERED.format(min_samples=int(min_samples))}),
-        q AS (SELECT worker, (4 * (k + 1) + n - 1) // n - 1 AS quarter, list_sort(list(rest)) AS ys
-              FROM o GROUP BY ALL),
-        r AS (SELECT worker, route, count(*) AS c FROM o GROUP BY ALL)
-        SELECT o.worker, any_value(n) AS samples, bool_and(heap_all) AS heap,
+        q AS (SELECT worker, list(ys[len(ys) // 2 + 1] ORDER BY quarter) AS quarters
+              FROM (SELECT worker, (4 * (k + 1) + n - 1) // n - 1 AS quarter, list_sort(list(rest)) AS ys
+                    FROM o GROUP BY ALL) GROUP BY worker),
+        r AS (SELECT worker, coalesce(sum(c) FILTER (c >= 5), 0) AS steady
+              FROM (SELECT worker, route, count(*) AS c FROM o GROUP BY ALL) GROUP BY worker),
+        a AS (SELECT worker, any_value(n) AS samples, bool_and(heap_all) AS heap,
             regr_slope(rest, k) FILTER (k < n // 2) AS slope_first,
             regr_slope(rest, k) FILTER (k >= n // 2) AS slope_second,
             regr_r2(rest, k) FILTER (k >= n // 2) AS fit_second,
@@ -44,10 +47,9 @@ def worker_trends(e: Engine, refs: Refs, min_samples: int) -> list[dict[str, Any
             arg_min(rss_start, k) AS rss_first, arg_max(rss_start, k) AS rss_last,
             min(time) AS t0, max(time) AS t1,
             arg_max(mem_limit, k) FILTER (mem_limit IS NOT NULL AND mem_limit <> 0) AS "limit",
-            arg_min({{'f': file_id, 'l': line}}, k) AS first_at, arg_max({{'f': file_id, 'l': line}}, k) AS last_at,
-            (SELECT list(ys[len(ys) // 2 + 1] ORDER BY quarter) FROM q WHERE q.worker = o.worker) AS quarters,
-            (SELECT coalesce(sum(c) FILTER (c >= 5), 0) FROM r WHERE r.worker = o.worker) AS steady
-        FROM o GROUP BY o.worker ORDER BY o.worker"""
+            arg_min({{'f': file_id, 'l': line}}, k) AS first_at, arg_max({{'f': file_id, 'l': line}}, k) AS last_at
+            FROM o GROUP BY worker)
+        SELECT a.*, q.quarters, r.steady FROM a JOIN q USING (worker) JOIN r USING (worker) ORDER BY worker"""
     )
     out = []
     for r in rows:
@@ -85,8 +87,8 @@ def retained_by_route(e: Engine, refs: Refs, workers: list[str]) -> list[dict[st
                   FROM (SELECT *, lead(rest) OVER w AS next_rest, lead(shared) OVER w AS next_shared
                         FROM (SELECT worker, route, file_id, line, time, shared,
                                      coalesce(heap_end - heap_start, rss_end - rss_start) AS kept,
-                                     coalesce(heap_start, rss_start) AS rest FROM s)
+                                     coalesce(heap_start, rss_start) AS rest FROM s WHERE worker IN ({names}))
                         WINDOW w AS (PARTITION BY worker ORDER BY time, file_id, line)))
-            WHERE worker IN ({names}) GROUP BY ALL ORDER BY worker, total DESC, route"""
+            GROUP BY ALL ORDER BY worker, total DESC, route"""
         )
     ]
