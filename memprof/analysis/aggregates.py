@@ -93,10 +93,10 @@ def route_rows(e: Engine, refs: Refs, threshold: int, dumps_by_route: dict[str, 
 _INTERVALS = """SELECT file_id, line, growth, i, CASE WHEN cur.rss_before IS NULL THEN prev.name END AS a, cur.name AS b,
         CASE WHEN cur.rss_before IS NOT NULL THEN cur.rss - cur.rss_before
              ELSE coalesce(cur.heap - prev.heap, cur.rss - prev.rss) END AS g
-    FROM (SELECT file_id, line, growth, unnest(checkpoints) AS cur,
-                 unnest(list_prepend(NULL, list_slice(checkpoints, 1, len(checkpoints) - 1))) AS prev,
-                 unnest(range(len(checkpoints))) AS i
-          FROM s WHERE len(checkpoints) > 0 {where})
+    FROM (SELECT file_id, line, growth, i, checkpoints[i + 1] AS cur,
+                 CASE WHEN i > 0 THEN checkpoints[i] END AS prev  -- (by index: half the cost of unnesting)
+          FROM (SELECT file_id, line, growth, checkpoints, unnest(range(len(checkpoints))) AS i
+                FROM s WHERE len(checkpoints) > 0 {where}))
     WHERE cur.rss_before IS NOT NULL OR prev IS NOT NULL"""
 # A sort key: the largest growth, then the first read (its file id and line packed in the low 64 bits).
 _KEY = (

@@ -31,15 +31,21 @@ def _scores(e: Engine, measure: str, min_samples: int, where: str) -> dict[str, 
         FROM (SELECT *, {_ROWS} AS rows FROM s) WHERE {where}
         GROUP BY route HAVING count({measure}) >= {int(min_samples)} ORDER BY route"""
     )
-    # eta of the raw path: the share of the spread between paths, for paths seen twice or more
+    # eta of the raw path: the share of the spread between paths, for paths seen twice or more. From
+    # per-path counts, means and variances: a row's squared distance to the route's mean is its path's
+    # variance plus the squared distance between the path's mean and the route's (no window, no sort).
+    values = f"""SELECT route, path, {measure} AS x FROM (SELECT *, {_ROWS} AS rows FROM s)
+                  WHERE {where} AND strpos(route, '{{') > 0"""
     eta = dict(
         e.rows(
-            f"""SELECT route, sqrt(greatest(1 - sum(within) / nullif(sum(total), 0), 0)) FROM (
-                SELECT route, path, count(*) OVER (PARTITION BY route, path) AS per_path,
-                       ({measure} - avg({measure}) OVER (PARTITION BY route, path)) ^ 2 AS within,
-                       ({measure} - avg({measure}) OVER (PARTITION BY route)) ^ 2 AS total
-                FROM (SELECT *, {_ROWS} AS rows FROM s) WHERE {where} AND strpos(route, '{{') > 0)
-            WHERE per_path >= 2 GROUP BY route HAVING count(DISTINCT path) >= 2"""
+            f"""WITH v AS ({values}),
+                p AS (SELECT route, path, count(*) AS n, count(x) AS nx, avg(x) AS mean, var_pop(x) AS var
+                      FROM v GROUP BY route, path),
+                r AS (SELECT route, avg(x) AS mean FROM v GROUP BY route)
+            SELECT route, sqrt(greatest(1 - sum(p.nx * p.var)
+                                 / nullif(sum(p.nx * p.var + p.nx * (p.mean - r.mean) ^ 2), 0), 0))
+            FROM p JOIN r USING (route)
+            WHERE p.n >= 2 GROUP BY route HAVING count(path) >= 2"""
         )
     )
     out = {}
