@@ -286,3 +286,88 @@ def test_session_bloat_names_the_route_that_grows_it(tmp_path: Path) -> None:
     assert f["title"].endswith(", on /dashboard")
     assert f["evidence"]["grown_on"] == [{"route": "/dashboard", "bytes": 200_000 - 20_000},
                                          {"route": "/orders", "bytes": 1}]  # fmt: skip
+
+
+def _customer_pages(with_summary: bool) -> list[dict[str, Any]]:
+    """/customers/{id} joinedloads three collections: its rows multiply, and some customers have far more
+    than others (memory follows the path); with_summary adds a light route to the /customers family."""
+    rng = random.Random(5)
+    recs = []
+    for i in range(240):
+        if i % 2 and with_summary:
+            recs.append(
+                s.sample("/customers/{customer_id}/summary", t=s.T0 + i, growth=rng.randrange(0, 200_000))
+            )
+            continue
+        if i % 3 == 0:
+            recs.append(s.sample("/api/items", t=s.T0 + i, growth=rng.randrange(0, 100_000)))
+            continue
+        customer = rng.randrange(1, 13)
+        n = 40 if customer in (3, 7) else 4  # children per collection
+        rows = n**3
+        st = s.statement("SELECT customers.*, orders_1.*, notes_1.*, addresses_1.* FROM customers LEFT OUTER JOIN "
+                         "orders ... LEFT OUTER JOIN notes ... LEFT OUTER JOIN addresses ...", 1, rows=rows,
+                         instances=1 + 3 * n)  # fmt: skip
+        rec = s.sample("/customers/{customer_id}", t=s.T0 + i, growth=rows * 200 + rng.randrange(0, 50_000),
+                       queries=s.queries(st))  # fmt: skip
+        rec["request"]["path"] = f"/customers/{customer}"
+        recs.append(rec)
+    return recs
+
+
+def test_one_cause_one_finding_a_cartesian_join_whose_rows_follow_the_data(tmp_path: Path) -> None:
+    """The route's memory follows the customer because the join multiplies each customer's collections:
+    one finding (the join, with the spread as its evidence), not a second one for the variance; and the
+    /customers family whose high-memory requests are all that route's points to it (info)."""
+    findings = _findings(tmp_path, _customer_pages(with_summary=True))
+    warnings = [f for f in findings if f["severity"] in SEVERE]
+    assert [f["kind"] for f in warnings] == ["cartesian_join"], [(f["kind"], f["title"]) for f in findings]
+    f = warnings[0]
+    assert f["evidence"]["varies_with"]["variable"] == "path" and f["evidence"]["varies_with"]["r"] > 0.9
+    assert "on /customers/{customer_id} memory per request follows the path (r=" in f["title"]
+    assert not [g for g in findings if g["kind"] == "state_dependent_variance"]
+    fam = [g for g in findings if g["kind"] == "route_family_overhead"]
+    assert [g["severity"] for g in fam] in ([], ["info"])
+    if fam:
+        assert fam[0]["evidence"]["see"] == [f"cartesian_join:{f['subject'][:80]}"]
+
+
+def test_one_cause_one_finding_a_family_that_loads_whole_tables(tmp_path: Path) -> None:
+    """Every /admin page loads a whole table; one of them crosses the large-result threshold: one finding
+    (the family), naming that statement, not a second one for the statement."""
+    rng = random.Random(2)
+    recs = []
+    for i in range(300):
+        page = (
+            ("/admin/orders", "/admin/notes", "/admin/addresses")[i // 20 % 3]
+            if i % 20 == 0
+            else "/api/items"
+        )
+        big = page == "/admin/orders"
+        n = 12_000 if big else (3_600 if page.startswith("/admin") else 2)
+        st = s.statement(f"SELECT * FROM {page.rsplit('/', 1)[1]}", 1, rows=n, instances=n,
+                         rss_delta=40 * MIB if big else 0)  # fmt: skip
+        growth = 40 * MIB if big else rng.randrange(0, 200_000)  # (a warm heap hides the other pages' cost)
+        recs.append(s.sample(page, t=s.T0 + i, growth=growth, queries=s.queries(st)))
+    findings = _findings(tmp_path, recs)
+    assert [f["kind"] for f in findings if f["severity"] in SEVERE] == ["route_family_overhead"], [
+        (f["kind"], f["title"]) for f in findings
+    ]
+    f = _only(findings, "route_family_overhead")
+    assert [x["routes"] for x in f["evidence"]["statements"]] == [["/admin/orders"]]
+    assert f["evidence"]["statements"][0]["instances"] == 12_000
+    assert f["title"].endswith("; /admin/orders loads up to 12,000 objects from one statement")
+
+
+def test_a_family_is_not_explained_away_by_an_n_plus_one_it_shares_with_light_routes(tmp_path: Path) -> None:
+    """An N+1 that runs on every route says nothing about why one family's requests are heavy."""
+    lazy = s.statement(
+        "SELECT tags.id FROM tags WHERE ? = tags.item_id", 30, n_plus_one=True, frame="app/v.py:9 in f"
+    )
+    recs = [s.sample("/admin/export" if i % 10 == 0 else "/items/{item_id}", t=s.T0 + i,
+                     growth=50 * MIB if i % 10 == 0 else 8192, queries=s.queries(lazy)) for i in range(200)]  # fmt: skip
+    findings = _findings(tmp_path, recs)
+    assert {f["kind"]: f["severity"] for f in findings} == {
+        "route_family_overhead": "warning",
+        "n_plus_one": "warning",
+    }

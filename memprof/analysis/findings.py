@@ -90,6 +90,7 @@ def route_family_overhead(
                 fam,
                 {
                     "family": fam,
+                    "basis": "memory" if by_memory else "objects",
                     "high_share": round(share, 4),
                     "traffic_share": round(traffic, 4),
                     "high_requests": high,
@@ -235,7 +236,7 @@ def detect(facts: Facts, t: Thresholds | None = None, *, show_all: bool = False)
             facts, min_std=t.variance_min_std, min_cv=t.variance_min_cv, min_r=t.variance_min_r
         ),
     ]  # fmt: skip
-    _point_to_causes(found)
+    _point_to_causes(found, facts.routes)
     for f in found:
         f["impact_bytes"] = int(f["evidence"].get("impact_bytes") or 0)
         # severity by what one request (or the process) holds at once, against the limit; a sum over
@@ -254,10 +255,25 @@ def detect(facts: Facts, t: Thresholds | None = None, *, show_all: bool = False)
     return found
 
 
-def _point_to_causes(found: list[dict[str, Any]]) -> None:
-    """One finding per cause. A route whose memory follows the data, and a large result set on that route
-    only, are one cause: the variance finding names the statement (the large result set is dropped). A
-    route family whose routes each have a statement finding restates them: it points to them."""
+# The variables a statement's cost grows with: a route whose memory follows one of them, and that has a
+# cartesian join or an N+1, has one cause (the statement), not two.
+_DATA_VARIABLES = ("rows", "path", "instances", "query_count")
+# The statement findings that name a route's cause, most specific first.
+_STATEMENT_CAUSES = ("cartesian_join", "n_plus_one", "large_result_set")
+
+
+def _point_to_causes(found: list[dict[str, Any]], routes: list[dict[str, Any]]) -> None:
+    """One finding per cause.
+
+    - A route whose memory follows the data, and a large result set on that route only, are one cause:
+      the variance finding names the statement (the large result set is dropped).
+    - A route whose memory follows the data it loads (rows, path, objects, queries) and that has a
+      cartesian join or an N+1: the statement is the cause, its rows grow with the data; the variance
+      becomes evidence of the statement's finding.
+    - A route family that holds most high-memory requests, when findings on its routes explain 80% or
+      more of them, restates those findings: it points to them (info). A family whose routes all load many
+      objects is the cause of a large result set on one of its routes: the statement becomes its evidence.
+    """
     for v in [f for f in found if f["kind"] == "state_dependent_variance"]:
         route = v["subject"]
         for big in [
@@ -269,18 +285,64 @@ def _point_to_causes(found: list[dict[str, Any]]) -> None:
             v["evidence"]["impact_bytes"] = max(v["evidence"]["impact_bytes"], ev["impact_bytes"])
             v["title"] += f"; up to {ev['instances']:,} objects from one statement"
             v["fix"] += " " + big["fix"]
+    for v in [f for f in found if f["kind"] == "state_dependent_variance"]:
+        ev = v["evidence"]
+        if ev.get("variable") not in _DATA_VARIABLES:
+            continue
+        causes = [f for kind in _STATEMENT_CAUSES[:2] for f in found
+                  if f["kind"] == kind and v["subject"] in (f["evidence"].get("routes") or ())]  # fmt: skip
+        if not causes:
+            continue
+        cause = causes[0]
+        found.remove(v)
+        g = ev["growth"]
+        spread = (f"{g['p50']:,} -> {g['max']:,} ORM objects" if ev["measure"] == "instances"
+                  else f"p50 {g['p50'] / MIB:.1f} MiB, max {g['max'] / MIB:.1f} MiB")  # fmt: skip
+        cause["title"] += (
+            f"; on {v['subject']} memory per request follows the {ev['variable']} (r={ev['r']:.2f}, {spread})"
+        )
+        cause["evidence"]["varies_with"] = {k: ev[k] for k in ("route", "variable", "r", "measure", "growth")}
+        cause["evidence"]["impact_bytes"] = max(
+            int(cause["evidence"].get("impact_bytes") or 0), ev["impact_bytes"]
+        )
+        cause["evidence"]["records"] = list(dict.fromkeys([*cause["evidence"]["records"], *ev["records"]]))[
+            :5
+        ]
     per_route: dict[str, list[str]] = {}
     for f in found:
-        if f["kind"] in ("large_result_set", "cartesian_join"):
-            for r in f["evidence"].get("routes") or ():
+        # what explains a route's memory (an N+1 costs queries: it may run on light routes too)
+        if f["kind"] in ("cartesian_join", "large_result_set", "state_dependent_variance"):
+            for r in f["evidence"].get("routes") or (
+                [f["subject"]] if f["kind"] == "state_dependent_variance" else ()
+            ):
                 per_route.setdefault(r, []).append(f"{f['kind']}:{f['subject'][:80]}")
-    for f in found:
-        if f["kind"] != "route_family_overhead":
+    high = {str(r["route"]): int(r.get("high") or 0) for r in routes}
+    for f in [f for f in found if f["kind"] == "route_family_overhead"]:
+        ev, fam = f["evidence"], f["subject"]
+        members = [r for r in high if family(r) == fam]
+        listed = ev.get("routes") or []
+        explained = [r for r in members if r in per_route]
+        covered = sum(high[r] for r in explained)
+        if ev.get("basis") == "objects":
+            # the family's routes load whole tables: a large result set on one of them is that cause
+            for big in [g for g in found if g["kind"] == "large_result_set"
+                        and set(g["evidence"].get("routes") or ()) <= set(members) and g["evidence"].get("routes")]:  # fmt: skip
+                found.remove(big)
+                b = big["evidence"]
+                ev.setdefault("statements", []).append(
+                    {"id": b["id"], "sql": b["statement"], "instances": b["instances"], "routes": b["routes"]}
+                )
+                f["title"] += (
+                    f"; {', '.join(b['routes'])} loads up to {b['instances']:,} objects from one statement"
+                )
+                ev["records"] = list(dict.fromkeys([*ev["records"], *b["records"]]))[:5]
+                ev["impact_bytes"] = max(int(ev.get("impact_bytes") or 0), int(b.get("impact_bytes") or 0))
             continue
-        routes = f["evidence"].get("routes") or []
-        if routes and all(r in per_route for r in routes):
-            see = sorted({x for r in routes for x in per_route[r]})
-            f["title"] = f"{f['subject']}/*: its heavy routes are explained by {len(see)} finding(s) above"
-            f["evidence"] = {"family": f["subject"], "see": see, "routes": routes, "records": f["evidence"]["records"],
+        if (listed and all(r in per_route for r in listed)) or (
+            ev.get("high_requests") and covered >= 0.8 * ev["high_requests"]
+        ):
+            see = sorted({x for r in explained for x in per_route[r]})
+            f["title"] = f"{fam}/*: its high-memory requests are explained by {len(see)} finding(s) above"
+            f["evidence"] = {"family": fam, "see": see, "routes": listed, "records": ev["records"],
                              "impact_bytes": 0}  # fmt: skip
             f["severity"] = "info"
