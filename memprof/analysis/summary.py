@@ -118,7 +118,9 @@ def build(
     standing = [  # the families that could stand out: the rest of the traffic is their yardstick
         fam
         for fam in families
-        if fam["requests"] >= 5 and fam["requests"] <= 0.5 * total and (fam["high"] >= 5 or fam["objects_p50"])
+        if fam["requests"] >= 5
+        and fam["requests"] <= 0.5 * total
+        and (fam["high"] >= 5 or fam["objects_p50"])
     ]
     rests = agg.family_rests(e, [fam["family"] for fam in standing])
     for fam in standing:
