@@ -38,6 +38,8 @@ SOURCE_BLOCKS = f"allocated_blocks_x{BLOCK_BYTES}"
 SOURCE_TRACEMALLOC = "tracemalloc"
 SHARE_FACTOR = 50
 """A reading is reused for this many times as long as the last fresh one took."""
+MAX_SHARE_NS = 20_000_000
+"""... but never longer than this: a reading preempted mid-walk on a busy machine says nothing of its cost."""
 
 _perf = time.perf_counter_ns
 _is_tracing = tracemalloc.is_tracing
@@ -61,7 +63,7 @@ def _fresh(now_ns: int) -> int:
     t0 = _perf()
     value, source = heap_bytes()
     cost = _perf() - t0
-    _last = (now_ns, value, max(READING_RESOLUTION_NS, SHARE_FACTOR * cost), source)
+    _last = (now_ns, value, min(max(READING_RESOLUTION_NS, SHARE_FACTOR * cost), MAX_SHARE_NS), source)
     return value
 
 
@@ -69,9 +71,14 @@ def heap_at(now_ns: int, after_ns: int | None = None) -> int:
     """The heap at ``now_ns`` (``time.perf_counter_ns()``): the last reading, by any request or thread,
     while it is younger than ``SHARE_FACTOR`` times its own cost (at least ``READING_RESOLUTION_NS``),
     else a fresh one. With ``after_ns`` (a span's start), a reading made at or before it is never reused:
-    a span's end must not read its own start."""
-    then, value, window, _source = _last
-    if 0 <= now_ns - then < window and (after_ns is None or then > after_ns):
+    a span's end must not read its own start. A reading from before tracing started or stopped is never
+    reused either: its figure is in the other source's units."""
+    then, value, window, source = _last
+    if (
+        0 <= now_ns - then < window
+        and (after_ns is None or then > after_ns)
+        and (source == SOURCE_TRACEMALLOC) is _is_tracing()
+    ):
         return value
     return _fresh(now_ns)
 

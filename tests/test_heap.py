@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -210,6 +211,33 @@ def test_with_tracing_on_the_heap_is_traced_bytes_and_a_switch_mid_request_drops
     assert _growth(traced) >= 5_000 * 1000, "exact bytes: the 1000-byte objects count in full"
     assert switched["memory"]["heap"] is None, "tracing stopped during the request: no mixed figures"
     Sample.model_validate(switched)
+
+
+def test_a_reading_is_never_reused_across_a_tracing_switch_nor_for_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A shared reading from before tracing started is in the other source's units: the next reading is
+    fresh (a request that began just after would otherwise mix an estimate with traced bytes). A reading
+    that looked slow (the thread was preempted mid-walk) is shared for 20 ms at most."""
+    from memprof import heap
+
+    assert not tracemalloc.is_tracing()
+    now = time.perf_counter_ns()
+    monkeypatch.setattr(heap, "_last", heap._NEVER)
+    heap.heap_at(now)
+    assert heap.heap_source() == SOURCE_BLOCKS
+    tracemalloc.start(1)
+    try:
+        heap.heap_at(now + 1)  # within the sharing window, but tracing started since
+        assert heap.heap_source() == SOURCE_TRACEMALLOC
+    finally:
+        tracemalloc.stop()
+    heap.heap_at(now + 2)
+    assert heap.heap_source() == SOURCE_BLOCKS
+    ticks = iter([0, 10**9])  # one reading that "took" a second
+    monkeypatch.setattr(heap, "_perf", lambda: next(ticks))
+    heap.heap_at(now + 10**9)
+    assert heap._last[2] == heap.MAX_SHARE_NS
 
 
 def test_a_dump_names_the_request_whose_heap_grew_most(make_settings: Callable[..., Any]) -> None:
