@@ -348,17 +348,29 @@ def test_app_threads_inside_memprof_locks_at_the_fork(
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        for lock in locks:
-            lock.acquire()
-        held.set()
-        release.wait(30)
-        for lock in reversed(locks):
-            lock.release()
+        # All of them or none: memprof's own threads take some of these one inside another, so taking
+        # them one by one and waiting could deadlock with the background thread (and leave them held for
+        # the rest of the suite); on a miss, give back what was taken and try again.
+        deadline = time.monotonic() + 20
+        while not release.is_set() and time.monotonic() < deadline:
+            taken = []
+            for lock in locks:
+                if not lock.acquire(timeout=0.05):
+                    break
+                taken.append(lock)
+            if len(taken) == len(locks):
+                held.set()
+                release.wait(30)
+            for lock in reversed(taken):
+                lock.release()
+            if held.is_set():
+                return
+            time.sleep(0.01)
 
     holder = threading.Thread(target=hold)
     holder.start()
     try:
-        assert held.wait(10)
+        assert held.wait(20), "the test could not take every lock at once"
         forked_at = time.time()
 
         def child() -> dict[str, Any]:
