@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from memprof.analysis import synthetic as s
+from memprof.cli import COMMANDS
 from tests.cli import CliResult, run_cli
 
 MIB = s.MIB
@@ -285,3 +286,19 @@ def test_thresholds_from_the_command_line(problem_dir: Path, tmp_path: Path) -> 
     ]:
         r = run("analyze", str(problem_dir), "--threshold", bad)
         assert r.code == 2 and r.stderr.startswith(f"memprof: --threshold: {message}"), (bad, r)
+
+
+@pytest.mark.parametrize("command", [name for name, _fn in COMMANDS])
+def test_every_command_prints_its_help(command: str) -> None:
+    """With the lowest typer the pins allow as with the latest (make test-oldest runs this file): typer
+    0.13-0.15.3 let pip pair them with a click whose help they cannot print."""
+    r = run(command, "--help")
+    assert r.code == 0 and f"Usage: memprof {command}" in r.stdout, r
+
+
+def test_value_options_name_their_value_in_help() -> None:
+    out = run("analyze", "--help").stdout
+    for option in ("--since TIME", "--route ROUTE", "--worker WORKER", "--recent N", "--jobs N",
+                   "--fail-on never|warning|critical"):  # fmt: skip
+        assert option in out, option
+    assert "<str>" not in out.split("Options:")[1] and "<int range>" not in out

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 Paths = Annotated[
     list[str] | None,
     typer.Argument(
+        metavar="PATH...",
         help="Data dirs (several workers' dirs at once), log files of structlog JSON lines, or - for standard "
         "input. Default: $MEMPROF_DATA_DIR or ./memprof-data.",
         show_default=False,
@@ -29,16 +30,26 @@ Paths = Annotated[
 ]
 Since = Annotated[
     str | None,
-    typer.Option(help="Only records at or after this time: ISO 8601, Unix time, or an age (30m, 2h, 1d)."),
+    typer.Option(
+        metavar="TIME",
+        help="Only records at or after this time: ISO 8601, Unix time, or an age (30m, 2h, 1d).",
+    ),
 ]
 Until = Annotated[
-    str | None, typer.Option(help="Only records at or before this time (same forms as --since).")
+    str | None,
+    typer.Option(metavar="TIME", help="Only records at or before this time (same forms as --since)."),
 ]
-Route = Annotated[str | None, typer.Option(help="Only this route template; a glob works too (/admin/*).")]
-Worker = Annotated[str | None, typer.Option(help="Only this worker: host:pid, a pid, or a host.")]
+Route = Annotated[
+    str | None, typer.Option(metavar="ROUTE", help="Only this route template; a glob works too (/admin/*).")
+]
+Worker = Annotated[
+    str | None, typer.Option(metavar="WORKER", help="Only this worker: host:pid, a pid, or a host.")
+]
 Jobs = Annotated[
     int | None,
-    typer.Option(help="Threads the analysis engine (DuckDB) uses (default: one per core, up to 8).", min=1),
+    typer.Option(
+        metavar="N", help="Threads the analysis engine (DuckDB) uses (default: one per core, up to 8).", min=1
+    ),
 ]
 ShowProgress = Annotated[
     bool | None,

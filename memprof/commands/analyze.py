@@ -40,7 +40,7 @@ def run(
     summary: Annotated[
         bool | None, typer.Option("--summary/--no-summary", help="Show the summary (the default view).")
     ] = None,
-    recent: Annotated[int, typer.Option(help="Show the N most recent samples.", min=0)] = 0,
+    recent: Annotated[int, typer.Option(metavar="N", help="Show the N most recent samples.", min=0)] = 0,
     details: Annotated[
         bool,
         typer.Option(
@@ -50,7 +50,10 @@ def run(
     ] = False,
     pattern: Annotated[
         str | None,
-        typer.Option(help="Only records mentioning TEXT in a route, SQL, model, session key or stack frame."),
+        typer.Option(
+            metavar="TEXT",
+            help="Only records mentioning TEXT in a route, SQL, model, session key or stack frame.",
+        ),
     ] = None,
     since: Since = None,
     until: Until = None,
@@ -58,7 +61,11 @@ def run(
     worker: Worker = None,
     json: Json = False,
     fail_on: Annotated[
-        FailOn, typer.Option(help="Exit with code 3 when a finding of this severity or worse is found.")
+        FailOn,
+        typer.Option(
+            metavar="never|warning|critical",
+            help="Exit with code 3 when a finding of this severity or worse is found.",
+        ),
     ] = FailOn.never,
     progress: ShowProgress = None,
     jobs: Jobs = None,

@@ -26,9 +26,12 @@ from memprof.commands._errors import CliError
 def run(
     baseline: Annotated[
         str,
-        typer.Argument(help="Data dir (or log file, or saved `analyze --json` summary) before the change."),
+        typer.Argument(
+            metavar="BASELINE",
+            help="Data dir (or log file, or saved `analyze --json` summary) before the change.",
+        ),
     ],
-    postfix: Annotated[str, typer.Argument(help="The same after the change.")],
+    postfix: Annotated[str, typer.Argument(metavar="POSTFIX", help="The same after the change.")],
     since: Since = None,
     until: Until = None,
     route: Route = None,

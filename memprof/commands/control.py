@@ -114,14 +114,18 @@ def _when(until: float | None) -> str:
 
 # readable=False: a data dir that cannot be read gets memprof's one-sentence error, not click's usage text
 DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data dir (default: MEMPROF_DATA_DIR).", readable=False)
+    Path | None,
+    typer.Option("--data-dir", metavar="DIR", help="Data dir (default: MEMPROF_DATA_DIR).", readable=False),
 ]
-For = Annotated[str | None, typer.Option("--for", help="How long: 90s, 30m, 2h, 1d (at most 24h).")]
+For = Annotated[
+    str | None, typer.Option("--for", metavar="DURATION", help="How long: 90s, 30m, 2h, 1d (at most 24h).")
+]
 
 
 def enable(
     mode: Annotated[
-        str | None, typer.Argument(help="light, aggressive or targeted; none: back to local settings.")
+        str | None,
+        typer.Argument(metavar="MODE", help="light, aggressive or targeted; none: back to local settings."),
     ] = None,
     for_: For = None,
     data_dir: DataDir = None,

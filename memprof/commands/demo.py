@@ -10,7 +10,8 @@ import typer
 
 def demo(
     directory: Annotated[
-        Path, typer.Option("--dir", help="Where the demo writes its database, records and report.")
+        Path,
+        typer.Option("--dir", metavar="DIR", help="Where the demo writes its database, records and report."),
     ] = Path("memprof-demo"),
 ) -> None:
     """Run an example FastAPI + SQLAlchemy app with planted memory problems, profile it, diagnose it."""

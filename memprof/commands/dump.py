@@ -52,11 +52,17 @@ def request_dumps(data_dir: Path, name: str | None, pids: list[int] | None, wait
 def dump_command(
     data_dir: Annotated[
         Path | None,
-        typer.Argument(help="The service's data dir (default: MEMPROF_DATA_DIR or ./memprof-data)."),
+        typer.Argument(
+            metavar="DIR", help="The service's data dir (default: MEMPROF_DATA_DIR or ./memprof-data)."
+        ),
     ] = None,
-    name: Annotated[str | None, typer.Option(help="A name for the dumps (part of their file names).")] = None,
-    pid: Annotated[list[int] | None, typer.Option(help="Only this worker (repeat for several).")] = None,
-    wait: Annotated[float, typer.Option(help="Seconds to wait for the dumps.")] = 10.0,
+    name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="A name for the dumps (part of their file names).")
+    ] = None,
+    pid: Annotated[
+        list[int] | None, typer.Option(metavar="PID", help="Only this worker (repeat for several).")
+    ] = None,
+    wait: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds to wait for the dumps.")] = 10.0,
 ) -> None:
     """Ask the running workers of a data dir for a dump now; print the dump files."""
     if data_dir is None:

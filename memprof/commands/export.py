@@ -22,7 +22,10 @@ from memprof.commands._errors import CliError
 def run(
     paths: Paths = None,
     parquet: Annotated[
-        Path, typer.Option("--parquet", help="Directory to write samples.parquet, dumps.parquet, ... into.")
+        Path,
+        typer.Option(
+            "--parquet", metavar="DIR", help="Directory to write samples.parquet, dumps.parquet, ... into."
+        ),
     ] = Path("memprof-parquet"),
     progress: ShowProgress = None,
     jobs: Jobs = None,

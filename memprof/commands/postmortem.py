@@ -91,7 +91,9 @@ def render(result: dict[str, Any]) -> str:
 def postmortem_command(
     data_dir: Annotated[
         Path | None,
-        typer.Argument(help="The service's data dir (default: MEMPROF_DATA_DIR or ./memprof-data)."),
+        typer.Argument(
+            metavar="DIR", help="The service's data dir (default: MEMPROF_DATA_DIR or ./memprof-data)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the crash records as JSON.")] = False,
 ) -> None:

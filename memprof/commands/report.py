@@ -28,14 +28,17 @@ from memprof.commands._errors import CliError
 def run(
     paths: Paths = None,
     html: Annotated[
-        Path, typer.Option("--html", help="Where to write the report (one self-contained file).")
+        Path,
+        typer.Option("--html", metavar="FILE", help="Where to write the report (one self-contained file)."),
     ] = Path("memprof-report.html"),
-    title: Annotated[str, typer.Option(help="Title of the page.")] = "memprof report",
+    title: Annotated[str, typer.Option(metavar="TEXT", help="Title of the page.")] = "memprof report",
     since: Since = None,
     until: Until = None,
     route: Route = None,
     worker: Worker = None,
-    points: Annotated[int, typer.Option(help="Most points per worker in the memory chart.", min=10)] = 800,
+    points: Annotated[
+        int, typer.Option(metavar="N", help="Most points per worker in the memory chart.", min=10)
+    ] = 800,
     jobs: Jobs = None,
     threshold: Threshold = None,
     progress: ShowProgress = None,

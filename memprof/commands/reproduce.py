@@ -83,49 +83,74 @@ def build_variables(
 def reproduce(
     target: Annotated[str, typer.Argument(metavar="MODULE:APP", help="The ASGI app, e.g. myapp.main:app.")],
     request: Annotated[
-        str, typer.Option("--request", "-r", help='The request to reproduce, e.g. "GET /dashboard".')
+        str,
+        typer.Option(
+            "--request", "-r", metavar="REQUEST", help='The request to reproduce, e.g. "GET /dashboard".'
+        ),
     ],
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", "-p", help="A numeric parameter NAME=V1,V2,... set by --setup (repeatable)."),
+        typer.Option(
+            "--param",
+            "-p",
+            metavar="NAME=V1,V2,...",
+            help="A numeric parameter NAME=V1,V2,... set by --setup (repeatable).",
+        ),
     ] = None,
     setup: Annotated[
         str | None,
-        typer.Option(help="MODULE:FUNCTION called as setup(ctx, name, value) for each --param."),
+        typer.Option(
+            metavar="MODULE:FUNCTION",
+            help="MODULE:FUNCTION called as setup(ctx, name, value) for each --param.",
+        ),
     ] = None,
     session: Annotated[
         bool, typer.Option("--session", help="Compare a fresh and an existing session.")
     ] = False,
     session_sizes: Annotated[
         str | None,
-        typer.Option(help="Session data sizes in bytes, e.g. 0,10000,100000 (needs --session-fill)."),
+        typer.Option(
+            metavar="SIZES", help="Session data sizes in bytes, e.g. 0,10000,100000 (needs --session-fill)."
+        ),
     ] = None,
     session_fill: Annotated[
-        str | None, typer.Option(help="MODULE:FUNCTION called as fill(ctx, size) to fill the session.")
+        str | None,
+        typer.Option(
+            metavar="MODULE:FUNCTION", help="MODULE:FUNCTION called as fill(ctx, size) to fill the session."
+        ),
     ] = None,
     cache: Annotated[bool, typer.Option("--cache", help="Compare cold, warm and cleared caches.")] = False,
     cache_clear: Annotated[
         str | None,
-        typer.Option(help="MODULE:FUNCTION called as clear(ctx, state) to empty the app's caches."),
+        typer.Option(
+            metavar="MODULE:FUNCTION",
+            help="MODULE:FUNCTION called as clear(ctx, state) to empty the app's caches.",
+        ),
     ] = None,
     clock: Annotated[
-        str | None, typer.Option(help="Clock values, e.g. 0,6,12,18 (needs --set-clock).")
+        str | None, typer.Option(metavar="VALUES", help="Clock values, e.g. 0,6,12,18 (needs --set-clock).")
     ] = None,
     set_clock: Annotated[
-        str | None, typer.Option(help="MODULE:FUNCTION called as set_clock(ctx, value).")
+        str | None,
+        typer.Option(metavar="MODULE:FUNCTION", help="MODULE:FUNCTION called as set_clock(ctx, value)."),
     ] = None,
     repeats: Annotated[
-        int, typer.Option(min=1, help="Measured requests per run (>= 2 gives growth per request).")
+        int,
+        typer.Option(min=1, metavar="N", help="Measured requests per run (>= 2 gives growth per request)."),
     ] = 1,
-    runs: Annotated[int, typer.Option(min=1, help="Runs per variant (their spread is the noise).")] = 3,
+    runs: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Runs per variant (their spread is the noise).")
+    ] = 3,
     isolate: Annotated[bool, typer.Option("--isolate", help="Run every run in a fresh subprocess.")] = False,
     header: Annotated[
-        list[str] | None, typer.Option("--header", "-H", help="'Name: value' (repeatable).")
+        list[str] | None, typer.Option("--header", "-H", metavar="HEADER", help="'Name: value' (repeatable).")
     ] = None,
-    body: Annotated[str | None, typer.Option(help="Request body.")] = None,
+    body: Annotated[str | None, typer.Option(metavar="TEXT", help="Request body.")] = None,
     data_dir: Annotated[
         str | None,
-        typer.Option(help="Keep the sample records of the profiled requests here (for memprof analyze)."),
+        typer.Option(
+            metavar="DIR", help="Keep the sample records of the profiled requests here (for memprof analyze)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:

@@ -30,9 +30,14 @@ def make_token(secret: str | None, ttl: int, path: str) -> str:
 
 
 def sign(
-    ttl: Annotated[int, typer.Option(help=f"Seconds the token stays valid (1..{MAX_TTL_S}).")] = 300,
+    ttl: Annotated[
+        int, typer.Option(metavar="SECONDS", help=f"Seconds the token stays valid (1..{MAX_TTL_S}).")
+    ] = 300,
     path: Annotated[
-        str, typer.Option(help="Only requests to this path or under it (whole segments) are profiled.")
+        str,
+        typer.Option(
+            metavar="PATH", help="Only requests to this path or under it (whole segments) are profiled."
+        ),
     ] = "/",
 ) -> None:
     """Print a one-use token for the X-Memprof-Profile header (reads MEMPROF_TARGETED_SECRET)."""

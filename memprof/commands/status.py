@@ -247,6 +247,7 @@ def status(
         Path | None,
         typer.Argument(
             # readable=False: an unreadable data dir gets memprof's own one-sentence error, not click's
+            metavar="DIR",
             help="The service's data dir (default: --data-dir, MEMPROF_DATA_DIR or ./memprof-data).",
             readable=False,
         ),

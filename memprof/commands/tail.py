@@ -20,12 +20,15 @@ def run(
         bool, typer.Option(help="Print what is new once and exit (with --from-start: everything).")
     ] = False,
     duration: Annotated[
-        float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).", min=0)
+        float | None,
+        typer.Option(metavar="SECONDS", help="Stop after this many seconds (default: until Ctrl-C).", min=0),
     ] = None,
-    interval: Annotated[float, typer.Option(help="Seconds between polls.", min=0.05)] = 0.5,
+    interval: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds between polls.", min=0.05)
+    ] = 0.5,
     from_start: Annotated[bool, typer.Option(help="Also show the records already written.")] = False,
     high_mib: Annotated[
-        float, typer.Option(help="Highlight requests whose memory grew by this many MiB.")
+        float, typer.Option(metavar="MIB", help="Highlight requests whose memory grew by this many MiB.")
     ] = 32.0,
     json: Json = False,
 ) -> None:
