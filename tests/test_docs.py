@@ -118,3 +118,10 @@ def test_generated_references_in_the_docs_are_current() -> None:
         for name in names:
             assert f"<!-- {name}:start -->" in text, f"{path.name} has no generated {name} block"
         assert text == render(text), f"docs/{path.name} is stale: run python -m memprof._docs_reference"
+
+
+def test_relative_links_lead_to_files() -> None:
+    for path in [*DOCS, ROOT / "CHANGELOG.md"]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text()):
+            if not target.startswith(("http://", "https://", "mailto:")):
+                assert (path.parent / target).exists(), f"{path.name} links to {target}, which does not exist"
