@@ -52,11 +52,14 @@ smoke-py312:
 	@$(call with_python,3.12,$(PYTHON312),$(MAKE) --no-print-directory pytest VENV=.venv-3.12 PYTHON=$(PYTHON312) PYTEST_ARGS="$(SMOKE_TESTS)")
 
 # The lowest versions the pins allow (constraints-oldest.txt) in .venv-oldest, with the tests of what depends
-# on them: route templates, the middleware, the SQLAlchemy integration, the CLI and analyzer.
+# on them: route templates, the middleware, the SQLAlchemy integration, the CLI, the analyzer (DuckDB) and
+# its HTML report.
 OLDEST := .venv-oldest
 OLDEST_TESTS := tests/test_routes.py tests/test_middleware.py tests/test_sqlalchemy.py \
 	tests/test_sqlalchemy_async.py tests/test_sqlalchemy_listeners.py tests/test_sqlalchemy_sites.py \
-	tests/test_cli_analyze.py
+	tests/test_cli_analyze.py tests/test_analysis.py tests/test_analysis_findings.py tests/test_analysis_fleet.py \
+	tests/test_analysis_heap.py tests/test_analysis_input.py tests/test_analysis_real.py \
+	tests/test_analysis_render.py tests/test_analysis_sqlalchemy.py tests/test_report_html.py
 
 $(OLDEST)/.installed: pyproject.toml constraints-oldest.txt
 	$(PYTHON311) -m venv $(OLDEST)

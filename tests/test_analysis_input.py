@@ -68,9 +68,16 @@ def test_the_issue_s_bad_input_is_skipped_and_counted(tmp_path: Path) -> None:
     # a deep value in a field the analyzer does not read is no reason to refuse the sample
     assert (path.name, 7) not in problems and summary["samples"] >= 6
     assert summary["samples"] == summary["input"]["records"]["sample"]
-    assert any(
-        name == "samples-2.jsonl.gz" and "unreadable" in reason for (name, _l), reason in problems.items()
-    )
+    # DuckDB 2 refuses a truncated gzip (the file is unreadable); DuckDB 1.4 reads it up to the cut (the
+    # line cut short is invalid): skipped and counted with its place either way
+    assert [
+        (line, reason.split(":")[0])
+        for (name, line), reason in problems.items()
+        if name == "samples-2.jsonl.gz"
+    ] in (
+        [(None, "unreadable")],
+        [(1, "invalid JSON")],
+    ), problems
 
 
 @pytest.mark.parametrize(
