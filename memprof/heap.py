@@ -20,9 +20,9 @@ window that scales with its cost: every reading (a request's start and end, chec
 garbage collections; any request, any thread) made less than ``SHARE_FACTOR`` times the last fresh
 reading's cost after it reuses it. Heap readings then take at most about 2% of a worker's time whatever
 the heap's size, and a figure is at most that window old (0.5 ms where a reading takes 10 µs, 8 ms where
-it takes 165 µs, 20 ms at most; never across a start or stop of tracemalloc): what the process allocated meanwhile shows at the next fresh reading. A request alone
-in a while (light mode samples one in a hundred) gets fresh readings, which cost more than those measured
-in a loop: the walk touches one page per pool, cold in the CPU's caches (see docs/performance.md).
+it takes 165 µs, 20 ms at most; never across a start or stop of tracemalloc): what the process allocated
+meanwhile shows at the next fresh reading. A request alone in a while (light mode samples one in a
+hundred) gets fresh readings, which cost more than those measured in a loop: the walk touches one page per pool, cold in the CPU's caches (see docs/performance.md).
 """
 
 from __future__ import annotations

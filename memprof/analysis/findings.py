@@ -258,8 +258,10 @@ def detect(facts: Facts, t: Thresholds | None = None, *, show_all: bool = False)
 # The variables a statement's cost grows with: a route whose memory follows one of them, and that has a
 # cartesian join or an N+1, has one cause (the statement), not two.
 _DATA_VARIABLES = ("rows", "path", "instances", "query_count")
-# The statement findings that name a route's cause, most specific first.
-_STATEMENT_CAUSES = ("cartesian_join", "n_plus_one", "large_result_set")
+# The statement findings a route's data-dependent spread folds into, most specific first.
+_SPREAD_CAUSES = ("cartesian_join", "n_plus_one")
+# What explains a route's memory (an N+1 costs queries: it may run on light routes too).
+_EXPLAINS_MEMORY = ("cartesian_join", "large_result_set", "state_dependent_variance")
 
 
 def _point_to_causes(found: list[dict[str, Any]], routes: list[dict[str, Any]]) -> None:
@@ -285,48 +287,51 @@ def _point_to_causes(found: list[dict[str, Any]], routes: list[dict[str, Any]]) 
             v["evidence"]["impact_bytes"] = max(v["evidence"]["impact_bytes"], ev["impact_bytes"])
             v["title"] += f"; up to {ev['instances']:,} objects from one statement"
             v["fix"] += " " + big["fix"]
+    _fold_spread_into_statements(found)
+    _families_point_to_causes(found, {str(r["route"]): int(r.get("high") or 0) for r in routes})
+
+
+def _absorb(into: dict[str, Any], other: dict[str, Any]) -> None:
+    """``other``'s records and bytes at stake become ``into``'s evidence too (``other`` is dropped)."""
+    into["records"] = list(dict.fromkeys([*into["records"], *other["records"]]))[:5]
+    into["impact_bytes"] = max(int(into.get("impact_bytes") or 0), int(other.get("impact_bytes") or 0))
+
+
+def _fold_spread_into_statements(found: list[dict[str, Any]]) -> None:
+    """A data-dependent spread on a route with a cartesian join or an N+1 becomes that finding's evidence."""
     for v in [f for f in found if f["kind"] == "state_dependent_variance"]:
         ev = v["evidence"]
         if ev.get("variable") not in _DATA_VARIABLES:
             continue
-        causes = [f for kind in _STATEMENT_CAUSES[:2] for f in found
+        causes = [f for kind in _SPREAD_CAUSES for f in found
                   if f["kind"] == kind and v["subject"] in (f["evidence"].get("routes") or ())]  # fmt: skip
         if not causes:
             continue
-        cause = causes[0]
         found.remove(v)
-        g = ev["growth"]
+        cause, g = causes[0], ev["growth"]
         spread = (f"{g['p50']:,} -> {g['max']:,} ORM objects" if ev["measure"] == "instances"
                   else f"p50 {g['p50'] / MIB:.1f} MiB, max {g['max'] / MIB:.1f} MiB")  # fmt: skip
-        cause["title"] += (
-            f"; on {v['subject']} memory per request follows the {ev['variable']} (r={ev['r']:.2f}, {spread})"
-        )
+        cause["title"] += f"; on {v['subject']} memory per request follows the {ev['variable']} (r={ev['r']:.2f}, {spread})"  # fmt: skip
         cause["evidence"]["varies_with"] = {k: ev[k] for k in ("route", "variable", "r", "measure", "growth")}
-        cause["evidence"]["impact_bytes"] = max(
-            int(cause["evidence"].get("impact_bytes") or 0), ev["impact_bytes"]
-        )
-        cause["evidence"]["records"] = list(dict.fromkeys([*cause["evidence"]["records"], *ev["records"]]))[
-            :5
-        ]
+        _absorb(cause["evidence"], ev)
+
+
+def _families_point_to_causes(found: list[dict[str, Any]], high: dict[str, int]) -> None:
+    """Route families restating their routes' findings point to them; a family that loads whole tables takes
+    in a large result set of its routes. ``high``: high-memory requests per route."""
     per_route: dict[str, list[str]] = {}
-    for f in found:
-        # what explains a route's memory (an N+1 costs queries: it may run on light routes too)
-        if f["kind"] in ("cartesian_join", "large_result_set", "state_dependent_variance"):
-            for r in f["evidence"].get("routes") or (
-                [f["subject"]] if f["kind"] == "state_dependent_variance" else ()
-            ):
-                per_route.setdefault(r, []).append(f"{f['kind']}:{f['subject'][:80]}")
-    high = {str(r["route"]): int(r.get("high") or 0) for r in routes}
+    for f in [f for f in found if f["kind"] in _EXPLAINS_MEMORY]:
+        own = [f["subject"]] if f["kind"] == "state_dependent_variance" else []
+        for r in f["evidence"].get("routes") or own:
+            per_route.setdefault(r, []).append(f"{f['kind']}:{f['subject'][:80]}")
     for f in [f for f in found if f["kind"] == "route_family_overhead"]:
         ev, fam = f["evidence"], f["subject"]
-        members = [r for r in high if family(r) == fam]
+        members = {r for r in high if family(r) == fam}
         listed = ev.get("routes") or []
-        explained = [r for r in members if r in per_route]
-        covered = sum(high[r] for r in explained)
         if ev.get("basis") == "objects":
             # the family's routes load whole tables: a large result set on one of them is that cause
             for big in [g for g in found if g["kind"] == "large_result_set"
-                        and set(g["evidence"].get("routes") or ()) <= set(members) and g["evidence"].get("routes")]:  # fmt: skip
+                        and set(g["evidence"].get("routes") or ()) <= members and g["evidence"].get("routes")]:  # fmt: skip
                 found.remove(big)
                 b = big["evidence"]
                 ev.setdefault("statements", []).append(
@@ -335,9 +340,10 @@ def _point_to_causes(found: list[dict[str, Any]], routes: list[dict[str, Any]]) 
                 f["title"] += (
                     f"; {', '.join(b['routes'])} loads up to {b['instances']:,} objects from one statement"
                 )
-                ev["records"] = list(dict.fromkeys([*ev["records"], *b["records"]]))[:5]
-                ev["impact_bytes"] = max(int(ev.get("impact_bytes") or 0), int(b.get("impact_bytes") or 0))
+                _absorb(ev, b)
             continue
+        explained = [r for r in high if r in members and r in per_route]
+        covered = sum(high[r] for r in explained)
         if (listed and all(r in per_route for r in listed)) or (
             ev.get("high_requests") and covered >= 0.8 * ev["high_requests"]
         ):

@@ -79,6 +79,10 @@ def _problem(table: str, invalid_json: str) -> str:
     END"""
 
 
+# A reference to the details ``d`` in a row expression (see insert_json).
+_DETAILS_IN_J = re.compile(r"(?<![\w.])d\.")
+
+
 def insert_json(table: str, files: list[tuple[int, str, int]]) -> str:
     """The fast statement for files (``(file_id, path, lines)``) whose every line is a JSON object with
     fields of the expected JSON types: DuckDB's own JSON reader, one scan over every file (one plan,
@@ -102,9 +106,6 @@ def insert_json(table: str, files: list[tuple[int, str, int]]) -> str:
     FROM read_json({paths}, format='newline_delimited', columns={spec}, maximum_object_size={MAX_SQL_LINE},
                    filename=true) WITH ORDINALITY AS j
     JOIN (VALUES {", ".join(offsets)}) o(path, file_id, before) ON j.filename = o.path"""
-
-
-_DETAILS_IN_J = re.compile(r"(?<![\w.])d\.")
 
 
 class Gate:
