@@ -36,13 +36,16 @@ def _top(counts: list[tuple[Any, ...]], n: int) -> dict[Any, list[Any]]:
 def statements(e: Engine, refs: Refs) -> list[dict[str, Any]]:
     """Every distinct SQL statement over the requests that ran it (or flagged it as an N+1)."""
     e.sql(f"CREATE OR REPLACE TEMP TABLE q AS {_STMTS}")
+    # (the requests with an N+1 counted from the list of their records: a DISTINCT aggregate costs as much
+    # as all the others together)
     rows = e.dicts(
-        f"""SELECT sql, sum(count) FILTER (NOT flagged_only) AS executions,
+        f"""SELECT * EXCLUDE (n1_at), coalesce(len(list_distinct(n1_at)), 0) AS n_plus_one,
+            list_sort(list_distinct(n1_at))[:5] AS n1_at
+        FROM (SELECT sql, sum(count) FILTER (NOT flagged_only) AS executions,
             count(*) FILTER (NOT flagged_only) AS requests, sum(total_ms) AS total_ms, max(max_ms) AS max_ms,
             max(count) AS max_count, sum(rows) AS rows, sum(instances) AS instances, max(delta) AS max_rss_delta,
             arg_max({AT}, (delta, -file_id, -line)) FILTER (NOT flagged_only) AS worst_at, bool_or(lazy) AS lazy,
-            count(DISTINCT (file_id, line)) FILTER (n1 OR flagged_only) AS n_plus_one,
-            list({AT} ORDER BY file_id, line) FILTER (n1 OR flagged_only) AS n1_at,
+            list({AT}) FILTER (n1 OR flagged_only) AS n1_at,
             bool_or(shared) FILTER (NOT flagged_only) AS shared,
             count(*) FILTER (NOT flagged_only AND ((mi > 0 AND instances * 2 >= mi) OR (md > 0 AND delta * 2 >= md)))
                 AS heavy,
@@ -51,7 +54,7 @@ def statements(e: Engine, refs: Refs) -> list[dict[str, Any]]:
             arg_max({{'instances': instances, 'delta': delta, 'f': file_id, 'l': line}},
                     (coalesce(instances, 0), delta, -file_id, -line)) FILTER (NOT flagged_only) AS large
         FROM (SELECT *, max(instances) OVER (PARTITION BY sql) AS mi, max(delta) OVER (PARTITION BY sql) AS md
-              FROM q) GROUP BY sql"""
+              FROM q) GROUP BY sql)"""
     )
     # every run counts on the routes and frames; an N+1 once per request (it may be listed twice in one)
     counts = {
@@ -71,7 +74,6 @@ def statements(e: Engine, refs: Refs) -> list[dict[str, Any]]:
     out = []
     for r in rows:
         sql = r["sql"]
-        seen = list(dict.fromkeys((a["f"], a["l"]) for a in r["n1_at"] or ()))
         out.append(
             {
                 "sql": sql, "executions": int(r["executions"] or 0), "requests": r["requests"],
@@ -81,7 +83,7 @@ def statements(e: Engine, refs: Refs) -> list[dict[str, Any]]:
                 "shared": bool(r["shared"]), "heavy_requests": int(r["heavy"] or 0),
                 "peak": int(r["cartesian"]["delta"] or 0) if r["cartesian"] else 0,
                 "worst_ref": refs(r["worst_at"]["f"], r["worst_at"]["l"]) if r["worst_at"] else None,
-                "n_plus_one_refs": [refs(f, ln) for f, ln in seen[:5]],
+                "n_plus_one_refs": [refs(a["f"], a["l"]) for a in r["n1_at"] or ()],
                 "cartesian": (r["cartesian"]["rows"], r["cartesian"]["instances"], refs(r["cartesian"]["f"], r["cartesian"]["l"]))
                 if r["cartesian"] else None,
                 "large": (r["large"]["instances"], r["large"]["delta"], refs(r["large"]["f"], r["large"]["l"]))

@@ -142,12 +142,13 @@ def build(
         "caches": caches,
         "sql_outside_requests": details.sql_outside(e, refs),
     }
-    trends = trend.worker_trends(e, refs, leak_min_samples)
+    ordered = trend.order_requests(e, leak_min_samples)
+    trends = trend.worker_trends(e, refs, ordered)
     facts = Facts(
         samples=total, threshold=threshold, routes=routes, sessions=sessions, statements=statements, scopes=scopes,
         caches=caches, dumps=dumps, crashes=crashes, high=high, families=families,
         leak=trends, variance=variance.route_variance(e, refs, variance_min_samples),
-        retained=trend.retained_by_route(e, refs, [w["worker"] for w in trends]),
+        retained=trend.retained_by_route(e, refs, ordered),
         sites=sites.n_plus_one_sites(e, refs, n_plus_one), limit=agg.common_limit(workers),
     )  # fmt: skip
     return summary, facts

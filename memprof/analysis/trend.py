@@ -13,25 +13,39 @@ from typing import Any
 from memprof.analysis.aggregates import FIRST, Refs
 from memprof.analysis.engine import Engine
 
-# rest: the resting figure; kept: what the request retained (end - start), both heap when recorded; k: the
-# request's place in its worker's order, n: the worker's samples
-_ORDERED = f"""WITH w AS (
-        SELECT worker, count(*) AS n, bool_and(heap_start IS NOT NULL AND heap_end IS NOT NULL) AS heap_all
-        FROM s GROUP BY worker HAVING count(*) >= {{min_samples}})
-    SELECT worker, route, time, file_id, line, mem_limit,
-        CASE WHEN heap_all THEN heap_start ELSE rss_start END AS rest,
-        CASE WHEN heap_all THEN heap_end - heap_start ELSE rss_end - rss_start END AS kept, rss_start,
-        heap_all, row_number() OVER (PARTITION BY worker ORDER BY time, {FIRST}) - 1 AS k, n
-    FROM s JOIN w USING (worker)"""
+ORDERED = "wo"
+"""The temp table :func:`order_requests` fills and the trends read."""
 
 
-def worker_trends(e: Engine, refs: Refs, min_samples: int) -> list[dict[str, Any]]:
-    """For each worker with ``min_samples`` samples or more: ``source`` (heap or rss), quarter medians of
+def order_requests(e: Engine, min_samples: int) -> str:
+    """Number the requests of every worker with ``min_samples`` samples or more in its order (time, then
+    reading order), once for :func:`worker_trends` and :func:`retained_by_route` (sorting them is most of
+    their cost); returns the temp table's name. Its columns: ``rest``, the resting figure, and ``kept``,
+    what the request retained (end - start), both heap when every sample of the worker records it
+    (``heap_all``); ``own_rest``/``own_kept``, the same from the sample's own figures (heap where it has
+    them); ``k``, the request's place in its worker's order; ``n``, the worker's samples; ``next_rest`` and
+    ``next_shared``, the next request's ``own_rest`` and ``shared``."""
+    e.sql(
+        f"""CREATE OR REPLACE TEMP TABLE {ORDERED} AS
+        WITH w AS (SELECT worker, count(*) AS n, bool_and(heap_start IS NOT NULL AND heap_end IS NOT NULL) AS heap_all
+                   FROM s GROUP BY worker HAVING count(*) >= {int(min_samples)})
+        SELECT worker, route, time, file_id, line, mem_limit, rss_start, shared, heap_all, n,
+            CASE WHEN heap_all THEN heap_start ELSE rss_start END AS rest,
+            CASE WHEN heap_all THEN heap_end - heap_start ELSE rss_end - rss_start END AS kept,
+            coalesce(heap_start, rss_start) AS own_rest, coalesce(heap_end - heap_start, rss_end - rss_start) AS own_kept,
+            row_number() OVER o - 1 AS k, lead(own_rest) OVER o AS next_rest, lead(shared) OVER o AS next_shared
+        FROM s JOIN w USING (worker) WINDOW o AS (PARTITION BY worker ORDER BY time, {FIRST})"""
+    )
+    return ORDERED
+
+
+def worker_trends(e: Engine, refs: Refs, ordered: str) -> list[dict[str, Any]]:
+    """For each worker of ``ordered`` (:func:`order_requests`): ``source`` (heap or rss), quarter medians of
     the resting figure, slopes per request over the first and second half and the last two quarters, the
     fit (R²) of the second half, what its requests retained in total, RSS first/last, time span, limit, first and last record,
     and the share of its samples on routes with five requests or more (a steady load, not a test session)."""
     rows = e.dicts(
-        f"""WITH o AS ({_ORDERED.format(min_samples=int(min_samples))}),
+        f"""WITH o AS (FROM {ordered}),
         q AS (SELECT worker, list(ys[len(ys) // 2 + 1] ORDER BY quarter) AS quarters
               FROM (SELECT worker, (4 * (k + 1) + n - 1) // n - 1 AS quarter, list_sort(list(rest)) AS ys
                     FROM o GROUP BY ALL) GROUP BY worker),
@@ -66,15 +80,12 @@ def worker_trends(e: Engine, refs: Refs, min_samples: int) -> list[dict[str, Any
     return out
 
 
-def retained_by_route(e: Engine, refs: Refs, workers: list[str]) -> list[dict[str, Any]]:
-    """Per worker of ``workers`` and route: requests, median and total retained memory, the share of its
-    requests that retained something, and its largest one. What a request retained is end - start (heap
+def retained_by_route(e: Engine, refs: Refs, ordered: str) -> list[dict[str, Any]]:
+    """Per worker of ``ordered`` (:func:`order_requests`) and route: requests, median and total retained
+    memory, the share of its requests that retained something, and its largest one. What a request retained is end - start (heap
     where recorded), or, when neither it nor the next request of its worker overlapped another, the rise
     of the resting figure up to the next request, if larger: readings shared between short requests (see
     memprof.heap) can give a request's start and end one reading."""
-    if not workers:
-        return []
-    names = ", ".join("'" + w.replace("'", "''") + "'" for w in workers)
     return [
         {**r, "total": int(r["total"] or 0), "ref": refs(r["at"]["f"], r["at"]["l"])}
         for r in e.dicts(
@@ -83,12 +94,8 @@ def retained_by_route(e: Engine, refs: Refs, workers: list[str]) -> list[dict[st
                 arg_max({{'f': file_id, 'l': line}}, (kept, -file_id, -line)) AS at
             FROM (SELECT worker, route, file_id, line,
                          CASE WHEN NOT coalesce(shared, false) AND NOT coalesce(next_shared, true)
-                              THEN greatest(kept, next_rest - rest) ELSE kept END AS kept
-                  FROM (SELECT *, lead(rest) OVER w AS next_rest, lead(shared) OVER w AS next_shared
-                        FROM (SELECT worker, route, file_id, line, time, shared,
-                                     coalesce(heap_end - heap_start, rss_end - rss_start) AS kept,
-                                     coalesce(heap_start, rss_start) AS rest FROM s WHERE worker IN ({names}))
-                        WINDOW w AS (PARTITION BY worker ORDER BY time, file_id, line)))
+                              THEN greatest(own_kept, next_rest - own_rest) ELSE own_kept END AS kept
+                  FROM {ordered})
             GROUP BY ALL ORDER BY worker, total DESC, route"""
         )
     ]
