@@ -22,6 +22,7 @@ FAMILY = (
     )
 )
 """SQL of a route's family: its first path segment (``/admin/users/{id}`` -> ``/admin``)."""
+
 TOP_HIGH = 25
 
 
@@ -183,27 +184,56 @@ def families(e: Engine, threshold: int) -> list[dict[str, Any]]:
     )
 
 
-def family_rests(e: Engine, families: list[str]) -> dict[str, dict[str, Any]]:
-    """For each of ``families``: growth p50/p95 and objects p50 of every sample outside it, and its routes
-    by p95 growth (at most 5). One scan for them all, the family of each sample computed once."""
+REST_VALUES = 4_000_000
+"""Values one query of :func:`family_rests` holds for its quantiles at most (8 bytes each, about twice that
+while threads merge): one filter per family over the rest of the traffic held every family's rest at once
+(ten families of 2,000,000 samples ran out of the engine's memory)."""
+
+
+def family_rests(e: Engine, families: list[dict[str, Any]], total: int) -> dict[str, dict[str, Any]]:
+    """For each of ``families`` (``family`` and its ``requests``, of ``total`` samples): growth p50/p95
+    and objects p50 of every sample outside it, and its routes by p95 growth (at most 5). Families share
+    a scan as long as their rests fit :data:`REST_VALUES`; a sample's family is known by its route (the
+    family of each distinct route computed once: a string function over every sample cost more than the
+    quantiles)."""
     if not families:
         return {}
-    names = [quote(f) for f in families]
-    rest = ", ".join(
-        f"quantile_disc(growth, [0.5, 0.95]) FILTER (fam <> {n}) AS g{i}, "
-        f"quantile_disc(instances, 0.5) FILTER (fam <> {n}) AS o{i}"
-        for i, n in enumerate(names)
-    )
-    row = e.one(f"SELECT {rest} FROM (SELECT {FAMILY} AS fam, growth, instances FROM s)")
-    out: dict[str, dict[str, Any]] = {}
-    for i, family in enumerate(families):
-        growth = row[f"g{i}"] or [0, 0]
-        out[family] = {"growth_p50": growth[0] or 0, "growth_p95": growth[1] or 0,
-                       "objects_p50": row[f"o{i}"] or 0, "routes": []}  # fmt: skip
-    for fam, route in e.rows(
-        f"""SELECT fam, route FROM (SELECT {FAMILY} AS fam, route, growth FROM s WHERE {FAMILY} IN ({", ".join(names)}))
-            GROUP BY fam, route ORDER BY fam, quantile_disc(growth, 0.95) DESC, route"""
+    wanted = {str(fam["family"]) for fam in families}
+    routes: dict[str, list[str]] = {}
+    for route, fam in e.rows(
+        f"SELECT route, {FAMILY} FROM (SELECT DISTINCT route FROM s WHERE route IS NOT NULL)"
     ):
-        if len(out[fam]["routes"]) < 5:
-            out[fam]["routes"].append(route)
+        if fam in wanted:
+            routes.setdefault(fam, []).append(route)
+    batches: list[list[str]] = [[]]
+    held = 0
+    for fam in families:
+        size = 2 * max(total - int(fam["requests"]), 1)  # its rest's growth and objects
+        if batches[-1] and held + size > REST_VALUES:
+            batches.append([])
+            held = 0
+        batches[-1].append(str(fam["family"]))
+        held += size
+    out: dict[str, dict[str, Any]] = {}
+    for batch in batches:
+        outside = [f"route NOT IN ({', '.join(quote(r) for r in routes.get(f, ()))})" if routes.get(f) else "true"
+                   for f in batch]  # fmt: skip
+        columns = ", ".join(
+            f"quantile_disc(growth, [0.5, 0.95]) FILTER ({cond}) AS g{i}, "
+            f"quantile_disc(instances, 0.5) FILTER ({cond}) AS o{i}"
+            for i, cond in enumerate(outside)
+        )
+        row = e.one(f"SELECT {columns} FROM s WHERE route IS NOT NULL")
+        for i, family in enumerate(batch):
+            growth = row[f"g{i}"] or [0, 0]
+            out[family] = {"growth_p50": growth[0] or 0, "growth_p95": growth[1] or 0,
+                           "objects_p50": row[f"o{i}"] or 0, "routes": []}  # fmt: skip
+    for family, members in routes.items():
+        out[family]["routes"] = [
+            route
+            for (route,) in e.rows(
+                f"""SELECT route FROM s WHERE route IN ({", ".join(quote(r) for r in members)})
+                    GROUP BY route ORDER BY quantile_disc(growth, 0.95) DESC, route LIMIT 5"""
+            )
+        ]
     return out

@@ -122,7 +122,7 @@ def build(
         and fam["requests"] <= 0.5 * total
         and (fam["high"] >= 5 or fam["objects_p50"])
     ]
-    rests = agg.family_rests(e, [fam["family"] for fam in standing])
+    rests = agg.family_rests(e, standing, total)
     for fam in standing:
         fam["rest"] = rests[fam["family"]]
     summary = {
