@@ -193,3 +193,20 @@ def test_many_route_families_fit_the_engines_memory() -> None:
         summary = summarize(e, LoadReport(paths=["synthetic.jsonl"]), ["synthetic.jsonl"])
     assert summary["samples"] == n
     assert sum(r["count"] for r in summary["routes"]) == n
+
+
+def test_a_statement_that_runs_out_of_memory_runs_again_with_more() -> None:
+    """An analysis that needs more than the engine's usual bound raises it (and says so) rather than
+    ending in a traceback; past eight times the bound it stops with one sentence."""
+    from memprof.analysis.engine import Engine, EngineMemoryError
+
+    with Engine(memory_limit="32MB") as e:  # 12,000,000 values to sort: about 100 MB
+        assert e.value("SELECT quantile_disc(x, 0.5) FROM range(12000000) r(x)") == 5_999_999
+        assert e.raised_to is not None and 64_000_000 <= e.raised_to <= 256_000_000
+    with Engine(memory_limit="8MB") as e:
+        try:
+            e.value("SELECT quantile_disc(x, 0.5) FROM range(12000000) r(x)")
+        except EngineMemoryError as exc:
+            assert str(exc).startswith("the analysis needs more than 64 MB of memory")
+        else:
+            raise AssertionError("12,000,000 values fit in 64 MB?")

@@ -34,6 +34,8 @@ class Analysis:
     summary: dict[str, Any]
     report: LoadReport
     recent: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    memory_raised_to: int | None = None
+    """Bytes the engine raised its memory limit to for a statement that ran out of it (None: it never did)."""
 
     def recent_records(self) -> list[tuple[dict[str, Any], str]]:
         """The most recent samples kept for ``--recent``, newest first, with their references."""
@@ -134,7 +136,7 @@ def analyze_sources(
         paths = [str(p) for (p,) in e.rows("SELECT path FROM files ORDER BY file_id")]
         summary = summarize(e, report, paths, filters, thresholds, progress, show_all)
         latest = recent_records(e, paths, recent) if recent else []
-    return Analysis(summary, report, latest)
+    return Analysis(summary, report, latest, e.raised_to)
 
 
 __all__ = [

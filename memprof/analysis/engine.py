@@ -20,6 +20,10 @@ from typing import Any
 import duckdb
 
 MEMORY_LIMIT = "200MB"
+MAX_RAISES = 3
+"""A statement that runs out of the engine's memory runs again with twice the limit, up to this many times
+(200 MB -> 1.6 GB), never past half of the machine's memory: an analysis that needs more than its usual
+bound is better than a traceback (:attr:`Engine.raised_to` tells)."""
 CHECKPOINT_THRESHOLD = "1GB"
 MAX_TEXT = 2000
 """Strings from records are cut to this many characters in every table (and so in every output)."""
@@ -50,10 +54,16 @@ CREATE OR REPLACE MACRO mp_name(s) AS mp_cut(s, {MAX_NAME});
 """
 
 
+class EngineMemoryError(RuntimeError):
+    """A statement ran out of memory at the highest limit the engine may take."""
+
+
 class Engine:
     """A DuckDB connection with the analyzer's settings; close it (or use it as a context manager)."""
 
     def __init__(self, *, threads: int | None = None, memory_limit: str = MEMORY_LIMIT) -> None:
+        self.raised_to: int | None = None
+        """The memory limit in bytes a statement made the engine raise its own to (None: never raised)."""
         self.tmp = tempfile.mkdtemp(prefix="memprof-analysis-")
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.con = duckdb.connect(
@@ -73,31 +83,50 @@ class Engine:
         self.con.execute("ATTACH ':memory:' AS mp (COMPRESS)")
         self.con.execute("USE mp")
         self.con.execute(MACROS)
+        self.limit = _bytes(memory_limit)
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+        self.max_limit = min(self.limit << MAX_RAISES, max(physical // 2, self.limit))
+
+    def _run(self, query: str, params: Sequence[Any] | None) -> duckdb.DuckDBPyConnection:
+        """Execute, raising the memory limit while a statement runs out of it (a statement is atomic: one
+        that failed changed nothing)."""
+        while True:
+            try:
+                return self.con.execute(query, params)
+            except duckdb.OutOfMemoryException as exc:
+                if self.limit * 2 > self.max_limit:
+                    raise EngineMemoryError(
+                        f"the analysis needs more than {self.limit // 10**6} MB of memory: analyse fewer files "
+                        "at once or a shorter time window (--since, --until)"
+                    ) from exc
+                self.limit *= 2
+                self.raised_to = self.limit
+                self.con.execute(f"SET memory_limit = '{self.limit}B'")
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> None:
         """Run a statement for its effect."""
-        self.con.execute(query, params)
+        self._run(query, params)
 
     def rows(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """All rows of a query as tuples."""
-        return self.con.execute(query, params).fetchall()
+        return self._run(query, params).fetchall()
 
     def dicts(self, query: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """All rows of a query as dicts (column name -> value)."""
-        cur = self.con.execute(query, params)
+        cur = self._run(query, params)
         names = [d[0] for d in cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def one(self, query: str, params: Sequence[Any] | None = None) -> dict[str, Any]:
         """The first row of a query as a dict (every column None when there is no row)."""
-        cur = self.con.execute(query, params)
+        cur = self._run(query, params)
         names = [d[0] for d in cur.description or ()]
         row = cur.fetchone()
         return dict(zip(names, row if row is not None else [None] * len(names), strict=True))
 
     def value(self, query: str, params: Sequence[Any] | None = None) -> Any:
         """The first column of the first row (None when there is none)."""
-        row = self.con.execute(query, params).fetchone()
+        row = self._run(query, params).fetchone()
         return row[0] if row else None
 
     def checkpoint(self) -> None:
@@ -116,6 +145,16 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _bytes(size: str) -> int:
+    """A DuckDB memory size in bytes: ``200MB`` (powers of 1000, as DuckDB reads them) or ``200MiB``."""
+    text = size.strip().upper()
+    for unit, factor in (("KIB", 1 << 10), ("MIB", 1 << 20), ("GIB", 1 << 30), ("KB", 10**3), ("MB", 10**6),
+                         ("GB", 10**9), ("B", 1)):  # fmt: skip
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
 
 
 def quote(text: str) -> str:

@@ -107,12 +107,13 @@ def make_thresholds(overrides: list[str] | None) -> Thresholds | None:
 
 @contextmanager
 def input_errors() -> Iterator[None]:
-    """Turn the analyzer's InputError into the CLI's one-sentence error."""
+    """Turn the analyzer's InputError (and running out of memory) into the CLI's one-sentence error."""
+    from memprof.analysis.engine import EngineMemoryError
     from memprof.analysis.sources import InputError
 
     try:
         yield
-    except InputError as exc:
+    except (InputError, EngineMemoryError) as exc:
         raise CliError(str(exc)) from None
 
 

@@ -98,6 +98,12 @@ def run(
                 threads=jobs,
                 show_all=show_all,
             )
+    if result.memory_raised_to:
+        typer.echo(
+            f"memprof: note: the analysis needed more memory than usual: its limit was raised to "
+            f"{result.memory_raised_to // 10**6} MB",
+            err=True,
+        )
     show_summary = summary if summary is not None else not recent
     recent_records = result.recent_records()
     if json:
