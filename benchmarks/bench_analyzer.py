@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.bench_analyzer                                  # 1,000,000 samples
     .venv/bin/python -m benchmarks.bench_analyzer --samples 2000000 --workers 1000 # a fleet's day
     .venv/bin/python -m benchmarks.bench_analyzer --samples 100000
+    .venv/bin/python -m benchmarks.bench_analyzer --parquet --keep DIR            # a fleet's Parquet export
 
 Generates a realistic mix (80% checkpoint-only samples, 20% full detail with SQL, models, session),
 spread over files of 50,000 lines from ``--workers`` worker ids (4 by default), plus a few dumps; then
@@ -115,6 +116,11 @@ def main() -> None:
         "--per-file", type=int, default=LINES_PER_FILE, help="samples per file (500: 2,000 files)"
     )
     parser.add_argument("--workers", type=int, default=4, help="distinct worker ids (1000: a fleet)")
+    parser.add_argument(
+        "--parquet",
+        action="store_true",
+        help="export the data dir once (DIR-parquet), then analyse the export",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="memprof-bench-") as tmp:
         directory = Path(args.keep or tmp)
@@ -125,13 +131,21 @@ def main() -> None:
             print(
                 f"generated {args.samples:,} samples, {size / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s"
             )
+        target = directory
+        if args.parquet:
+            target = Path(f"{directory}-parquet")  # beside the data dir: inside, the JSON runs would read it
+            if not (target / "samples.parquet").exists():
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-c", "from memprof.cli import main; main()", "export",
+                                str(directory), "--parquet", str(target)], check=True)  # fmt: skip
+                print(f"exported to {target} in {time.perf_counter() - t0:.1f} s")
         reference = calibrate()
         cmd = [
             sys.executable,
             "-c",
             "from memprof.cli import main; main()",
             "analyze",
-            str(directory),
+            str(target),
             "--json",
         ]
         if args.jobs:

@@ -210,3 +210,38 @@ def test_a_statement_that_runs_out_of_memory_runs_again_with_more() -> None:
             assert str(exc).startswith("the analysis needs more than 64 MB of memory")
         else:
             raise AssertionError("12,000,000 values fit in 64 MB?")
+
+
+def test_an_export_is_queried_in_place_with_filters_and_recent(tmp_path: Path) -> None:
+    """Exported samples are read where they lie (a view over the Parquet files): filters and --recent
+    work on them as on the data dir; an export beside a data dir is copied; a corrupt export is skipped
+    and counted, the rest analysed (it was a traceback)."""
+    from memprof.analysis.filters import Filters
+
+    d = _fleet(tmp_path)
+    out = tmp_path / "parquet"
+    assert run("export", str(d), "--parquet", str(out))[0] == 0
+    admin = Filters(route="/admin/*")
+    direct, exported = analyze([str(d)], admin, recent=3), analyze([str(out)], admin, recent=3)
+    assert exported.summary["samples"] == direct.summary["samples"] == 36
+    assert exported.summary["filtered_out"] == direct.summary["filtered_out"]
+    assert exported.summary["findings"] == direct.summary["findings"]
+    assert [ref for _rec, ref in exported.recent] == [ref for _rec, ref in direct.recent]
+    assert analyze([str(out), str(d / "w1")]).summary["samples"] == 480
+    # and an export of an export
+    code, stdout, err = run("export", str(out), "--parquet", str(tmp_path / "again"))
+    assert code == 0 and stdout.startswith(f"wrote {tmp_path / 'again'} (360 samples"), err
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for p in out.iterdir():
+        data = p.read_bytes()
+        if p.name == "samples.parquet":
+            data = data[: len(data) // 2] + b"\x0f" * 64 + data[len(data) // 2 + 64 :]
+        (bad / p.name).write_bytes(data)
+    code, stdout, err = run("analyze", str(bad), "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["samples"] == 0 and summary["caches"]  # the states were read
+    (problem,) = [p for p in summary["input"]["problems"] if p["file"].endswith("samples.parquet")]
+    assert problem["reason"].startswith("unreadable: ") and problem["reason"].isprintable()

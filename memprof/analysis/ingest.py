@@ -23,6 +23,7 @@ import orjson
 from memprof.analysis import tables as t
 from memprof.analysis.documents import MAX_DOCUMENT, crash_row, dump_row
 from memprof.analysis.engine import Engine, quote
+from memprof.analysis.in_place import samples_in_place
 from memprof.analysis.normalize import normalize
 from memprof.analysis.sources import (
     CRASH,
@@ -64,6 +65,7 @@ class Reader:
         self.python_problems: list[tuple[int, int | None, str, str | None]] = []
         self.lock = threading.Lock()
         self.gate = Gate()
+        self.in_place = False  # samples: a view over Parquet exports (memprof.analysis.in_place)
         e.sql(t.create_tables())
         for table in ("samples", "states"):
             e.sql(f"ALTER TABLE {table} ADD COLUMN problem VARCHAR")
@@ -83,7 +85,13 @@ class Reader:
     def read(self, sources: Iterable[Source]) -> None:
         """Read every source (data files in chunks, then logs and streams, then documents)."""
         chunks: dict[str, list[tuple[int, Source]]] = {"samples": [], "states": []}
-        for source in sources:
+        sources = list(sources)
+        taken = samples_in_place(self.e, sources, self.file_id)
+        self.in_place = bool(taken)
+        for source in taken:
+            self.report.files += 1
+            self.tick(source.size)
+        for source in (s for s in sources if s not in taken):
             if source.kind == "parquet" and source.problem is None:
                 self.report.files += 1
                 self._parquet(source)
@@ -242,11 +250,11 @@ class Reader:
                 for c, typ in cols.items()
             )
             self.e.sql(f"INSERT INTO {table} BY NAME SELECT {select} FROM {src} p JOIN fmap m USING (file)")
-        except (*DATA_ERRORS, duckdb.BinderException, duckdb.HTTPException, duckdb.CatalogException) as exc:
-            # (a binder error here: a Parquet file of another schema)
-            self.problem(
-                self.file_id(source.path, "parquet"), None, f"unreadable: {str(exc).splitlines()[0][:200]}"
-            )
+        except (
+            duckdb.Error
+        ) as exc:  # (a corrupt file raises plain duckdb.Error; another schema a binder error)
+            why = "".join(ch if ch.isprintable() else "?" for ch in (str(exc).splitlines() or [""])[0][:200])
+            self.problem(self.file_id(source.path, "parquet"), None, f"unreadable: {why}")
         self.e.checkpoint()
 
     def bad_worker_file(self, path: str, message: str) -> None:
@@ -279,6 +287,8 @@ class Reader:
         for table in ("samples", "states"):
             for fid, last in e.rows(f"SELECT file_id, max(line) FROM {table} GROUP BY file_id"):
                 lines[fid] = max(lines.get(fid, 0), last or 0)
+            if table == "samples" and self.in_place:  # exported rows: no problem column, nothing to skip
+                continue
             e.sql(f"""INSERT INTO problems SELECT file_id, line, split_part(problem, chr(31), 1),
                       CASE WHEN strpos(problem, chr(31)) > 0 THEN substr(problem, strpos(problem, chr(31)) + 1) END
                       FROM {table} WHERE problem IS NOT NULL AND problem <> 'blank'""")
