@@ -228,6 +228,9 @@ def test_an_export_is_queried_in_place_with_filters_and_recent(tmp_path: Path) -
     assert exported.summary["findings"] == direct.summary["findings"]
     assert [ref for _rec, ref in exported.recent] == [ref for _rec, ref in direct.recent]
     assert analyze([str(out), str(d / "w1")]).summary["samples"] == 480
+    log = tmp_path / "app.log"  # an application's log with a record in it: its lines may add samples
+    log.write_text('{"event": "started"}\n' + json.dumps(s.sample("/r1", t=s.T0)) + "\n")
+    assert analyze([str(out), str(log)]).summary["samples"] == 361
     # and an export of an export
     code, stdout, err = run("export", str(out), "--parquet", str(tmp_path / "again"))
     assert code == 0 and stdout.startswith(f"wrote {tmp_path / 'again'} (360 samples"), err

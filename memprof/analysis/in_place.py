@@ -18,12 +18,14 @@ NewFileId = Callable[[str, str], int]
 
 
 def samples_in_place(e: Engine, sources: list[Source], file_id: NewFileId) -> list[Source]:
-    """Make ``samples`` a view over the Parquet sources of samples when all of them are local exports
-    that read; returns the sources it took ([] when it took none: they are read the usual way, and a bad
-    one reported there). ``file_id(path, kind)`` gives each file of the exports its id, in the order a
-    copy would."""
+    """Make ``samples`` a view over the Parquet sources of samples when every source is an export or a
+    document and the exports of samples are local files that read; returns the sources it took ([] when
+    it took none: they are read the usual way, and a bad one reported there). ``file_id(path, kind)``
+    gives each file of the exports its id, in the order a copy would."""
     wanted = [s for s in sources if s.table == "samples" and s.problem is None]
-    if not wanted or any(s.kind != "parquet" or s.path.startswith(URL_SCHEMES) for s in wanted):
+    if not wanted or any(s.kind not in ("parquet", "document") for s in sources):
+        return []  # lines of any kind (a log, a state file read line by line) may add samples rows
+    if any(s.path.startswith(URL_SCHEMES) for s in wanted):
         return []
     src = f"read_parquet([{', '.join(quote(s.path) for s in wanted)}], union_by_name=true, filename=true)"
     counts = ", ".join(f'count(p."{c}")' for c in t.SCHEMA["samples"] if c != "file_id")
