@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import sys
 import types
@@ -13,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from memprof.cli import app as cli_app
+from memprof.runtime import runtimes
 from memprof.settings import MemprofSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,12 +60,22 @@ def test_python_snippets_run(doc: str, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MEMPROF_DATA_DIR", str(tmp_path / "memprof-data"))
     namespace = _namespace(tmp_path, monkeypatch)
-    for path, line, code in _blocks("python"):
-        if path != doc:
-            continue
-        compiled = compile(code, f"{doc}:{line}", "exec")
-        if not code.lstrip().startswith(NOT_RUN):
-            exec(compiled, namespace)
+    try:
+        for path, line, code in _blocks("python"):
+            if path != doc:
+                continue
+            compiled = compile(code, f"{doc}:{line}", "exec")
+            if not code.lstrip().startswith(NOT_RUN):
+                exec(compiled, namespace)
+    finally:
+        # The snippets' middlewares must not outlive the test: memprof.dump() writes through the latest
+        # live runtime, and a snippet's relative data dir (./memprof-aggressive) would then be resolved
+        # against the repository by a later test (dumps were written, and committed, there).
+        namespace.clear()
+        gc.collect()
+        assert not [r for r in runtimes() if not Path(r.settings.data_dir).is_absolute()], (
+            "a runtime outlived its snippet"
+        )
 
 
 def _commands() -> set[tuple[str, ...]]:

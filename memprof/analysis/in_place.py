@@ -34,7 +34,9 @@ def samples_in_place(e: Engine, sources: list[Source], file_id: NewFileId) -> li
         for filename, file in e.rows(f"SELECT DISTINCT filename, file FROM {src} ORDER BY file"):
             files.setdefault(str(filename), []).append(str(file))
         e.rows(f"SELECT count(*), {counts} FROM {src} p")  # every column's pages read once: they decode
-    except duckdb.Error:  # a corrupt file, another schema: read the usual way, where it is reported
+    # a corrupt file (DuckDB 1.4 raises some as a RuntimeError), another schema: read the usual way, where
+    # the file is reported
+    except (duckdb.Error, RuntimeError):
         return []
     if set(files) - {s.path for s in wanted}:  # named otherwise than given: copy them instead
         return []

@@ -250,9 +250,8 @@ class Reader:
                 for c, typ in cols.items()
             )
             self.e.sql(f"INSERT INTO {table} BY NAME SELECT {select} FROM {src} p JOIN fmap m USING (file)")
-        except (
-            duckdb.Error
-        ) as exc:  # (a corrupt file raises plain duckdb.Error; another schema a binder error)
+        # a corrupt file raises a plain duckdb.Error (a RuntimeError in DuckDB 1.4), another schema a binder error
+        except (duckdb.Error, RuntimeError) as exc:
             why = "".join(ch if ch.isprintable() else "?" for ch in (str(exc).splitlines() or [""])[0][:200])
             self.problem(self.file_id(source.path, "parquet"), None, f"unreadable: {why}")
         self.e.checkpoint()
