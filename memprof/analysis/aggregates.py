@@ -55,10 +55,7 @@ def route_rows(e: Engine, refs: Refs, threshold: int, dumps_by_route: dict[str, 
     """Per route template: stat blocks of rss and growth, durations, high-memory requests, statuses."""
     # (the durations' quantiles in a statement of their own: exact quantiles hold every value, and three
     # columns' worth of 5,000,000 samples did not fit the engine's memory at once)
-    durations = {
-        route: dq
-        for route, dq in e.rows("SELECT route, quantile_disc(duration_ms, [0.5, 0.95]) FROM s GROUP BY route")
-    }
+    durations = dict(e.rows("SELECT route, quantile_disc(duration_ms, [0.5, 0.95]) FROM s GROUP BY route"))
     rows = e.dicts(
         f"""SELECT route, count(*) AS count, {stat_sql("rss_peak", "rss")}, {stat_sql("growth", "growth")},
             max(duration_ms) AS dmax, count(*) FILTER (growth >= {threshold}) AS high,
@@ -67,10 +64,9 @@ def route_rows(e: Engine, refs: Refs, threshold: int, dumps_by_route: dict[str, 
             arg_max({{'f': file_id, 'l': line}}, (growth, -file_id, -line)) AS max_at
         FROM s GROUP BY route"""
     )
-    for r in rows:
-        r["dq"] = durations[r["route"]]
     out = []
     for r in rows:
+        p50, p95 = durations[r["route"]]
         out.append(
             {
                 "route": r["route"],
@@ -78,8 +74,8 @@ def route_rows(e: Engine, refs: Refs, threshold: int, dumps_by_route: dict[str, 
                 "rss": stat_block(r, "rss"),
                 "growth": stat_block(r, "growth"),
                 "duration_ms": {
-                    "p50": round(float(r["dq"][0]), 3),
-                    "p95": round(float(r["dq"][1]), 3),
+                    "p50": round(float(p50), 3),
+                    "p95": round(float(p95), 3),
                     "max": round(float(r["dmax"]), 3),
                 },
                 "high": r["high"],

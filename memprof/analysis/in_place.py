@@ -33,7 +33,7 @@ def samples_in_place(e: Engine, sources: list[Source], file_id: NewFileId) -> li
         files: dict[str, list[str]] = {}
         for filename, file in e.rows(f"SELECT DISTINCT filename, file FROM {src} ORDER BY file"):
             files.setdefault(str(filename), []).append(str(file))
-        e.rows(f"SELECT count(*), {counts} FROM {src} p")  # every column's pages read once: they decode
+        e.rows(f"SELECT count(*), {counts} FROM {src} p")  # every column read once: a corrupt one raises here
     # a corrupt file (DuckDB 1.4 raises some as a RuntimeError), another schema: read the usual way, where
     # the file is reported
     except (duckdb.Error, RuntimeError):

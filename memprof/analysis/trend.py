@@ -82,10 +82,10 @@ def worker_trends(e: Engine, refs: Refs, ordered: str) -> list[dict[str, Any]]:
 
 def retained_by_route(e: Engine, refs: Refs, ordered: str) -> list[dict[str, Any]]:
     """Per worker of ``ordered`` (:func:`order_requests`) and route: requests, median and total retained
-    memory, the share of its requests that retained something, and its largest one. What a request retained is end - start (heap
-    where recorded), or, when neither it nor the next request of its worker overlapped another, the rise
-    of the resting figure up to the next request, if larger: readings shared between short requests (see
-    memprof.heap) can give a request's start and end one reading."""
+    memory, the share of its requests that retained something, and its largest one. What a request
+    retained is end - start (heap where recorded), or, when neither it nor the next request of its worker
+    overlapped another, the rise of the resting figure up to the next request, if larger: readings shared
+    between short requests (see memprof.heap) can give a request's start and end one reading."""
     return [
         {**r, "total": int(r["total"] or 0), "ref": refs(r["at"]["f"], r["at"]["l"])}
         for r in e.dicts(
